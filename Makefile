@@ -1,0 +1,47 @@
+# The README's two commands: `make run` (set up, start the app on the embedded defaults) and
+# `make test` (set up, check notebooks ⇄ package, run every notebook test and every pytest test).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE ?= 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+export GRADIO_ANALYTICS_ENABLED := False
+
+.PHONY: setup run test sync check-sync nbtest pytest browser-deps bench
+
+setup: $(VENV)/.installed
+
+# Torch first, pinned to a release with a working torchvision (CPU machines here have it on disk).
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "torch==2.14.1" "torchvision==0.29.1"
+	$(BIN)/pip install -q -e ".[dev,ray,runpod]"
+	touch $@
+
+run: setup
+	$(BIN)/python app.py
+
+# Debian's chromium for the browser tests (never `playwright install`: it downloads a browser).
+browser-deps:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi; }
+
+sync: setup
+	$(BIN)/nbdev-clean && $(BIN)/nbdev-export
+
+check-sync: setup
+	VENV=$(VENV) scripts/check_nbdev_sync.sh
+
+nbtest: setup
+	$(BIN)/nbdev-test --n-workers 2
+
+pytest: setup browser-deps
+	$(BIN)/pytest -q
+
+test: check-sync nbtest pytest
+
+bench: setup
+	$(BIN)/python benchmarks/edit.py
+	$(BIN)/python benchmarks/segment.py --size small
