@@ -23,15 +23,17 @@ import numpy as np
 from PIL import Image
 
 from .auth import issue_token, verify_callback, verify_token
-from .core import (ConcurrencyLimit, IdempotencyMismatch, ImageError, InsufficientCredits, InvalidRequest,
-                        InvalidState, ModelUnavailable, NotFound, PlanLimit, RateLimited, RuleError, S3libError,
-                        Settings, SettingsError, TooLarge, Unauthorized, UploadIncomplete, load_image)
+from .core import (IdempotencyMismatch, ImageError, InvalidRequest, InvalidState, ModelUnavailable, NotFound, PlanLimit,
+                        RateLimited, RuleError, S3libError, Settings, SettingsError, TooLarge, Unauthorized, UploadIncomplete,
+                        load_image)
 from .ledger import ACTIVE_JOB_STATES, FINISHED_JOB_STATES, Ledger, iso, utc
 from .rules import Rule, apply_rule
 
 # %% auto #0
 __all__ = ['CONTENT_TYPES', 'MAX_FILENAME_CHARS', 'IDEMPOTENCY_KEY', 'IDEMPOTENCY_HOURS', 'MAX_ERROR_CHARS', 'MAX_JOB_LIST',
-           'log', 'ItemTask', 'Runner', 'RateLimiter', 'default_segmenter_factory', 'Service', 'MetricsCollector']
+           'MAX_PROTECTED', 'INSTANCE_KEY', 'MAX_REPORT_BYTES', 'MODEL_RETRY_SECONDS', 'log', 'ItemTask', 'Runner',
+           'output_key', 'output_content_type', 'RateLimiter', 'default_segmenter_factory', 'Service',
+           'MetricsCollector']
 
 # %% ../nbs/11_service.ipynb #8b18e456
 CONTENT_TYPES = ("image/jpeg", "image/png", "image/webp")
@@ -40,6 +42,10 @@ IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII, no space
 IDEMPOTENCY_HOURS = 24  # how long an Idempotency-Key is remembered (and callback receipts kept)
 MAX_ERROR_CHARS = 1000  # longest failure message kept for an item
 MAX_JOB_LIST = 200
+MAX_PROTECTED = 64  # instance keys / concept ids protected in one photo
+INSTANCE_KEY = re.compile(r"([^:]{1,64})(?::([0-9]{1,4}))?")  # "person" (every person) or "person:0" (one instance)
+MAX_REPORT_BYTES = 1024 * 1024
+MODEL_RETRY_SECONDS = 60.0  # after a failed model load, the next try waits this long (a gated repo, a full disk, a busy GPU)
 
 def _json_type(value) -> str:
     if value is None: return "null"
@@ -82,6 +88,16 @@ def _filename(value, field: str) -> str:
         raise _invalid(field, f"{name!r} is a path; send the file's plain name (it is only kept as a label)")
     return name
 
+def _protected(value, field: str, concept_ids) -> list[str]:
+    "A list of concept ids (`person`) and instance keys (`person:0`) of the given concepts, without repeats."
+    if not isinstance(value, (list, tuple)): raise _invalid(field, f"must be a list of concept ids or instance keys like 'person:0', not {_json_type(value)}")
+    if len(value) > MAX_PROTECTED: raise _invalid(field, f"at most {MAX_PROTECTED} entries")
+    for i, entry in enumerate(value):
+        match = INSTANCE_KEY.fullmatch(entry) if isinstance(entry, str) else None
+        if match is None or match[1] not in concept_ids:
+            raise _invalid(f"{field}[{i}]", f"{entry!r} is not one of the concepts {', '.join(concept_ids)} or an instance key like 'person:0'")
+    return list(dict.fromkeys(value))
+
 # %% ../nbs/11_service.ipynb #11c6a67e
 @dataclass(frozen=True)
 class ItemTask:
@@ -99,7 +115,9 @@ class ItemTask:
     max_pixels: int  # decompression-bomb guard for the photo
     max_bytes: int  # largest photo accepted
     input_url: str | None = None  # presigned GET of the photo (remote runners)
-    result_upload_url: str | None = None  # signed POST {item, size} here returns the result's presigned PUT (remote runners)
+    result_upload_url: str | None = None  # signed POST {item, size, part} here returns an output's presigned PUT (remote runners)
+    protected: tuple = ()  # instance keys ("person:0") and concept ids kept unchanged in this photo only
+
 
     def to_dict(self) -> dict:
         "JSON-ready form, for queues and HTTP payloads."
@@ -113,13 +131,15 @@ class ItemTask:
                        optional=tuple(f.name for f in fields(cls) if f.default is not MISSING))
         kinds = {"job_id": str, "item": int, "attempt": int, "max_attempts": int, "input_key": str, "result_key": str,
                  "rule": dict, "concepts": list, "callback_url": str, "mask_threshold": (int, float), "max_pixels": int,
-                 "max_bytes": int, "input_url": (str, type(None)), "result_upload_url": (str, type(None))}
+                 "max_bytes": int, "input_url": (str, type(None)), "result_upload_url": (str, type(None)), "protected": (list, tuple)}
+        data = {"protected": ()} | data
         for name, kind in kinds.items():
             value = data.get(name)
             if isinstance(value, bool) or not isinstance(value, kind): raise _invalid(f"task.{name}", f"has the wrong type ({_json_type(value)})")
         for i, concept in enumerate(data["concepts"]):
             _object(concept, f"task.concepts[{i}]", required=("id", "prompt", "threshold"))
-        return cls(**data)
+        protected = _protected(data["protected"], "task.protected", [c["id"] for c in data["concepts"]])
+        return cls(**data | {"protected": tuple(protected)})
 
 class Runner(Protocol):
     "Where the service sends item tasks. Implementations: `s3lib.worker.InlineRunner`, `ExternalRunner`; #5 adds Ray and Runpod."
@@ -134,7 +154,22 @@ class Runner(Protocol):
     def stop(self) -> None:
         "Stop taking tasks and release workers."
 
-# %% ../nbs/11_service.ipynb #187f99bd
+# %% ../nbs/11_service.ipynb #a53b2349
+def output_key(result_key: str, # the item's result key (`…/results/{item}.png`)
+               part: str = "result", # "result", "report" or "masks/<concept or protect>"
+              ) -> str:
+    "The object key of one output of an item: its result PNG, its report (JSON) or one of its masks (PNG)."
+    if part == "result": return result_key
+    base = result_key.removesuffix(".png")
+    if part == "report": return f"{base}/report.json"
+    if part.startswith("masks/") and len(part) > len("masks/") and "/" not in part[len("masks/"):]: return f"{base}/{part}.png"
+    raise _invalid("part", f"{part!r} is not an output of an item; use result, report or masks/<concept>")
+
+def output_content_type(part: str) -> str:
+    "The content type an output is stored with."
+    return "application/json" if part == "report" else "image/png"
+
+# %% ../nbs/11_service.ipynb #3be24b58
 class RateLimiter:
     "At most `limit` hits per key within any `period` seconds."
     def __init__(self, limit: int, # hits allowed per window
@@ -162,7 +197,7 @@ class RateLimiter:
     def _forget(self, now: float) -> None:
         for key in [k for k, hits in self._hits.items() if not hits or hits[-1] <= now - self.period]: del self._hits[key]
 
-# %% ../nbs/11_service.ipynb #3be24b58
+# %% ../nbs/11_service.ipynb #45fe9ca1
 def default_segmenter_factory(settings: Settings) -> Callable:
     "A factory loading the configured SAM 3 (`Sam3Segmenter.from_settings`); torch is imported only when it runs."
     def load():
@@ -170,7 +205,7 @@ def default_segmenter_factory(settings: Settings) -> Callable:
         return Sam3Segmenter.from_settings(settings)
     return load
 
-# %% ../nbs/11_service.ipynb #aa0d5734
+# %% ../nbs/11_service.ipynb #0cb0557f
 def _hash_body(body) -> str:
     try: text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as e: raise _invalid("", f"the request body is not JSON: {e}") from None
@@ -207,10 +242,13 @@ class Service:
         self._segmenter_factory = segmenter_factory or default_segmenter_factory(settings)
         self._model = None
         self._model_error: str | None = None
+        self._model_failed_at = 0.0  # time.monotonic() of the last failed load
+        self.model_retry_seconds = MODEL_RETRY_SECONDS
         self._model_loading = threading.Lock()
         self._signups = RateLimiter(settings.limits.signups_per_minute, 60, what="sign-ups from this address")
         self._job_creations = RateLimiter(settings.limits.jobs_per_minute, 60, what="new jobs")
         self._callbacks = Counter()
+        self._known_users: set[str] = set()  # user ids `authenticate` found in the ledger
         self._callbacks_lock = threading.Lock()
         self.started = False
         self._stopping, self._maintenance = threading.Event(), None
@@ -261,7 +299,9 @@ class Service:
                     ) -> str:
         "The user id a token stands for; `Unauthorized` if the token is bad or its user is gone."
         user_id = verify_token(token, self.settings.auth.jwt_secret, now=self.now().timestamp())
+        if user_id in self._known_users: return user_id  # users are never deleted: one lookup per user and process
         if self.ledger.user(user_id) is None: raise Unauthorized("the token's user does not exist (was the data reset?); sign up again")
+        self._known_users.add(user_id)
         return user_id
 
     def me(self, user_id: str) -> dict:
@@ -348,8 +388,8 @@ class Service:
         if not isinstance(rule_id, str) or not self.ledger.delete_rule(user_id, rule_id): raise NotFound(f"rule {rule_id} does not exist")
 
     # ---- jobs: create, confirm, execute ------------------------------------------------------------------
-    def _job_request(self, user_id: str, body: Any, plan) -> tuple[str, Rule, str | None, list]:
-        body = _object(body, "", required=("domain", "items"), optional=("rule_id", "rule"))
+    def _job_request(self, user_id: str, body: Any, plan) -> tuple[str, Rule, str | None, list, dict]:
+        body = _object(body, "", required=("domain", "items"), optional=("rule_id", "rule", "thresholds"))
         domain = body["domain"]
         if not isinstance(domain, str) or domain not in self.presets:
             raise _invalid("domain", f"{domain!r} is not a preset; use one of {', '.join(self.presets)}")
@@ -370,19 +410,23 @@ class Service:
         if not items: raise _invalid("items", "must not be empty; a job needs at least one image")
         if len(items) > plan.max_batch:
             raise PlanLimit(f"your plan allows {plan.max_batch} images per job; this job has {len(items)}", max_batch=plan.max_batch)
-        checked, limit = [], self.settings.images.max_bytes
+        checked, limit, preset = [], self.settings.images.max_bytes, self.presets[domain]
         for i, item in enumerate(items):
-            item = _object(item, f"items[{i}]", required=("filename", "content_type", "size"))
+            item = _object(item, f"items[{i}]", required=("filename", "content_type", "size"), optional=("protected",))
             filename = _filename(item["filename"], f"items[{i}].filename")
             kind = item["content_type"]
             if kind not in CONTENT_TYPES: raise _invalid(f"items[{i}].content_type", f"{kind!r} is not accepted; use one of {', '.join(CONTENT_TYPES)}")
             size = _integer(item["size"], f"items[{i}].size", low=1)
             if size > limit: raise TooLarge(f"items[{i}].size: {size:,} bytes is over the limit of {limit:,} bytes",
                                             field=f"items[{i}].size", max_bytes=limit)
-            checked.append({"filename": filename, "content_type": kind, "size": size})
-        return domain, rule, rule_id, checked
+            protected = _protected(item.get("protected", []), f"items[{i}].protected", preset.concept_ids)
+            checked.append({"filename": filename, "content_type": kind, "size": size, "protected": protected})
+        concept_ids = dict.fromkeys([*rule.concepts, *(INSTANCE_KEY.fullmatch(p)[1] for it in checked for p in it["protected"])])
+        overrides = self._thresholds(body.get("thresholds"), preset.concept_ids)
+        thresholds = {c: overrides.get(c, preset.concept(c).threshold) for c in concept_ids}
+        return domain, rule, rule_id, checked, thresholds
 
-    def create_job(self, user_id: str, body: Any, # {"domain", "rule_id" | "rule": {edits, protect}, "items": [{filename, content_type, size}]}
+    def create_job(self, user_id: str, body: Any, # {"domain", "rule_id" | "rule": {edits, protect}, "items": [{filename, content_type, size, protected?}], "thresholds"?}
                    idempotency_key: str | None = None, # the Idempotency-Key header, if any
                   ) -> dict:
         "Create a job and presign its uploads: `{id, status: 'created', uploads: [{item, method, url, headers, expires_at}]}`."
@@ -393,7 +437,7 @@ class Service:
                 raise _invalid("Idempotency-Key", "must be 1 to 255 printable ASCII characters without spaces")
             body_hash = _hash_body(body)
             if (replay := self._replay(user_id, idempotency_key, body_hash)) is not None: return replay
-        domain, rule, rule_id, items = self._job_request(user_id, body, self._plan(user))
+        domain, rule, rule_id, items, thresholds = self._job_request(user_id, body, self._plan(user))
         job_id, now = _new_id(), self.now()
         prefix = f"users/{user_id}/jobs/{job_id}/"
         for i, item in enumerate(items): item.update(input_key=f"{prefix}inputs/{i}", result_key=f"{prefix}results/{i}.png")
@@ -406,8 +450,8 @@ class Service:
                 if (replay := self._replay(user_id, idempotency_key, body_hash)) is not None: return replay
             self._job_creations.hit(user_id)  # here, under the writer lock: a replayed request is not a new job
             if body_hash is not None: self.ledger.remember_response(user_id, idempotency_key, body_hash, response, now)
-            self.ledger.insert_job({"id": job_id, "user_id": user_id, "domain": domain, "rule_id": rule_id, "rule": rule.to_dict()},
-                                   items, now)
+            self.ledger.insert_job({"id": job_id, "user_id": user_id, "domain": domain, "rule_id": rule_id, "rule": rule.to_dict(),
+                                    "thresholds": thresholds}, items, now)
         return response
 
     def _replay(self, user_id: str, key: str, body_hash: str) -> dict | None:
@@ -461,20 +505,27 @@ class Service:
         return {"id": job_id, "status": "queued", "credits_reserved": credits}
 
     # ---- jobs: reading -----------------------------------------------------------------------------------------
+    def _job_thresholds(self, job: dict) -> dict:
+        "The score threshold of each concept the job segments (jobs from before thresholds were kept: the preset's)."
+        if job["thresholds"] is not None: return job["thresholds"]
+        preset = self._preset(job["domain"])
+        return {c: preset.concept(c).threshold for c in dict.fromkeys([e["concept"] for e in job["rule"]["edits"]] + list(job["rule"]["protect"]))}
+
     def _job_out(self, job: dict, progress: dict, credits: dict) -> dict:
         return {"id": job["id"], "status": job["status"], "domain": job["domain"], "rule_id": job["rule_id"], "rule": job["rule"],
-                "progress": progress, "credits_reserved": credits["reserve"], "credits_charged": credits["charge"],
+                "thresholds": self._job_thresholds(job), "progress": progress, "credits_reserved": credits["reserve"], "credits_charged": credits["charge"],
                 "credits_refunded": credits["refund"], "created_at": iso(job["created_at"]), "updated_at": iso(job["updated_at"]),
                 "finished_at": iso(job["finished_at"]), "purged_at": iso(job["purged_at"])}
 
     def job_status(self, user_id: str, job_id: str) -> dict:
         "A job with its items (`result_url`: an absolute, expiring download URL for done items) and its credits."
-        job = self._job(user_id, job_id)
+        job = self.ledger.job_with_credits(job_id, user_id) if isinstance(job_id, str) else None
+        if job is None: raise NotFound(f"job {job_id} does not exist")
         items = self.ledger.items(job_id)
         progress = {"total": len(items), "done": sum(it["status"] == "done" for it in items),
                     "failed": sum(it["status"] == "failed" for it in items)}
         seconds = self.settings.jobs.download_url_seconds
-        out = self._job_out(job, progress, self.ledger.job_credits(job_id))
+        out = self._job_out(job, progress, job)
         out["items"] = [{"item": it["item"], "filename": it["filename"], "status": it["status"], "error": it["error"],
                          "result_url": self.store.presign_get(it["result_key"], seconds)
                                        if it["status"] == "done" and job["purged_at"] is None else None}
@@ -507,6 +558,34 @@ class Service:
         job, found = self._item(user_id, job_id, item)
         if job["purged_at"] is not None: raise NotFound(f"the photos of job {job_id} were deleted after the retention period")
         return self.store.get(found["input_key"])
+
+    def export_job(self, user_id: str, job_id: str) -> dict:
+        "Everything to export a finished job: `{job, model, mask_threshold, items: [{item, filename, status, error, input, result, masks, report}]}`."
+        job = self._job(user_id, job_id)
+        if job["status"] not in FINISHED_JOB_STATES:
+            raise InvalidState(f"job {job_id} is {job['status']}; export it once it is finished (or cancel it)")
+        if job["purged_at"] is not None: raise NotFound(f"the photos and results of job {job_id} were deleted after the retention period")
+        model = self.settings.model
+        loaded = self._model
+        device = str(getattr(loaded, "device", None) or model.device)
+        items = []
+        for it in self.ledger.items(job_id):
+            exported = {"item": it["item"], "filename": it["filename"], "status": it["status"], "error": it["error"],
+                        "input": self._object_or_none(it["input_key"]), "result": None, "masks": {}, "report": []}
+            if it["status"] == "done":
+                exported["result"] = self._object_or_none(it["result_key"])
+                for name in dict.fromkeys([*(e["concept"] for e in job["rule"]["edits"]), "protect"]):
+                    mask = self._object_or_none(output_key(it["result_key"], f"masks/{name}"))
+                    if mask is not None: exported["masks"][name] = mask
+                report = self._object_or_none(output_key(it["result_key"], "report"))
+                if report is not None: exported["report"] = json.loads(report)
+            items.append(exported)
+        return {"job": self.job_status(user_id, job_id), "model": {"id": model.id, "device": device, "dtype": model.dtype},
+                "mask_threshold": model.mask_threshold, "items": items}
+
+    def _object_or_none(self, key: str) -> bytes | None:
+        try: return self.store.get(key)
+        except NotFound: return None
 
     # ---- jobs: cancel and settle ---------------------------------------------------------------------------------
     def cancel(self, user_id: str, job_id: str) -> dict:
@@ -547,10 +626,12 @@ class Service:
         return failed
 
     # ---- dispatch to the runner -------------------------------------------------------------------------------------
-    def _concepts(self, rule: dict) -> list[dict]:
-        preset = self._preset(rule["domain"])
-        ids = dict.fromkeys([e["concept"] for e in rule["edits"]] + list(rule["protect"]))
-        return [{"id": c.id, "prompt": c.prompt, "threshold": c.threshold} for c in map(preset.concept, ids)]
+    def _concepts(self, job: dict, protected: list[str]) -> list[dict]:
+        "The concepts an item's task segments: the rule's targets, its protected concepts, then the photo's own protected ones."
+        preset, thresholds = self._preset(job["domain"]), self._job_thresholds(job)
+        rule = job["rule"]
+        ids = dict.fromkeys([e["concept"] for e in rule["edits"]] + list(rule["protect"]) + [INSTANCE_KEY.fullmatch(p)[1] for p in protected])
+        return [{"id": c.id, "prompt": c.prompt, "threshold": thresholds.get(c.id, c.threshold)} for c in map(preset.concept, ids)]
 
     def task(self, job_id: str, item: int, attempt: int) -> ItemTask:
         "Build the task for one item (fresh presigned URLs when the runner is remote)."
@@ -563,11 +644,13 @@ class Service:
                       "result_upload_url": f"{self.public_url}/jobs/{job_id}/result-upload"}
         return ItemTask(job_id=job_id, item=item, attempt=attempt, max_attempts=jobs.max_attempts,
                         input_key=found["input_key"], result_key=found["result_key"], rule=job["rule"],
-                        concepts=self._concepts(job["rule"]), callback_url=f"{self.public_url}/jobs/{job_id}/callback",
+                        concepts=self._concepts(job, found["protected"]), callback_url=f"{self.public_url}/jobs/{job_id}/callback",
                         mask_threshold=self.settings.model.mask_threshold, max_pixels=images.max_pixels,
-                        max_bytes=images.max_bytes, **remote)
+                        max_bytes=images.max_bytes, protected=tuple(found["protected"]), **remote)
 
-    def _dispatch(self, job_id: str, only: list[int] | None = None, reason: str = "") -> int:
+    def _dispatch(self, job_id: str, only: list[int] | None = None, reason: str = "",
+                  after_attempt: int | None = None, # only items handed out exactly this often so far (a retry of that attempt)
+                 ) -> int:
         "Hand the job's unfinished items (or `only` these) to the runner, counting attempts; exhausted items fail. Returns tasks sent."
         if self.runner is None: return 0
         limit, now, sent = self.settings.jobs.max_attempts, self.now(), []
@@ -576,28 +659,29 @@ class Service:
             if job is None or job["status"] not in ACTIVE_JOB_STATES: return 0
             for it in self.ledger.items(job_id):
                 if it["status"] in ("done", "failed") or (only is not None and it["item"] not in only): continue
+                if after_attempt is not None and it["attempts"] != after_attempt: continue  # another retry of it came first
                 if it["attempts"] >= limit:
                     self._fail_item(job, it["item"], f"gave up after {limit} attempt(s)" + (f": {reason}" if reason else ""), now)
                 else:
                     sent.append((it["item"], self.ledger.count_attempt(job_id, it["item"])))
         for item, attempt in sent:
             try: task = self.task(job_id, item, attempt); self.runner.submit(task)
-            except Exception as e: self.retry_task(job_id, item, f"could not hand the task to the runner: {type(e).__name__}: {e}")
+            except Exception as e: self.retry_task(job_id, item, f"could not hand the task to the runner: {type(e).__name__}: {e}", attempt)
         return len(sent)
 
     def retry_task(self, job_id: str, # the task's job
                    item: int, # the task's item
                    error: str, # what went wrong (kept on the item if it finally fails)
+                   attempt: int | None = None, # the attempt that died (`task.attempt`); None: the latest one handed out
                   ) -> str:
-        "For runners: a task died without reporting. Re-queue it with the next attempt, or fail and refund it after max_attempts."
+        "For runners: a task died without reporting. Re-queue it as the next attempt, or fail and refund it after max_attempts."
         job, found = self.ledger.job(job_id), self.ledger.item(job_id, item)
         if job is None or found is None: raise NotFound(f"job {job_id} has no item {item}")
         if job["status"] not in ACTIVE_JOB_STATES or found["status"] in ("done", "failed"): return "ignored"
-        if found["attempts"] >= self.settings.jobs.max_attempts:
-            with self.ledger.transaction():
-                self._fail_item(self.ledger.job(job_id), item, f"gave up after {found['attempts']} attempt(s): {error}", self.now())
-            return "failed"
-        return "resubmitted" if self._dispatch(job_id, only=[item], reason=error) else "ignored"
+        died = found["attempts"] if attempt is None else attempt
+        if died != found["attempts"]: return "ignored"  # an older attempt: a newer one is already out
+        if self._dispatch(job_id, only=[item], reason=error, after_attempt=died): return "resubmitted"
+        return "failed" if self.ledger.item(job_id, item)["status"] == "failed" else "ignored"
 
     def resume(self) -> int:
         "Re-queue the unfinished items of queued and running jobs (after a restart), each as its next attempt. Returns tasks sent."
@@ -627,7 +711,7 @@ class Service:
         result_key, error = body.get("result_key"), body.get("error")
         if status == "done":
             if result_key != found["result_key"]: raise _invalid("result_key", f"must be {found['result_key']!r}, the key the task was given")
-        elif result_key is not None: raise _invalid("result_key", f"only a done callback carries a result_key")
+        elif result_key is not None: raise _invalid("result_key", "only a done callback carries a result_key")
         if status == "failed":
             if error is not None and not isinstance(error, str): raise _invalid("error", f"must be a string, not {_json_type(error)}")
         elif error is not None: raise _invalid("error", "only a failed callback carries an error")
@@ -644,18 +728,17 @@ class Service:
         if self.ledger.seen_receipt(webhook_id): self._count("duplicate"); return {"ok": True, "duplicate": True}
         job = self.ledger.job(job_id) if isinstance(job_id, str) else None
         if job is None: raise NotFound(f"job {job_id} does not exist")
-        update = None
+        update = None  # a finished job's reports are ignored before their body is judged
         if job["status"] not in FINISHED_JOB_STATES:
+            if job["status"] not in ACTIVE_JOB_STATES: raise InvalidState(f"job {job['id']} is {job['status']}; it was never executed")
             update = self._callback_update(raw_body, job)
             if update["status"] == "done" and self.store.head(update["result_key"]) is None:
                 raise _invalid("result_key", f"there is no object at {update['result_key']}; upload the result before reporting done")
         now = self.now()
         with self.ledger.transaction():
             if not self.ledger.record_receipt(webhook_id, job["id"], now): self._count("duplicate"); return {"ok": True, "duplicate": True}
-            job = self.ledger.job(job["id"])
-            if job["status"] in FINISHED_JOB_STATES: ignored = f"job is {job['status']}"
-            elif job["status"] not in ACTIVE_JOB_STATES: raise InvalidState(f"job {job['id']} is {job['status']}; it was never executed")
-            else: ignored = self._apply(job, update, now)
+            job = self.ledger.job(job["id"])  # active when checked above, so now active or finished (states never go back)
+            ignored = f"job is {job['status']}" if job["status"] in FINISHED_JOB_STATES else self._apply(job, update, now)
         self._count("ignored" if ignored else "accepted")
         return {"ok": True, "duplicate": False, **({"ignored": ignored} if ignored else {})}
 
@@ -679,9 +762,9 @@ class Service:
 
     def result_upload(self, job_id: str, # from the URL path
                       headers: Mapping, # signed like a callback (webhook-id, webhook-timestamp, webhook-signature)
-                      raw_body: bytes, # {"item": int, "size": int}: the encoded result's exact size in bytes
+                      raw_body: bytes, # {"item": int, "size": int, "part"?: "result" | "report" | "masks/<concept>"}: the output's exact size
                      ) -> dict:
-        "For remote workers: a presigned PUT for an item's result, of exactly `size` bytes: `{item, url, method, headers, expires_at}`."
+        "For remote workers: a presigned PUT for one output of an item, of exactly `size` bytes: `{item, part, url, method, headers, expires_at}`."
         verify_callback(headers, raw_body, self.settings.auth.callback_secret, self.settings.auth.callback_tolerance_seconds,
                         now=self.now().timestamp())
         job = self.ledger.job(job_id) if isinstance(job_id, str) else None
@@ -689,28 +772,45 @@ class Service:
         if job["status"] not in ACTIVE_JOB_STATES: raise InvalidState(f"job {job_id} is {job['status']}; its results are not wanted")
         try: body = json.loads(raw_body)
         except (ValueError, UnicodeDecodeError) as e: raise _invalid("", f"the body is not JSON: {e}") from None
-        body = _object(body, "", required=("item", "size"))
+        body = _object(body, "", required=("item", "size"), optional=("part",))
         found = self.ledger.item(job_id, _integer(body["item"], "item", 0))
         if found is None: raise _invalid("item", f"job {job_id} has no item {body['item']}")
         if found["status"] in ("done", "failed"): raise InvalidState(f"item {found['item']} is already {found['status']}")
-        images = self.settings.images
-        limit = 4 * images.max_pixels + 1024 * 1024  # an RGB PNG's worst case, with room for its headers
+        part = body.get("part", "result")
+        if not isinstance(part, str): raise _invalid("part", f"must be a string, not {_json_type(part)}")
+        key = output_key(found["result_key"], part)
+        masks = ["protect", *(c["id"] for c in self._concepts(job, found["protected"]))]
+        if part.startswith("masks/") and part[len("masks/"):] not in masks:
+            raise _invalid("part", f"{part!r}: this item has masks of {', '.join(masks)} only")
+        pixels = self.settings.images.max_pixels
+        # worst cases with room for the headers: an RGB result PNG, an 8-bit mask PNG, a report of ≤ 32 edits
+        limit = {"result": 4 * pixels + 1024 * 1024, "report": MAX_REPORT_BYTES}.get(part, pixels + 1024 * 1024)
         size = _integer(body["size"], "size", 1, limit)
-        upload = self.store.presign_put(found["result_key"], "image/png", size, self.settings.jobs.upload_url_seconds)
-        return {"item": found["item"], **upload.to_dict()}
+        upload = self.store.presign_put(key, output_content_type(part), size, self.settings.jobs.upload_url_seconds)
+        return {"item": found["item"], "part": part, **upload.to_dict()}
 
     # ---- retention ----------------------------------------------------------------------------------------------------------
     def purge_expired(self, now: datetime | None = None # default: the service clock
                      ) -> dict:
-        "Expire never-executed jobs after `unexecuted_ttl_hours` and delete photos/results after `retention_days`; returns counts."
+        "Expire never-executed jobs after `unexecuted_ttl_hours`, end jobs still unfinished after `retention_days` (failing and "
+        "refunding their open items), and delete photos/results after `retention_days`; returns counts."
         now = utc(now) if now is not None else self.now()
         jobs = self.settings.jobs
-        counts = {"expired_jobs": 0, "purged_jobs": 0, "objects_deleted": 0}
+        counts = {"expired_jobs": 0, "timed_out_jobs": 0, "purged_jobs": 0, "objects_deleted": 0}
+        cutoff = now - timedelta(days=jobs.retention_days)
+        for job in self.ledger.jobs_in(ACTIVE_JOB_STATES, before=cutoff):
+            with self.ledger.transaction():
+                current = self.ledger.job(job["id"])
+                if current["status"] not in ACTIVE_JOB_STATES: continue
+                self.ledger.fail_unfinished_items(job["id"], f"not finished within the retention period ({jobs.retention_days:g} days)", now)
+                self._finish_if_complete(current, now)
+            counts["timed_out_jobs"] += 1
+            if self.runner is not None: self.runner.cancel(job["id"])
         for job in self.ledger.jobs_in(("created", "uploaded"), before=now - timedelta(hours=jobs.unexecuted_ttl_hours)):
             if self.ledger.set_job_status(job["id"], "expired", ("created", "uploaded"), now, finished_at=now):
                 counts["expired_jobs"] += 1
                 counts["objects_deleted"] += self._purge(job, now)
-        for job in self.ledger.jobs_in(FINISHED_JOB_STATES, before=now - timedelta(days=jobs.retention_days), purged=False):
+        for job in self.ledger.jobs_in(FINISHED_JOB_STATES, before=cutoff, purged=False):
             counts["purged_jobs"] += 1
             counts["objects_deleted"] += self._purge(job, now)
         counts |= self.ledger.forget_before(now - timedelta(hours=IDEMPOTENCY_HOURS))
@@ -722,10 +822,15 @@ class Service:
         return deleted
 
     # ---- health and metrics -------------------------------------------------------------------------------------------------
+    def _model_retry_in(self) -> float:
+        "Seconds until a failed model load may be tried again (0: now)."
+        return max(0.0, self._model_failed_at + self.model_retry_seconds - time.monotonic())
+
     def model_status(self) -> dict:
-        "`{status: not_loaded | loaded | unavailable, model, message}`."
+        "`{status: not_loaded | loaded | unavailable, model, message, retry_in}`; `retry_in`: seconds until the next load try."
         status = "loaded" if self._model is not None else "unavailable" if self._model_error else "not_loaded"
-        return {"status": status, "model": self.settings.model.id, "message": self._model_error}
+        retry_in = math.ceil(self._model_retry_in()) if status == "unavailable" else None
+        return {"status": status, "model": self.settings.model.id, "message": self._model_error, "retry_in": retry_in}
 
     def health(self) -> dict:
         "`{ok, database: {ok, error}, storage: {ok, error}, model: model_status(), runner}`; ok needs database and storage."
@@ -755,14 +860,18 @@ class Service:
 
     # ---- the model: segment and preview (UI) -------------------------------------------------------------------------------------
     def segmenter(self):
-        "The shared model, loaded on first use; `ModelUnavailable` (with the reason and fix) if it cannot be loaded."
-        if self._model is None and self._model_error is None:
+        "The shared model, loaded on first use; `ModelUnavailable` (with the reason and fix) if it cannot be loaded (tried again after a cooldown)."
+        def should_load(): return self._model is None and (self._model_error is None or self._model_retry_in() == 0)
+        if should_load():
             with self._model_loading:
-                if self._model is None and self._model_error is None:
-                    try: self._model = self._segmenter_factory()
-                    except ModelUnavailable as e: self._model_error = e.message
-                    except Exception as e: self._model_error = f"the model {self.settings.model.id} could not be loaded: {type(e).__name__}: {e}"
-        if self._model_error: raise ModelUnavailable(self._model_error)
+                if should_load():
+                    try: self._model, self._model_error = self._segmenter_factory(), None
+                    except Exception as e:
+                        self._model_error = e.message if isinstance(e, ModelUnavailable) else \
+                            f"the model {self.settings.model.id} could not be loaded: {type(e).__name__}: {e}"
+                        self._model_failed_at = time.monotonic()
+        if self._model is None:
+            raise ModelUnavailable(f"{self._model_error} (next try in {math.ceil(self._model_retry_in())} s)")
         return self._model
 
     def _image(self, image) -> Image.Image:
@@ -809,33 +918,34 @@ class Service:
         "Apply a rule to one image without a job (no credits): an `s3lib.rules.EditResult` (image, masks, report)."
         body = _object(rule, "rule", required=("domain", "edits"), optional=("name", "protect"))
         parsed = self._rule({"name": "preview", **body}, field="rule")
-        preset = self.presets[parsed.domain]
-        if not isinstance(protected, (list, tuple)): raise _invalid("protected", "must be a list of concept ids or instance keys")
-        extra = []
-        for i, entry in enumerate(protected):
-            concept_id = entry.split(":", 1)[0] if isinstance(entry, str) else None
-            if concept_id not in preset.concept_ids:
-                raise _invalid(f"protected[{i}]", f"{entry!r} is not a concept of {parsed.domain!r} or an instance key like 'person:0'")
-            extra.append(concept_id)
+        protected = _protected(protected, "protected", self.presets[parsed.domain].concept_ids)
+        extra = [INSTANCE_KEY.fullmatch(entry)[1] for entry in protected]
         picture = self._image(image)
         instances = self.segment(user_id, picture, parsed.domain, list(dict.fromkeys([*parsed.concepts, *extra])), thresholds)
-        return apply_rule(picture, instances, parsed, protected=list(protected))
+        return apply_rule(picture, instances, parsed, protected=protected)
 
     def create_job_from_images(self, user_id: str, images: list, # bytes (JPEG/PNG/WebP kept as sent), PIL images or uint8 arrays
                                domain: str, # preset id
                                rule_id: str | None = None, # a saved rule …
                                rule: dict | None = None, # … or {edits, protect}
                                filenames: list[str] | None = None, # labels for the items
+                               thresholds: dict | None = None, # concept id -> score threshold 0..1 (use the preview's, so instances match)
+                               protected: list | None = None, # per image, instance keys ("person:0") or concept ids kept unchanged in that photo
                               ) -> dict:
         "Create, upload (in-process), confirm and execute a job in one call (the Gradio `job_create`); returns `job_status`."
         if not isinstance(images, (list, tuple)) or not images: raise _invalid("images", "must be a non-empty list of images")
         if filenames is not None and (not isinstance(filenames, (list, tuple)) or len(filenames) != len(images)):
             raise _invalid("filenames", "must be a list with one name per image")
+        if protected is not None and (not isinstance(protected, (list, tuple)) or len(protected) != len(images)):
+            raise _invalid("protected", "must be a list with one list of instance keys per image")
         files = [self._upload_bytes(image, f"images[{i}]") for i, image in enumerate(images)]
         body = {"domain": domain, "items": [{"filename": filenames[i] if filenames else f"image-{i + 1}.{kind.split('/')[1]}",
                                               "content_type": kind, "size": len(data)} for i, (data, kind) in enumerate(files)]}
+        if protected is not None:
+            for item, keys in zip(body["items"], protected): item["protected"] = keys
         if rule_id is not None: body["rule_id"] = rule_id
         if rule is not None: body["rule"] = rule
+        if thresholds is not None: body["thresholds"] = thresholds
         created = self.create_job(user_id, body)
         try:
             for upload, (data, kind) in zip(created["uploads"], files):
@@ -860,7 +970,7 @@ class Service:
         picture.save(buffer, "PNG")
         return buffer.getvalue(), "image/png"
 
-# %% ../nbs/11_service.ipynb #eabd50e6
+# %% ../nbs/11_service.ipynb #99402bcc
 class MetricsCollector:
     "A prometheus_client collector reading `service.metrics()` on each scrape."
     def __init__(self, service: Service): self.service = service

@@ -11,22 +11,26 @@ import json
 import logging
 import os
 import queue
+import io
 import threading
 import time
-from typing import Any, Callable
+from typing import Callable
+
+import numpy as np
+from PIL import Image
 
 from .auth import ensure_secrets, sign_callback
 from .core import NotFound, S3libError, Settings, SettingsError, encode_image, load_image, load_settings
 from .ledger import FINISHED_JOB_STATES, Ledger
 from .presets import Concept, load_presets
 from .rules import Edit, Rule, apply_rule
-from .service import ItemTask, Runner, Service
+from .service import ItemTask, Runner, Service, output_content_type, output_key
 from .storage import open_store
 
 _all_ = ["ItemTask", "Runner"]  # re-exported: what #5's runners and worker nodes import from here
 
 # %% auto #0
-__all__ = ['log', 'TransportError', 'HttpTransport', 'InProcessTransport', 'task_rule', 'task_concepts', 'run_task',
+__all__ = ['log', 'TransportError', 'HttpTransport', 'InProcessTransport', 'task_rule', 'task_concepts', 'mask_png', 'run_task',
            'InlineRunner', 'ExternalRunner', 'make_runner', 'store_signing_secret', 'create_service', 'ItemTask',
            'Runner']
 
@@ -81,12 +85,15 @@ class HttpTransport:
             raise TransportError(f"{what}: the coordinator answered HTTP {response.status_code} {response.text[:300]}")
         return response.json()
 
-    def store_result(self, task: ItemTask, data: bytes) -> None:
-        "Ask the coordinator for a presigned PUT of exactly this size (a signed POST), then PUT the PNG there."
-        upload = self._signed_post(task.result_upload_url, {"item": task.item, "size": len(data)}, "asking where to upload the result")
-        response = self._send(upload["method"], upload["url"], "uploading the result", data=data, headers=upload["headers"])
+    def store_result(self, task: ItemTask, data: bytes, # the encoded output
+                     part: str = "result", # "result", "report" or "masks/<concept>"
+                    ) -> None:
+        "Ask the coordinator for a presigned PUT of exactly this size (a signed POST), then PUT the output there."
+        upload = self._signed_post(task.result_upload_url, {"item": task.item, "size": len(data), "part": part},
+                                   f"asking where to upload the {part}")
+        response = self._send(upload["method"], upload["url"], f"uploading the {part}", data=data, headers=upload["headers"])
         if not 200 <= response.status_code < 300:
-            raise TransportError(f"uploading the result: HTTP {response.status_code} {response.text[:200]}")
+            raise TransportError(f"uploading the {part}: HTTP {response.status_code} {response.text[:200]}")
 
     def report(self, task: ItemTask, body: dict) -> dict:
         "POST a signed report; retries resend the same webhook id, so the coordinator counts it once."
@@ -98,7 +105,8 @@ class InProcessTransport:
 
     def fetch(self, task: ItemTask) -> bytes: return self.service.store.get(task.input_key)
 
-    def store_result(self, task: ItemTask, data: bytes) -> None: self.service.store.put(task.result_key, data, "image/png")
+    def store_result(self, task: ItemTask, data: bytes, part: str = "result") -> None:
+        self.service.store.put(output_key(task.result_key, part), data, output_content_type(part))
 
     def report(self, task: ItemTask, body: dict) -> dict:
         raw = json.dumps(body).encode("utf-8")
@@ -116,6 +124,13 @@ def task_concepts(task: ItemTask) -> list[Concept]:
     "The concepts to segment (targets, then protected), with the prompts and thresholds the coordinator chose."
     return [Concept(c["id"], {"en": c["id"]}, c["prompt"], c["threshold"], ()) for c in task.concepts]
 
+def mask_png(mask: np.ndarray # bool H×W
+            ) -> bytes:
+    "A mask as an 8-bit grayscale PNG, 255 inside and 0 outside (what `s3lib.pipeline.edit_folder` writes)."
+    buffer = io.BytesIO()
+    Image.fromarray(mask.astype(np.uint8) * 255).save(buffer, "PNG")
+    return buffer.getvalue()
+
 def run_task(task: ItemTask, # one item, self-contained
              segmenter, # a segmenter, or a function returning one (called only when needed, e.g. `service.segmenter`)
              transport=None, # `HttpTransport` (default) or `InProcessTransport`
@@ -128,7 +143,9 @@ def run_task(task: ItemTask, # one item, self-contained
         picture = load_image(transport.fetch(task), max_pixels=task.max_pixels, max_bytes=task.max_bytes)
         model = segmenter if hasattr(segmenter, "segment") else segmenter()
         instances = model.segment(picture, task_concepts(task), mask_threshold=task.mask_threshold)
-        result = apply_rule(picture, instances, task_rule(task))
+        result = apply_rule(picture, instances, task_rule(task), protected=task.protected)
+        for name, mask in result.masks.items(): transport.store_result(task, mask_png(mask), f"masks/{name}")
+        transport.store_result(task, json.dumps(result.report).encode("utf-8"), "report")
         transport.store_result(task, encode_image(result.image, "png"))
     except S3libError as e:
         outcome = {"item": task.item, "status": "failed", "error": e.message}
@@ -183,7 +200,7 @@ class InlineRunner:
             try: self._run(task)
             except Exception as e:
                 log.warning("job %s item %s attempt %s crashed: %s: %s", task.job_id, task.item, task.attempt, type(e).__name__, e)
-                try: self.service.retry_task(task.job_id, task.item, f"{type(e).__name__}: {e}")
+                try: self.service.retry_task(task.job_id, task.item, f"{type(e).__name__}: {e}", task.attempt)
                 except Exception: log.exception("could not re-queue job %s item %s", task.job_id, task.item)
             finally:
                 with self._idle:
@@ -196,19 +213,28 @@ class InlineRunner:
         run_task(task, self.service.segmenter, self.transport)
 
 class ExternalRunner:
-    "Tasks wait in a queue until workers elsewhere `claim` them (through an API route); they report by callback."
+    "Tasks wait in a queue until workers elsewhere `claim` them; a claim is a lease, and an expired lease goes back to the service."
     remote = True
 
-    def __init__(self):
+    def __init__(self, lease_seconds: float = 900.0, # a claimed task not finished within this long is handed out again
+                 clock: Callable[[], float] = time.monotonic, # seconds, monotonic (tests move it)
+                ):
+        if isinstance(lease_seconds, bool) or not isinstance(lease_seconds, (int, float)) or lease_seconds <= 0:
+            raise ValueError(f"lease_seconds must be a positive number, not {lease_seconds!r}")
+        self.lease_seconds, self.clock = lease_seconds, clock
         self.service: Service | None = None
         self._queue: queue.Queue = queue.Queue()
+        self._leases: dict[tuple[str, int], tuple[int, float]] = {}  # (job id, item) -> (attempt, when its lease ends)
+        self._leases_lock = threading.Lock()
 
     def start(self, service: Service) -> None: self.service = service
 
     def submit(self, task: ItemTask) -> None: self._queue.put(task)
 
     def cancel(self, job_id: str) -> None:
-        "Nothing to stop eagerly: `claim` skips tasks of canceled jobs, and a worker's late report is ignored."
+        "Forget the job's leases; `claim` skips its queued tasks, and a worker's late report is ignored."
+        with self._leases_lock:
+            for key in [key for key in self._leases if key[0] == job_id]: del self._leases[key]
 
     def stop(self) -> None:
         "Nothing runs here; queued tasks stay in the database and a restart re-queues them."
@@ -216,7 +242,8 @@ class ExternalRunner:
     def claim(self, limit: int = 1, # at most this many tasks
               timeout: float = 0.0, # seconds to wait for the first one
              ) -> list[ItemTask]:
-        "Take up to `limit` tasks of unfinished jobs, waiting up to `timeout` seconds for the first."
+        "Take up to `limit` tasks of unfinished jobs, waiting up to `timeout` seconds for the first; each is leased for `lease_seconds`."
+        self._hand_back_expired()
         claimed, deadline = [], time.monotonic() + timeout
         while len(claimed) < limit:
             wait = deadline - time.monotonic() if not claimed else 0
@@ -224,7 +251,18 @@ class ExternalRunner:
             except queue.Empty: break
             job = self.service.ledger.job(task.job_id) if self.service else None
             if job is not None and job["status"] not in FINISHED_JOB_STATES: claimed.append(task)
+        with self._leases_lock:
+            for task in claimed: self._leases[(task.job_id, task.item)] = (task.attempt, self.clock() + self.lease_seconds)
         return claimed
+
+    def _hand_back_expired(self) -> None:
+        "Items whose lease ended unfinished go back to the service: the next attempt is queued, or the item fails after max_attempts."
+        now = self.clock()
+        with self._leases_lock:
+            expired = [(key, attempt) for key, (attempt, ends) in self._leases.items() if ends <= now]
+            for key, _ in expired: del self._leases[key]
+        for (job_id, item), attempt in expired:
+            self.service.retry_task(job_id, item, f"the worker that claimed it did not finish within {self.lease_seconds:g} s", attempt)
 
 # %% ../nbs/12_worker.ipynb #fee7ba9c
 def make_runner(settings: Settings) -> Runner:

@@ -401,3 +401,22 @@ def test_poison_item_fails_and_is_refunded_after_max_attempts_across_restarts(tm
     assert (status["credits_charged"], status["credits_refunded"], service.me(user)["credits"]) == (1, 1, 29)
     check_books(service)
     service.close()
+
+
+def test_concurrent_retries_of_one_dead_attempt_requeue_it_once(tmp_path):
+    "Twenty parts of a runner report the same dead attempt at once: the item goes out again exactly once."
+    service = make_service(tmp_path)
+    user = service.sign_up()["user"]["id"]
+    job_id = uploaded_job(service, user, 1)
+    service.execute(user, job_id)
+    start = threading.Barrier(20)
+
+    def retry(_):
+        start.wait()
+        return service.retry_task(job_id, 0, "actor died", attempt=1)
+
+    with ThreadPoolExecutor(20) as pool: outcomes = list(pool.map(retry, range(20)))
+    assert outcomes.count("resubmitted") == 1 and outcomes.count("ignored") == 19
+    assert [t.attempt for t in service.runner.tasks] == [1, 2]
+    assert service.ledger.item(job_id, 0)["attempts"] == 2
+    check_books(service)
