@@ -150,6 +150,7 @@ class Section(Mapping):
     "A read-only group of settings with attribute access: `settings.model.id`."
     def __init__(self, name: str, values: dict): self._name, self._values = name, dict(values)
     def __getattr__(self, key):
+        if key.startswith("_"): raise AttributeError(key)  # unpickling probes attributes before __init__ ran
         try: return self.__dict__["_values"][key]
         except KeyError: raise AttributeError(f"settings [{self._name}] has no key {key!r}") from None
     def __getitem__(self, key): return self._values[key]
