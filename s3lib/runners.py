@@ -346,7 +346,7 @@ class RayRunner:
         "A task ended without a report: the service re-queues it as the next attempt, or fails and refunds it."
         self._counts["retried"] += 1
         log.warning("job %s item %d attempt %d did not finish: %s", task.job_id, task.item, task.attempt, reason)
-        try: self.service.retry_task(task.job_id, task.item, reason)
+        try: self.service.retry_task(task.job_id, task.item, reason, task.attempt)
         except Exception: log.exception("could not hand job %s item %d back to the service", task.job_id, task.item)
         finally: self._settled()
 
@@ -603,7 +603,7 @@ class RunpodRunner:
     def _hand_back(self, task: ItemTask, reason: str) -> None:
         with self._lock: self._counts["retried"] += 1
         log.warning("job %s item %d attempt %d did not finish: %s", task.job_id, task.item, task.attempt, reason)
-        try: self.service.retry_task(task.job_id, task.item, reason)
+        try: self.service.retry_task(task.job_id, task.item, reason, task.attempt)
         except Exception: log.exception("could not hand job %s item %d back to the service", task.job_id, task.item)
         finally: self._settled()
 
