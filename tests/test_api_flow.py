@@ -1,0 +1,213 @@
+"""The seed flow of the REST contract end to end over real HTTP: a server subprocess (`python app.py`) with the
+tiny SAM 3, the inline runner and local storage; sign up → me → presets → rules → job → uploads → confirm →
+execute → poll → download → credits; isolation between users; cancel; the 402 and 429 limits."""
+import io
+import json
+import threading
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from api_server import Client, ServerProcess, error_of, png_bytes
+
+pytestmark = pytest.mark.timeout(900)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_sam3):
+    "One server for the module. Its presets are the shipped ones with every threshold at 0, so the random tiny model finds instances."
+    root = tmp_path_factory.mktemp("flow")
+    presets = root / "presets"
+    presets.mkdir()
+    for source in (Path(__file__).resolve().parent.parent / "presets").glob("*.json"):
+        preset = json.loads(source.read_text())
+        for concept in preset["concepts"]: concept["threshold"] = 0.0
+        (presets / source.name).write_text(json.dumps(preset))
+    process = ServerProcess(root / "data", {"S3LIB_MODEL": str(tiny_sam3), "S3LIB_RUNNER": "inline",
+                                            "S3LIB_PRESETS_DIR": str(presets)}).start()
+    yield process
+    assert process.stop(), process.log_tail()
+    assert "Traceback" not in process.log_path.read_text(), process.log_tail()
+
+
+def user(server) -> Client:
+    return Client(server.url).sign_up()
+
+
+def test_sign_up_me_and_presets(server):
+    alice = user(server)
+    me = alice.me()
+    assert me == alice.user
+    assert (me["plan"], me["credits"], me["active_jobs"], me["rules_used"]) == ("free", 30, 0, 0)
+    assert me["limits"] == {"max_concurrent_jobs": 1, "max_rules": 2, "max_batch": 10, "credits_per_image": 1}
+
+    presets = httpx.get(f"{server.url}/presets")  # no token needed
+    assert presets.status_code == 200
+    assert {p["id"] for p in presets.json()} == {"interior", "seller"} and all(p["name"] for p in presets.json())
+    interior = httpx.get(f"{server.url}/presets/interior").json()
+    wall = next(c for c in interior["concepts"] if c["id"] == "wall")
+    assert {"id", "label", "prompt", "actions"} <= set(wall) and "recolor" in wall["actions"]
+    assert "person" in interior["protect_defaults"]
+    assert error_of(httpx.get(f"{server.url}/presets/garden")) == (404, "not_found")
+
+
+def test_rule_crud_with_two_slots(server):
+    alice, bob = user(server), user(server)
+    rule = {"name": "warm walls", "domain": "interior", "protect": ["person"],
+            "edits": [{"concept": "wall", "action": "recolor", "color": "#EDE6DA"}]}
+    first = alice.post("/rules", json=rule)
+    assert first.status_code == 201, first.text
+    saved = first.json()
+    assert {"id", "name", "domain", "edits", "protect", "created_at", "updated_at"} <= set(saved)
+    assert (saved["name"], saved["domain"], saved["protect"], saved["edits"][0]["concept"]) == ("warm walls", "interior", ["person"], "wall")
+    second = alice.post("/rules", json=rule | {"name": "floors", "edits": [{"concept": "floor", "action": "material", "name": "oak"}]})
+    assert second.status_code == 201, second.text
+    third = alice.post("/rules", json=rule | {"name": "one too many"})
+    assert error_of(third) == (403, "plan_limit")
+    assert alice.me()["rules_used"] == 2
+
+    assert [r["id"] for r in alice.get("/rules").json()] == [saved["id"], second.json()["id"]]
+    assert alice.get(f"/rules/{saved['id']}").json() == saved
+    changed = alice.put(f"/rules/{saved['id']}", json=rule | {"name": "cool walls", "edits": [
+        {"concept": "wall", "action": "recolor", "color": "#9DB4C0"}]})
+    assert changed.status_code == 200, changed.text
+    assert (changed.json()["name"], changed.json()["edits"][0]["color"].upper()) == ("cool walls", "#9DB4C0")
+    assert changed.json()["created_at"] == saved["created_at"] and changed.json()["updated_at"] >= saved["updated_at"]
+
+    for attempt in (bob.get(f"/rules/{saved['id']}"), bob.put(f"/rules/{saved['id']}", json=rule),
+                    bob.delete(f"/rules/{saved['id']}")):
+        assert error_of(attempt) == (404, "not_found")
+    assert bob.get("/rules").json() == []
+
+    assert alice.delete(f"/rules/{saved['id']}").status_code == 204
+    assert error_of(alice.get(f"/rules/{saved['id']}")) == (404, "not_found")
+    assert alice.me()["rules_used"] == 1
+    assert alice.post("/rules", json=rule | {"name": "slot is free again"}).status_code == 201
+
+
+def test_job_end_to_end(server):
+    "create → PUT uploads → confirm → execute → poll → download every result; charged exactly; nobody else sees it."
+    alice, bob = user(server), user(server)
+    rule_id = alice.post("/rules", json={"name": "walls", "domain": "interior", "protect": ["person"],
+                                         "edits": [{"concept": "wall", "action": "recolor", "color": "#EDE6DA"}]}).json()["id"]
+    photos = [png_bytes(64, 48), png_bytes(40, 56, color=(20, 160, 90), format="JPEG")]
+    body = {"domain": "interior", "rule_id": rule_id,
+            "items": [{"filename": "living room.png", "content_type": "image/png", "size": len(photos[0])},
+                      {"filename": "hall.jpg", "content_type": "image/jpeg", "size": len(photos[1])}]}
+    created = alice.post("/jobs", json=body)
+    assert created.status_code == 201, created.text
+    job = created.json()
+    assert (job["status"], [u["item"] for u in job["uploads"]]) == ("created", [0, 1])
+    for upload in job["uploads"]:
+        assert upload["method"] == "PUT" and upload["url"].startswith(server.url + "/") and upload["expires_at"]
+        assert {k.lower() for k in upload["headers"]} == {"content-type", "content-length"}
+
+    assert error_of(alice.post(f"/jobs/{job['id']}/execute")) == (409, "invalid_state")  # not uploaded yet
+    missing = alice.post(f"/jobs/{job['id']}/confirm-upload")
+    assert error_of(missing) == (409, "upload_incomplete") and missing.json()["error"]["items"] == [0, 1]
+    alice.upload(job, photos)
+    confirmed = alice.post(f"/jobs/{job['id']}/confirm-upload")
+    assert (confirmed.status_code, confirmed.json()) == (200, {"id": job["id"], "status": "uploaded"})
+
+    for attempt in (bob.get(f"/jobs/{job['id']}"), bob.post(f"/jobs/{job['id']}/execute"),
+                    bob.post(f"/jobs/{job['id']}/cancel"), bob.post(f"/jobs/{job['id']}/confirm-upload")):
+        assert error_of(attempt) == (404, "not_found")
+
+    executed = alice.post(f"/jobs/{job['id']}/execute")
+    assert (executed.status_code, executed.json()) == (202, {"id": job["id"], "status": "queued", "credits_reserved": 2})
+    assert alice.me()["credits"] == 28
+
+    final = alice.wait(job["id"])
+    assert final["status"] == "done", final
+    assert final["progress"] == {"total": 2, "done": 2, "failed": 0}
+    assert (final["credits_reserved"], final["credits_charged"], final["credits_refunded"]) == (2, 2, 0)
+    assert (final["domain"], final["rule"]["edits"][0]["concept"]) == ("interior", "wall")
+    for item, photo in zip(final["items"], photos):
+        assert (item["status"], item["error"]) == ("done", None)
+        assert item["result_url"].startswith(server.url + "/")
+        result = httpx.get(item["result_url"])
+        assert (result.status_code, result.headers["content-type"]) == (200, "image/png")
+        edited = Image.open(io.BytesIO(result.content))
+        original = Image.open(io.BytesIO(photo)).convert("RGB")
+        assert (edited.format, edited.size) == ("PNG", original.size)
+    me = alice.me()
+    assert (me["credits"], me["active_jobs"]) == (28, 0)
+    assert [j["id"] for j in alice.get("/jobs").json()][:1] == [job["id"]]
+
+    assert error_of(bob.get(f"/jobs/{job['id']}")) == (404, "not_found")
+    assert bob.get("/jobs").json() == [] and bob.me()["credits"] == 30
+    assert error_of(httpx.get(final["items"][0]["result_url"].replace("signature=", "signature=1"))) == (403, "forbidden")
+
+
+def test_the_rule_changes_the_photo(server):
+    "With thresholds at 0 the tiny model finds walls; painting them red makes the photo redder where it changed."
+    alice = user(server)
+    photo = png_bytes(64, 48, color=(120, 120, 120))
+    job_id = alice.uploaded_job([photo], rule={"edits": [{"concept": "wall", "action": "recolor", "color": "#FF0000"}], "protect": []})
+    assert alice.post(f"/jobs/{job_id}/execute").status_code == 202
+    final = alice.wait(job_id)
+    assert final["status"] == "done", final
+    edited = np.asarray(Image.open(io.BytesIO(httpx.get(final["items"][0]["result_url"]).content)).convert("RGB")).astype(int)
+    original = np.asarray(Image.open(io.BytesIO(photo)).convert("RGB")).astype(int)
+    changed = (edited != original).any(axis=-1)
+    assert changed.any(), "the edit changed nothing"
+    redness = lambda pixels: (pixels[..., 0] - pixels[..., 1]).mean()
+    assert redness(edited[changed]) > redness(original[changed]) + 20
+
+
+def test_cancel_refunds(server):
+    carol = user(server)
+    photos = [png_bytes(64, 48, color=(i * 20, 50, 90)) for i in range(10)]
+    not_executed = carol.uploaded_job(photos[:2])
+    canceled = carol.post(f"/jobs/{not_executed}/cancel")
+    assert (canceled.status_code, canceled.json()) == (200, {"id": not_executed, "status": "canceled", "credits_refunded": 0})
+
+    job_id = carol.uploaded_job(photos)
+    assert carol.post(f"/jobs/{job_id}/execute").json()["credits_reserved"] == 10
+    answer = carol.post(f"/jobs/{job_id}/cancel")
+    assert answer.status_code == 200, answer.text
+    status = carol.get(f"/jobs/{job_id}").json()
+    assert status["status"] == "canceled"
+    assert answer.json()["credits_refunded"] == status["credits_refunded"] == 10 - status["credits_charged"]
+    assert status["credits_charged"] == sum(item["status"] == "done" for item in status["items"])
+    assert status["credits_refunded"] >= 8, "the cancel came too late to test a refund"
+    me = carol.me()
+    assert (me["credits"], me["active_jobs"]) == (30 - status["credits_charged"], 0)
+    assert error_of(carol.post(f"/jobs/{job_id}/cancel")) == (409, "invalid_state")
+    assert error_of(carol.post(f"/jobs/{job_id}/execute")) == (409, "invalid_state")
+
+
+def test_concurrency_limit_and_insufficient_credits(server):
+    "Two executes at once: one 202, one 429. Three jobs of 10 use the free plan's 30 credits; the 4th is a 402."
+    dave = user(server)
+    photos = [png_bytes(32, 24, color=(i * 20, 90, 60)) for i in range(10)]
+    jobs = [dave.uploaded_job(photos) for _ in range(4)]
+
+    barrier, answers = threading.Barrier(2, timeout=60), {}
+    def execute(job_id):
+        with httpx.Client(base_url=server.url, headers=dave.auth, timeout=60) as http:
+            barrier.wait()
+            answers[job_id] = http.post(f"/jobs/{job_id}/execute")
+    threads = [threading.Thread(target=execute, args=(job_id,)) for job_id in jobs[:2]]
+    for thread in threads: thread.start()
+    for thread in threads: thread.join()
+    statuses = sorted(answer.status_code for answer in answers.values())
+    assert statuses == [202, 429], {k: v.text for k, v in answers.items()}
+    refused = next(answer for answer in answers.values() if answer.status_code == 429)
+    assert error_of(refused) == (429, "concurrency_limit") and int(refused.headers["retry-after"]) > 0
+    winner = next(job_id for job_id, answer in answers.items() if answer.status_code == 202)
+    loser = next(job_id for job_id in jobs[:2] if job_id != winner)
+
+    assert dave.wait(winner)["status"] == "done"
+    for job_id in (loser, jobs[2]):
+        assert dave.post(f"/jobs/{job_id}/execute").status_code == 202
+        final = dave.wait(job_id)
+        assert (final["status"], final["credits_charged"], final["credits_refunded"]) == ("done", 10, 0), final
+    assert dave.me()["credits"] == 0
+    fourth = dave.post(f"/jobs/{jobs[3]}/execute")
+    assert error_of(fourth) == (402, "insufficient_credits"), fourth.text
+    assert dave.get(f"/jobs/{jobs[3]}").json()["status"] == "uploaded"  # nothing reserved, nothing changed
+    assert dave.me()["credits"] == 0
