@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
+import os
 from typing import Callable
 
 import anyio
@@ -15,7 +16,7 @@ import anyio
 from .core import Settings, load_settings
 
 # %% auto #0
-__all__ = ['logger', 'SHUTDOWN_SECONDS', 'load_ui', 'build_app', 'serve']
+__all__ = ['logger', 'SHUTDOWN_SECONDS', 'load_ui', 'build_app', 'serve', 'launch_on_spaces']
 
 # %% ../nbs/16_server.ipynb #9381a706
 logger = logging.getLogger(__name__)
@@ -73,3 +74,27 @@ def serve(settings: Settings | None = None, # default: `load_settings()` (settin
     app, _ = build_app(settings)
     uvicorn.run(app, host=settings.server.host, port=settings.server.port, access_log=False, server_header=False,
                 timeout_graceful_shutdown=SHUTDOWN_SECONDS, log_level="info")
+
+# %% ../nbs/16_server.ipynb #b300a0ba
+def launch_on_spaces(settings: Settings | None = None, # default: `load_settings()`
+                    ) -> None:
+    "Run the Gradio app the Spaces way (`demo.launch()`, patched by ZeroGPU) with the REST API on the same server."
+    import signal
+    from s3lib.api import api_router
+    from s3lib.auth import ensure_secrets
+    from s3lib.segment import Sam3Segmenter
+    from s3lib.ui import SpacesSegmenter, build_demo, mount_options
+    from s3lib.worker import create_service
+    settings = settings or load_settings()
+    host = os.environ.get("SPACE_HOST")  # e.g. "owner-s3lib.hf.space"
+    if host and not settings.server.public_url: settings = settings.replace(server={"public_url": f"https://{host}"})
+    settings = ensure_secrets(settings)
+    service = create_service(settings, lambda: SpacesSegmenter(Sam3Segmenter.from_settings(settings)))
+    try:
+        demo = build_demo(service, settings)
+        app, _, _ = demo.launch(prevent_thread_lock=True, **mount_options())  # host, port: GRADIO_SERVER_NAME/PORT
+        app.include_router(api_router(service))
+        signal.signal(signal.SIGTERM, lambda number, frame: (_ for _ in ()).throw(KeyboardInterrupt))  # stop like Ctrl-C
+        demo.block_thread()
+    finally:
+        service.close()
