@@ -8,7 +8,7 @@ from __future__ import annotations
 import configparser
 import io
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -20,8 +20,8 @@ __all__ = ['Choice', 'SCHEMA', 'PLAN_KEYS', 'SHORT_ENV', 'RANGES', 'DEFAULT_MAX_
            'S3libError', 'SettingsError', 'ImageError', 'PresetError', 'RuleError', 'ModelUnavailable',
            'InvalidRequest', 'Unauthorized', 'Forbidden', 'NotFound', 'PlanLimit', 'InsufficientCredits',
            'ConcurrencyLimit', 'RateLimited', 'InvalidState', 'UploadIncomplete', 'TooLarge', 'IdempotencyMismatch',
-           'Section', 'Plan', 'Settings', 'default_settings_path', 'load_settings', 'load_image', 'encode_image',
-           'content_type']
+           'json_type', 'Section', 'Plan', 'Settings', 'default_settings_path', 'load_settings', 'load_image',
+           'encode_image', 'content_type']
 
 # %% ../nbs/00_core.ipynb #24e13f04
 class S3libError(Exception):
@@ -106,7 +106,18 @@ class IdempotencyMismatch(S3libError):
     "This Idempotency-Key was used with a different request body"
     status, code = 422, "idempotency_mismatch"
 
-# %% ../nbs/00_core.ipynb #c1a5dc27
+# %% ../nbs/00_core.ipynb #f30689ee
+def json_type(value) -> str:
+    "How to name a decoded JSON value's type in an error message: 'a number', 'an object', 'null'…"
+    if value is None: return "null"
+    if isinstance(value, bool): return "a boolean"
+    if isinstance(value, (int, float)): return "a number"
+    if isinstance(value, str): return "a string"
+    if isinstance(value, (list, tuple)): return "a list"
+    if isinstance(value, dict): return "an object"
+    return f"a {type(value).__name__}"
+
+# %% ../nbs/00_core.ipynb #a207418e
 Choice = tuple  # a tuple of strings in the schema means "one of these"
 
 SCHEMA: dict[str, dict[str, Any]] = {
@@ -145,7 +156,7 @@ RANGES = {("model", "threshold"): (0.0, 1.0), ("model", "mask_threshold"): (0.0,
           ("jobs", "max_attempts"): (1, 100), ("runner", "threads"): (1, 64), ("runner", "ray_actors"): (1, 1024),
           ("runner", "ray_gpus_per_actor"): (0, 64)}
 
-# %% ../nbs/00_core.ipynb #8f3ea91c
+# %% ../nbs/00_core.ipynb #70d91bc5
 class Section(Mapping):
     "A read-only group of settings with attribute access: `settings.model.id`."
     def __init__(self, name: str, values: dict): self._name, self._values = name, dict(values)
@@ -198,7 +209,7 @@ class Settings:
             raw[section].update(values)
         return _validated(raw, {n: vars(p) | {} for n, p in self.plans.items()}, self.root, source="replace()")
 
-# %% ../nbs/00_core.ipynb #ee5f3438
+# %% ../nbs/00_core.ipynb #c511f897
 def _convert(section: str, key: str, raw: Any, kind: Any, source: str) -> Any:
     name = f"[{section}] {key}"
     if isinstance(kind, tuple):
@@ -236,7 +247,7 @@ def _validated(raw: dict, raw_plans: dict, root: Path, source: str) -> Settings:
         plans[name] = Plan(name, **{k: _convert(f"plan.{name}", k, given[k], t, source) for k, t in PLAN_KEYS.items()})
     return Settings(**sections, plans=plans, root=root)
 
-# %% ../nbs/00_core.ipynb #70d91bc5
+# %% ../nbs/00_core.ipynb #69f6187f
 def default_settings_path() -> Path:
     "Where settings come from: $S3LIB_SETTINGS, ./settings.ini, or the project's settings.ini."
     if os.environ.get("S3LIB_SETTINGS"): return Path(os.environ["S3LIB_SETTINGS"])
@@ -269,7 +280,7 @@ def load_settings(path: str | Path | None = None, # settings.ini to read; defaul
             if var in env: values[key] = env[var]
     return _validated(raw, plans, path.resolve().parent, source=str(path))
 
-# %% ../nbs/00_core.ipynb #efcd5206
+# %% ../nbs/00_core.ipynb #c5fdcc45
 DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_MAX_BYTES = 25 * 1024 * 1024
 
@@ -335,7 +346,7 @@ class _nullcontext:
     def __enter__(self): return self
     def __exit__(self, *a): return False
 
-# %% ../nbs/00_core.ipynb #941f1318
+# %% ../nbs/00_core.ipynb #05c02c98
 FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "jpg": ("JPEG", "image/jpeg"),
            "webp": ("WEBP", "image/webp")}
 

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 from PIL import Image
 
-from .core import ImageError, PresetError, RuleError, load_image
+from .core import ImageError, PresetError, RuleError, json_type, load_image
 from .presets import ACTIONS, Preset, color_hex, load_presets
 from .edit import MATERIALS, PARAMS, Param, apply_edit
 from .segment import Instance
@@ -79,15 +79,6 @@ class Rule:
 def _fail(path: str, problem: str):
     raise RuleError(f"{path}: {problem}" if path else problem, field=path)
 
-def _json_type(value) -> str:
-    if value is None: return "null"
-    if isinstance(value, bool): return "a boolean"
-    if isinstance(value, (int, float)): return "a number"
-    if isinstance(value, str): return "a string"
-    if isinstance(value, (list, tuple)): return "a list"
-    if isinstance(value, dict): return "an object"
-    return f"a {type(value).__name__}"
-
 def _describe(spec: Param) -> str:
     if spec.kind == "color": return "a colour like '#EDE6DA'"
     if spec.kind == "number": return f"a number from {spec.low} to {spec.high}"
@@ -95,12 +86,12 @@ def _describe(spec: Param) -> str:
 
 def _parse_value(value, spec: Param, path: str):
     if spec.kind == "color":
-        if not isinstance(value, str): _fail(path, f"must be {_describe(spec)}, not {_json_type(value)}")
+        if not isinstance(value, str): _fail(path, f"must be {_describe(spec)}, not {json_type(value)}")
         try: return color_hex(value)
         except ValueError as e: _fail(path, str(e))
     if spec.kind == "number":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            _fail(path, f"must be {_describe(spec)}, not {_json_type(value)}")
+            _fail(path, f"must be {_describe(spec)}, not {json_type(value)}")
         if not math.isfinite(value) or not spec.low <= value <= spec.high:
             _fail(path, f"{value!r} is out of range; use {_describe(spec)}")
         return float(value)
@@ -124,7 +115,7 @@ def _parse_params(given: dict, action: str, path: str) -> dict:
 
 def _parse_edit(data, preset: Preset, path: str) -> Edit:
     if not isinstance(data, dict):
-        _fail(path, f"must be an object like {{\"concept\": \"wall\", \"action\": \"recolor\", \"color\": \"#EDE6DA\"}}, not {_json_type(data)}")
+        _fail(path, f"must be an object like {{\"concept\": \"wall\", \"action\": \"recolor\", \"color\": \"#EDE6DA\"}}, not {json_type(data)}")
     for key in ("concept", "action"):
         if key not in data: _fail(f"{path}.{key}", "missing")
     concept_id, action = data["concept"], data["action"]
@@ -154,7 +145,7 @@ def check_materials(preset: Preset, # a loaded preset
 
 def _parse_rule(data, presets) -> Rule:
     if not isinstance(data, dict):
-        _fail("", f"the rule must be a JSON object with {', '.join(RULE_KEYS)}, not {_json_type(data)}")
+        _fail("", f"the rule must be a JSON object with {', '.join(RULE_KEYS)}, not {json_type(data)}")
     for key in data:
         if key not in RULE_KEYS: _fail(str(key), f"unknown key; a rule has {', '.join(RULE_KEYS)}")
     for key in ("name", "domain", "edits"):
@@ -169,12 +160,12 @@ def _parse_rule(data, presets) -> Rule:
         _fail("domain", f"{domain!r} is not a preset; use one of {', '.join(presets)}")
     preset = check_materials(presets[domain])
     edits = data["edits"]
-    if not isinstance(edits, list): _fail("edits", f"must be a list of edits, not {_json_type(edits)}")
+    if not isinstance(edits, list): _fail("edits", f"must be a list of edits, not {json_type(edits)}")
     if not edits: _fail("edits", "must not be empty; add at least one edit")
     if len(edits) > MAX_EDITS: _fail("edits", f"has {len(edits)} edits; at most {MAX_EDITS}")
     edits = tuple(_parse_edit(e, preset, f"edits[{i}]") for i, e in enumerate(edits))
     protect = data.get("protect", [])
-    if not isinstance(protect, list): _fail("protect", f"must be a list of concept ids, not {_json_type(protect)}")
+    if not isinstance(protect, list): _fail("protect", f"must be a list of concept ids, not {json_type(protect)}")
     targets = [e.concept for e in edits]
     for i, concept_id in enumerate(protect):
         if not isinstance(concept_id, str) or concept_id not in preset.concept_ids:

@@ -25,7 +25,7 @@ from PIL import Image
 from .auth import issue_token, verify_callback, verify_token
 from .core import (IdempotencyMismatch, ImageError, InvalidRequest, InvalidState, ModelUnavailable, NotFound, PlanLimit,
                         RateLimited, RuleError, S3libError, Settings, SettingsError, TooLarge, Unauthorized, UploadIncomplete,
-                        load_image)
+                        json_type, load_image)
 from .ledger import ACTIVE_JOB_STATES, FINISHED_JOB_STATES, Ledger, iso, utc
 from .rules import Rule, apply_rule
 
@@ -47,22 +47,13 @@ INSTANCE_KEY = re.compile(r"([^:]{1,64})(?::([0-9]{1,4}))?")  # "person" (every 
 MAX_REPORT_BYTES = 1024 * 1024
 MODEL_RETRY_SECONDS = 60.0  # after a failed model load, the next try waits this long (a gated repo, a full disk, a busy GPU)
 
-def _json_type(value) -> str:
-    if value is None: return "null"
-    if isinstance(value, bool): return "a boolean"
-    if isinstance(value, (int, float)): return "a number"
-    if isinstance(value, str): return "a string"
-    if isinstance(value, (list, tuple)): return "a list"
-    if isinstance(value, dict): return "an object"
-    return f"a {type(value).__name__}"
-
 def _invalid(field: str, problem: str) -> InvalidRequest:
     return InvalidRequest(f"{field}: {problem}" if field else problem, field=field)
 
 def _object(value, field: str, required: tuple = (), optional: tuple = ()) -> dict:
     "`value` as a dict with exactly the allowed keys."
     where = field or "the request body"
-    if not isinstance(value, dict): raise _invalid(field, f"{where} must be a JSON object, not {_json_type(value)}")
+    if not isinstance(value, dict): raise _invalid(field, f"{where} must be a JSON object, not {json_type(value)}")
     for key in value:
         if key not in required and key not in optional:
             raise _invalid(f"{field}.{key}" if field else str(key), f"unknown field; allowed: {', '.join(required + optional)}")
@@ -71,13 +62,13 @@ def _object(value, field: str, required: tuple = (), optional: tuple = ()) -> di
     return value
 
 def _integer(value, field: str, low: int | None = None, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int): raise _invalid(field, f"must be a whole number, not {_json_type(value)}")
+    if isinstance(value, bool) or not isinstance(value, int): raise _invalid(field, f"must be a whole number, not {json_type(value)}")
     if (low is not None and value < low) or (high is not None and value > high):
         raise _invalid(field, f"{value} is out of range; allowed: {low if low is not None else '…'}..{high if high is not None else '…'}")
     return value
 
 def _text(value, field: str, max_chars: int = 200) -> str:
-    if not isinstance(value, str): raise _invalid(field, f"must be a string, not {_json_type(value)}")
+    if not isinstance(value, str): raise _invalid(field, f"must be a string, not {json_type(value)}")
     if not value or len(value) > max_chars: raise _invalid(field, f"must be 1 to {max_chars} characters")
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in value): raise _invalid(field, "must not contain control characters")
     return value
@@ -90,7 +81,7 @@ def _filename(value, field: str) -> str:
 
 def _protected(value, field: str, concept_ids) -> list[str]:
     "A list of concept ids (`person`) and instance keys (`person:0`) of the given concepts, without repeats."
-    if not isinstance(value, (list, tuple)): raise _invalid(field, f"must be a list of concept ids or instance keys like 'person:0', not {_json_type(value)}")
+    if not isinstance(value, (list, tuple)): raise _invalid(field, f"must be a list of concept ids or instance keys like 'person:0', not {json_type(value)}")
     if len(value) > MAX_PROTECTED: raise _invalid(field, f"at most {MAX_PROTECTED} entries")
     for i, entry in enumerate(value):
         match = INSTANCE_KEY.fullmatch(entry) if isinstance(entry, str) else None
@@ -135,7 +126,7 @@ class ItemTask:
         data = {"protected": ()} | data
         for name, kind in kinds.items():
             value = data.get(name)
-            if isinstance(value, bool) or not isinstance(value, kind): raise _invalid(f"task.{name}", f"has the wrong type ({_json_type(value)})")
+            if isinstance(value, bool) or not isinstance(value, kind): raise _invalid(f"task.{name}", f"has the wrong type ({json_type(value)})")
         for i, concept in enumerate(data["concepts"]):
             _object(concept, f"task.concepts[{i}]", required=("id", "prompt", "threshold"))
         protected = _protected(data["protected"], "task.protected", [c["id"] for c in data["concepts"]])
@@ -406,7 +397,7 @@ class Service:
             if given.get("domain", domain) != domain: raise _invalid("rule.domain", f"must be the job's domain {domain!r} (or left out)")
             rule = self._rule({"name": "job rule", **given, "domain": domain}, field="rule")
         items = body["items"]
-        if not isinstance(items, list): raise _invalid("items", f"must be a list of {{filename, content_type, size}}, not {_json_type(items)}")
+        if not isinstance(items, list): raise _invalid("items", f"must be a list of {{filename, content_type, size}}, not {json_type(items)}")
         if not items: raise _invalid("items", "must not be empty; a job needs at least one image")
         if len(items) > plan.max_batch:
             raise PlanLimit(f"your plan allows {plan.max_batch} images per job; this job has {len(items)}", max_batch=plan.max_batch)
@@ -713,7 +704,7 @@ class Service:
             if result_key != found["result_key"]: raise _invalid("result_key", f"must be {found['result_key']!r}, the key the task was given")
         elif result_key is not None: raise _invalid("result_key", "only a done callback carries a result_key")
         if status == "failed":
-            if error is not None and not isinstance(error, str): raise _invalid("error", f"must be a string, not {_json_type(error)}")
+            if error is not None and not isinstance(error, str): raise _invalid("error", f"must be a string, not {json_type(error)}")
         elif error is not None: raise _invalid("error", "only a failed callback carries an error")
         return {"item": item, "status": status, "result_key": result_key, "error": error or "the worker reported a failure"}
 
@@ -777,7 +768,7 @@ class Service:
         if found is None: raise _invalid("item", f"job {job_id} has no item {body['item']}")
         if found["status"] in ("done", "failed"): raise InvalidState(f"item {found['item']} is already {found['status']}")
         part = body.get("part", "result")
-        if not isinstance(part, str): raise _invalid("part", f"must be a string, not {_json_type(part)}")
+        if not isinstance(part, str): raise _invalid("part", f"must be a string, not {json_type(part)}")
         key = output_key(found["result_key"], part)
         masks = ["protect", *(c["id"] for c in self._concepts(job, found["protected"]))]
         if part.startswith("masks/") and part[len("masks/"):] not in masks:
@@ -880,7 +871,7 @@ class Service:
                 raise ImageError(f"an image array must be uint8 H×W, H×W×3 or H×W×4, not {image.dtype} {image.shape}")
             image = Image.fromarray(image)
         if not isinstance(image, (bytes, bytearray, memoryview, Image.Image)):
-            raise ImageError(f"cannot read an image from {_json_type(image)}; pass bytes, a PIL image or a uint8 array")
+            raise ImageError(f"cannot read an image from {json_type(image)}; pass bytes, a PIL image or a uint8 array")
         return load_image(image, max_pixels=self.settings.images.max_pixels, max_bytes=self.settings.images.max_bytes)
 
     def _thresholds(self, thresholds, concept_ids) -> dict:
