@@ -57,6 +57,7 @@ def cmd_segment(args) -> int:
     image = load_image(args.image, max_pixels=settings.images.max_pixels, max_bytes=settings.images.max_bytes)
     instances = _segmenter(args).segment(image, [preset.concept(c) for c in wanted], thresholds=thresholds)
     if args.masks:
+        from PIL import Image
         Path(args.masks).mkdir(parents=True, exist_ok=True)
         for instance in instances:
             Image.fromarray(instance.mask.astype("uint8") * 255).save(Path(args.masks) / f"{instance.concept}-{instance.index}.png")

@@ -5,6 +5,7 @@
 # %% ../nbs/15_runners.ipynb #cd09f753
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os

@@ -3,7 +3,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 from PIL import Image
 
@@ -66,3 +65,15 @@ def test_errors_are_one_line(tmp_path, tiny_sam3):
     bad_setting = subprocess.run([sys.executable, "-m", "s3lib", "doctor"], capture_output=True, text=True,
                                  env={**os.environ, "S3LIB_RUNNER": "celery"}, timeout=120)
     assert bad_setting.returncode == 2 and "[runner] kind" in bad_setting.stderr
+
+
+def test_segment_prints_instances_and_writes_masks(tmp_path, tiny_sam3):
+    Image.new("RGB", (64, 48), (180, 170, 160)).save(tmp_path / "room.png")
+    done = s3lib("segment", str(tmp_path / "room.png"), "--preset", "interior", "--concepts", "wall",
+                 "--threshold", "0", "--model", str(tiny_sam3), "--masks", str(tmp_path / "masks"))
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert found["size"] == [64, 48] and found["instances"]
+    first = found["instances"][0]
+    with Image.open(tmp_path / "masks" / f"wall-{first['index']}.png") as mask:
+        assert mask.size == (64, 48) and mask.mode == "L"
