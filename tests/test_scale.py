@@ -16,7 +16,6 @@ import os
 import queue
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -35,7 +34,8 @@ pytestmark = [pytest.mark.scale, pytest.mark.timeout(300)]
 
 JWT_SECRET = "scale-test-jwt-secret-0123456789-abcdefgh"
 CALLBACK_SECRET = "scale-test-callback-secret-0123456789-abcd"
-ACCESS_KEY, SECRET_KEY = "s3lib-scale-access", "s3lib-scale-secret-key"
+from api_server import free_port
+from conftest import NANIO_ACCESS_KEY as ACCESS_KEY, NANIO_SECRET_KEY as SECRET_KEY
 ENDPOINT_ID, RUNPOD_KEY = "s3lib-test-endpoint", "rp-test-key-0123"
 POISON = (255, 0, 255)  # a photo whose first pixel has this colour kills the Ray worker that segments it
 RULE = {"edits": [{"concept": "wall", "action": "recolor", "color": "#EDE6DA"}], "protect": []}
@@ -44,12 +44,6 @@ RULE = {"edits": [{"concept": "wall", "action": "recolor", "color": "#EDE6DA"}],
 def _session_of(process) -> int | None:
     try: return os.getsid(process.pid)
     except (ProcessLookupError, PermissionError): return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def png(color, size=(64, 48)) -> bytes:
@@ -64,7 +58,7 @@ def photos(n: int, poison: tuple = ()) -> list[bytes]:
 
 def make_settings(folder, tiny_sam3, **changes):
     "Settings for a test server on a free loopback port, data under `folder`, the tiny model, strong test secrets."
-    port = _free_port()
+    port = free_port()
     sections = {"server": {"data_dir": str(folder), "host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}"},
                 "auth": {"jwt_secret": JWT_SECRET, "callback_secret": CALLBACK_SECRET},
                 "model": {"id": str(tiny_sam3), "device": "cpu", "threads": 1}}
@@ -255,7 +249,7 @@ def test_serve_command_with_ray_runner(tmp_path, tiny_sam3, ray_home):
     "`python -m s3lib serve` configured only by environment variables runs a job on its Ray pool and stops cleanly."
     pytest.importorskip("ray")
     psutil = pytest.importorskip("psutil")  # installed with ray
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "S3LIB_DATA_DIR": str(tmp_path / "data"), "S3LIB_HOST": "127.0.0.1", "S3LIB_PORT": str(port),
            "S3LIB_PUBLIC_URL": f"http://127.0.0.1:{port}", "S3LIB_JWT_SECRET": JWT_SECRET, "S3LIB_CALLBACK_SECRET": CALLBACK_SECRET,
            "S3LIB_MODEL": str(tiny_sam3), "S3LIB_MODEL_DEVICE": "cpu", "S3LIB_MODEL_THREADS": "1", "S3LIB_RUNNER": "ray",
@@ -470,39 +464,6 @@ def test_runpod_wrong_api_key_fails_and_refunds(tmp_path_factory, tiny_sam3, run
 # ---------------------------------------------------------------------------------------------------------------------
 # S3 storage: the seed flow against nanio (which enforces SigV4 presigned URLs), workers on the Runpod path
 # ---------------------------------------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def nanio_endpoint(tmp_path_factory):
-    "A nanio server on a free loopback port for this module; skipped (with the reason) only if it cannot start."
-    folder = tmp_path_factory.mktemp("nanio")
-    port = _free_port()
-    log = open(folder / "nanio.log", "wb")
-    env = {**os.environ, "NANIO_ACCESS_KEY": ACCESS_KEY, "NANIO_SECRET_KEY": SECRET_KEY}
-    try:
-        process = subprocess.Popen([sys.executable, "-m", "nanio", "serve", "--host", "127.0.0.1", "--port", str(port),
-                                    "--data-dir", str(folder / "data"), "--no-access-log", "--log-level", "warning"],
-                                   env=env, stdout=log, stderr=subprocess.STDOUT)
-    except OSError as e:
-        pytest.skip(f"cannot start nanio: {e}")
-    deadline = time.monotonic() + 20
-    while True:
-        if process.poll() is not None:
-            log.close()
-            pytest.skip(f"nanio exited with code {process.returncode} (pip install nanio): "
-                        f"{(folder / 'nanio.log').read_text(errors='replace')[-800:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5): break
-        except OSError:
-            if time.monotonic() > deadline:
-                process.kill(); process.wait(); log.close()
-                pytest.skip(f"nanio did not listen on port {port} within 20 s")
-            time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}"
-    process.terminate()
-    try: process.wait(timeout=10)
-    except subprocess.TimeoutExpired: process.kill(); process.wait()
-    log.close()
-
 
 def s3_changes(endpoint: str) -> dict:
     "Storage settings for a fresh bucket on nanio (created here: the app expects it to exist)."

@@ -23,7 +23,7 @@ import pytest
 import s3lib
 from s3lib.auth import sign_callback
 from s3lib.core import ConcurrencyLimit, InsufficientCredits, RateLimited, load_settings
-from s3lib.ledger import ACTIVE_JOB_STATES, Ledger
+from s3lib.ledger import Ledger
 from s3lib.presets import load_presets
 from s3lib.service import Service
 from s3lib.storage import LocalStore

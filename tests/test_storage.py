@@ -4,10 +4,6 @@ nanio enforces SigV4 presigned URLs (signature, expiry, signed Content-Type and 
 refusal table below proves that S3Store's URLs are really restricted — and that LocalStore refuses the
 same requests with the same status.
 """
-import os
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -21,51 +17,10 @@ import s3lib
 from s3lib.core import InvalidRequest, NotFound, S3libError, SettingsError, load_settings
 from s3lib.storage import LocalStore, ObjectInfo, S3Store, open_store
 
+from conftest import NANIO_ACCESS_KEY as ACCESS_KEY, NANIO_SECRET_KEY as SECRET_KEY
+
 pytestmark = pytest.mark.timeout(120)
-
-ACCESS_KEY, SECRET_KEY = "s3lib-test-access", "s3lib-test-secret-key"
 SIGNING_SECRET = "local-store-signing-secret-for-tests-0123456789"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def nanio_endpoint(tmp_path_factory):
-    "A nanio server on a free loopback port for this module; skipped (with the reason) only if it cannot start."
-    folder = tmp_path_factory.mktemp("nanio")
-    port = _free_port()
-    log = open(folder / "nanio.log", "wb")
-    env = {**os.environ, "NANIO_ACCESS_KEY": ACCESS_KEY, "NANIO_SECRET_KEY": SECRET_KEY}
-    try:
-        process = subprocess.Popen([sys.executable, "-m", "nanio", "serve", "--host", "127.0.0.1", "--port", str(port),
-                                    "--data-dir", str(folder / "data"), "--no-access-log", "--log-level", "warning"],
-                                   env=env, stdout=log, stderr=subprocess.STDOUT)
-    except OSError as e:
-        pytest.skip(f"cannot start nanio: {e}")
-    deadline = time.monotonic() + 20
-    while True:
-        if process.poll() is not None:
-            log.close()
-            pytest.skip(f"nanio exited with code {process.returncode} (is it installed? pip install nanio): "
-                        f"{(folder / 'nanio.log').read_text(errors='replace')[-800:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                break
-        except OSError:
-            if time.monotonic() > deadline:
-                process.kill(); process.wait(); log.close()
-                pytest.skip(f"nanio did not listen on port {port} within 20 s: "
-                            f"{(folder / 'nanio.log').read_text(errors='replace')[-800:]}")
-            time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}"
-    process.terminate()
-    try: process.wait(timeout=10)
-    except subprocess.TimeoutExpired: process.kill(); process.wait()
-    log.close()
 
 
 @pytest.fixture(scope="module")
