@@ -5,6 +5,7 @@
 # %% ../nbs/16_server.ipynb #55a49d09
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.util
 import logging
@@ -55,6 +56,7 @@ def build_app(settings: Settings | None = None, # default: `load_settings()`; de
         if demo is not None:
             import gradio as gr
             app = gr.mount_gradio_app(app, demo, path="/", **options)
+            app.state.gradio_app = next(route.app for route in app.routes if hasattr(getattr(route, "app", None), "stop_event"))
         logger.info("REST API ready; %s", "Gradio app mounted at /" if demo is not None else "no Gradio app")
     except BaseException:
         service.ledger.close()
@@ -65,6 +67,25 @@ def build_app(settings: Settings | None = None, # default: `load_settings()`; de
 # %% ../nbs/16_server.ipynb #bc43788d
 SHUTDOWN_SECONDS = 30  # longest wait for requests in flight when stopping
 
+def _end_gradio_streams(app) -> None:
+    "End the mounted Gradio app's open heartbeat streams (each page and gradio_client keeps one open)."
+    gradio_app = getattr(app.state, "gradio_app", None)
+    if gradio_app is None: return
+    try: asyncio.get_running_loop().call_soon_threadsafe(gradio_app.stop_event.set)
+    except RuntimeError: gradio_app.stop_event.set()  # no loop running: nothing is waiting on it
+
+def _server(config):
+    "A uvicorn server that, when asked to stop, first ends Gradio's heartbeat streams."
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        # Mounted, Gradio ends those streams only in `Blocks.close()`, which the launch path calls and a mount never
+        # does: a stop with a page open would wait out SHUTDOWN_SECONDS and log a CancelledError traceback.
+        def handle_exit(self, sig, frame):
+            _end_gradio_streams(self.config.app)
+            super().handle_exit(sig, frame)
+    return Server(config)
+
 def serve(settings: Settings | None = None, # default: `load_settings()` (settings.ini + S3LIB_* environment)
          ) -> None:
     "Run the server on `[server] host`:`port` until it is stopped (Ctrl-C or SIGTERM)."
@@ -72,8 +93,8 @@ def serve(settings: Settings | None = None, # default: `load_settings()` (settin
     settings = settings or load_settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app, _ = build_app(settings)
-    uvicorn.run(app, host=settings.server.host, port=settings.server.port, access_log=False, server_header=False,
-                timeout_graceful_shutdown=SHUTDOWN_SECONDS, log_level="info")
+    _server(uvicorn.Config(app, host=settings.server.host, port=settings.server.port, access_log=False,
+                           server_header=False, timeout_graceful_shutdown=SHUTDOWN_SECONDS, log_level="info")).run()
 
 # %% ../nbs/16_server.ipynb #b300a0ba
 def launch_on_spaces(settings: Settings | None = None, # default: `load_settings()`
