@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 import uuid
@@ -25,6 +24,7 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
 from .core import InvalidRequest, S3libError, SettingsError, TooLarge, Unauthorized
+from .core import parse_json_object as parse_object
 from .storage import LocalStore
 
 # %% auto #0
@@ -101,41 +101,16 @@ async def read_body(request: Request, # the incoming request
         if len(body) > limit: raise TooLarge(f"{what} is larger than the limit of {limit:,} bytes", max_bytes=limit)
     return bytes(body)
 
-def _refuse_constant(name: str):
-    raise ValueError(f"{name} is not a JSON number")
-
-def _unique_keys(pairs: list) -> dict:
-    found = {}
-    for key, value in pairs:
-        if key in found: raise ValueError(f"the key {key!r} appears twice in one object")
-        found[key] = value
-    return found
-
 def parse_json_object(body: bytes, # the raw request body
                       content_type: str | None = None, # the request's Content-Type header, if any
                      ) -> dict:
-    "The body as a dict, or a 4xx `S3libError` saying exactly what is wrong with it."
+    "The body as a dict, or a 4xx `S3libError` saying exactly what is wrong with it (see `s3lib.core.parse_json_object`)."
     if content_type is not None:
         media_type = content_type.split(";", 1)[0].strip().lower()
         if media_type not in JSON_MEDIA_TYPES and not media_type.endswith("+json"):
             raise UnsupportedMediaType(f"Content-Type {media_type or '(empty)'!r} is not JSON; send the body as JSON "
                                        "with Content-Type: application/json")
-    if not body.strip(): raise InvalidRequest("the request body is empty; send a JSON object")
-    try:
-        text = body.decode("utf-8")
-        value = json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
-    except UnicodeDecodeError as e:
-        raise InvalidRequest(f"the request body is not UTF-8 text (byte {e.start} is invalid); send UTF-8 JSON") from None
-    except json.JSONDecodeError as e:
-        raise InvalidRequest(f"the request body is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
-    except ValueError as e:
-        raise InvalidRequest(f"the request body is not valid JSON: {e}") from None
-    except RecursionError:
-        raise InvalidRequest("the request body is nested too deeply") from None
-    if not isinstance(value, dict):
-        kind = {list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
-        raise InvalidRequest(f"the request body must be a JSON object, not {kind}")
-    return value
+    return parse_object(body)
 
 # %% ../nbs/13_api.ipynb #6aefdd4e
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import configparser
 import io
+import json
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -20,8 +21,8 @@ __all__ = ['Choice', 'SCHEMA', 'PLAN_KEYS', 'SHORT_ENV', 'RANGES', 'DEFAULT_MAX_
            'S3libError', 'SettingsError', 'ImageError', 'PresetError', 'RuleError', 'ModelUnavailable',
            'InvalidRequest', 'Unauthorized', 'Forbidden', 'NotFound', 'PlanLimit', 'InsufficientCredits',
            'ConcurrencyLimit', 'RateLimited', 'InvalidState', 'UploadIncomplete', 'TooLarge', 'IdempotencyMismatch',
-           'json_type', 'Section', 'Plan', 'Settings', 'default_settings_path', 'load_settings', 'load_image',
-           'encode_image', 'content_type']
+           'json_type', 'parse_json_object', 'Section', 'Plan', 'Settings', 'default_settings_path', 'load_settings',
+           'load_image', 'encode_image', 'content_type']
 
 # %% ../nbs/00_core.ipynb #24e13f04
 class S3libError(Exception):
@@ -117,7 +118,40 @@ def json_type(value) -> str:
     if isinstance(value, dict): return "an object"
     return f"a {type(value).__name__}"
 
-# %% ../nbs/00_core.ipynb #a207418e
+# %% ../nbs/00_core.ipynb #ee5f3438
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+def _unique_keys(pairs: list) -> dict:
+    found = {}
+    for key, value in pairs:
+        if key in found: raise ValueError(f"the key {key!r} appears twice in one object")
+        found[key] = value
+    return found
+
+def parse_json_object(body: bytes | str, # the raw body
+                      what: str = "the request body", # how errors name it
+                     ) -> dict:
+    "A JSON object from outside, strictly parsed, or `InvalidRequest` saying exactly what is wrong with it."
+    if not body.strip(): raise InvalidRequest(f"{what} is empty; send a JSON object")
+    try:
+        text = body.decode("utf-8") if isinstance(body, (bytes, bytearray)) else body
+        value = json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
+        json.dumps(value, ensure_ascii=False).encode("utf-8")  # refuses lone surrogates like "\ud800"
+    except UnicodeDecodeError as e:
+        raise InvalidRequest(f"{what} is not UTF-8 text (byte {e.start} is invalid); send UTF-8 JSON") from None
+    except UnicodeEncodeError:
+        raise InvalidRequest(f"{what} holds a lone UTF-16 surrogate (like \\ud800), which is not text; send valid Unicode") from None
+    except json.JSONDecodeError as e:
+        raise InvalidRequest(f"{what} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except ValueError as e:
+        raise InvalidRequest(f"{what} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise InvalidRequest(f"{what} is nested too deeply") from None
+    if not isinstance(value, dict): raise InvalidRequest(f"{what} must be a JSON object, not {json_type(value)}")
+    return value
+
+# %% ../nbs/00_core.ipynb #a6436b7c
 Choice = tuple  # a tuple of strings in the schema means "one of these"
 
 SCHEMA: dict[str, dict[str, Any]] = {
@@ -156,7 +190,7 @@ RANGES = {("model", "threshold"): (0.0, 1.0), ("model", "mask_threshold"): (0.0,
           ("jobs", "max_attempts"): (1, 100), ("runner", "threads"): (1, 64), ("runner", "ray_actors"): (1, 1024),
           ("runner", "ray_gpus_per_actor"): (0, 64)}
 
-# %% ../nbs/00_core.ipynb #70d91bc5
+# %% ../nbs/00_core.ipynb #69f6187f
 class Section(Mapping):
     "A read-only group of settings with attribute access: `settings.model.id`."
     def __init__(self, name: str, values: dict): self._name, self._values = name, dict(values)
@@ -209,7 +243,7 @@ class Settings:
             raw[section].update(values)
         return _validated(raw, {n: vars(p) | {} for n, p in self.plans.items()}, self.root, source="replace()")
 
-# %% ../nbs/00_core.ipynb #c511f897
+# %% ../nbs/00_core.ipynb #b2797955
 def _convert(section: str, key: str, raw: Any, kind: Any, source: str) -> Any:
     name = f"[{section}] {key}"
     if isinstance(kind, tuple):
@@ -247,7 +281,7 @@ def _validated(raw: dict, raw_plans: dict, root: Path, source: str) -> Settings:
         plans[name] = Plan(name, **{k: _convert(f"plan.{name}", k, given[k], t, source) for k, t in PLAN_KEYS.items()})
     return Settings(**sections, plans=plans, root=root)
 
-# %% ../nbs/00_core.ipynb #69f6187f
+# %% ../nbs/00_core.ipynb #72e5db2c
 def default_settings_path() -> Path:
     "Where settings come from: $S3LIB_SETTINGS, ./settings.ini, or the project's settings.ini."
     if os.environ.get("S3LIB_SETTINGS"): return Path(os.environ["S3LIB_SETTINGS"])
@@ -280,7 +314,7 @@ def load_settings(path: str | Path | None = None, # settings.ini to read; defaul
             if var in env: values[key] = env[var]
     return _validated(raw, plans, path.resolve().parent, source=str(path))
 
-# %% ../nbs/00_core.ipynb #c5fdcc45
+# %% ../nbs/00_core.ipynb #3f8ee982
 DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_MAX_BYTES = 25 * 1024 * 1024
 
@@ -346,7 +380,7 @@ class _nullcontext:
     def __enter__(self): return self
     def __exit__(self, *a): return False
 
-# %% ../nbs/00_core.ipynb #05c02c98
+# %% ../nbs/00_core.ipynb #c92b753d
 FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "jpg": ("JPEG", "image/jpeg"),
            "webp": ("WEBP", "image/webp")}
 

@@ -25,7 +25,7 @@ from PIL import Image
 from .auth import issue_token, verify_callback, verify_token
 from .core import (IdempotencyMismatch, ImageError, InvalidRequest, InvalidState, ModelUnavailable, NotFound, PlanLimit,
                         RateLimited, RuleError, S3libError, Settings, SettingsError, TooLarge, Unauthorized, UploadIncomplete,
-                        json_type, load_image)
+                        json_type, load_image, parse_json_object)
 from .ledger import ACTIVE_JOB_STATES, FINISHED_JOB_STATES, Ledger, iso, utc
 from .rules import Rule, apply_rule
 
@@ -691,9 +691,8 @@ class Service:
         with self._callbacks_lock: self._callbacks[outcome] += 1
 
     def _callback_update(self, raw_body: bytes, job: dict) -> dict:
-        try: body = json.loads(raw_body)
-        except (ValueError, UnicodeDecodeError) as e: raise _invalid("", f"the callback body is not JSON: {e}") from None
-        body = _object(body, "", required=("item", "status"), optional=("result_key", "error"))
+        body = _object(parse_json_object(raw_body, "the callback body"), "", required=("item", "status"),
+                       optional=("result_key", "error"))
         item = _integer(body["item"], "item", 0)
         found = self.ledger.item(job["id"], item)
         if found is None: raise _invalid("item", f"job {job['id']} has no item {item}")
@@ -761,9 +760,7 @@ class Service:
         job = self.ledger.job(job_id) if isinstance(job_id, str) else None
         if job is None: raise NotFound(f"job {job_id} does not exist")
         if job["status"] not in ACTIVE_JOB_STATES: raise InvalidState(f"job {job_id} is {job['status']}; its results are not wanted")
-        try: body = json.loads(raw_body)
-        except (ValueError, UnicodeDecodeError) as e: raise _invalid("", f"the body is not JSON: {e}") from None
-        body = _object(body, "", required=("item", "size"), optional=("part",))
+        body = _object(parse_json_object(raw_body, "the result-upload body"), "", required=("item", "size"), optional=("part",))
         found = self.ledger.item(job_id, _integer(body["item"], "item", 0))
         if found is None: raise _invalid("item", f"job {job_id} has no item {body['item']}")
         if found["status"] in ("done", "failed"): raise InvalidState(f"item {found['item']} is already {found['status']}")
