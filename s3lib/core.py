@@ -8,6 +8,7 @@ from __future__ import annotations
 import configparser
 import io
 import json
+import math
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -202,7 +203,7 @@ class Section(Mapping):
     def __iter__(self): return iter(self._values)
     def __len__(self): return len(self._values)
     def __repr__(self): return f"[{self._name}] " + ", ".join(
-        f"{k}={'***' if 'secret' in k or 'key' in k and 'api' in k else v!r}" for k, v in self._values.items())
+        f"{k}={'***' if ('secret' in k or k.endswith('key')) and v else v!r}" for k, v in self._values.items())
 
 @dataclass(frozen=True)
 class Plan:
@@ -255,6 +256,8 @@ def _convert(section: str, key: str, raw: Any, kind: Any, source: str) -> Any:
     try: value = kind(str(raw).strip()) if not isinstance(raw, (int, float)) or isinstance(raw, bool) else kind(raw)
     except ValueError:
         raise SettingsError(f"{name} = {raw!r} (from {source}) is not a valid {kind.__name__}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SettingsError(f"{name} = {raw!r} (from {source}) is not a finite number")
     low, high = RANGES.get((section, key), (0, None) if section.startswith("plan") else (None, None))
     if (low is not None and value < low) or (high is not None and value > high):
         raise SettingsError(f"{name} = {raw!r} (from {source}) is out of range; allowed: {low}..{high if high is not None else '∞'}")
@@ -322,7 +325,8 @@ def _read_bytes(source, max_bytes: int) -> bytes:
     if isinstance(source, (bytes, bytearray, memoryview)): data = bytes(source)
     elif isinstance(source, (str, Path)):
         p = Path(source)
-        if not p.is_file(): raise ImageError(f"{p} does not exist or is not a file")
+        if p.is_dir(): raise ImageError(f"{p} is a folder; pass one image file")
+        if not p.is_file(): raise ImageError(f"{p} does not exist")
         if p.stat().st_size > max_bytes: raise ImageError(f"{p.name} is {p.stat().st_size:,} bytes; the limit is {max_bytes:,}")
         data = p.read_bytes()
     elif hasattr(source, "read"): data = source.read(max_bytes + 1)
@@ -333,10 +337,9 @@ def _read_bytes(source, max_bytes: int) -> bytes:
 
 def _to_rgb(im: Image.Image) -> Image.Image:
     "Any mode → 8-bit RGB; transparency is composited over white."
-    if im.mode in ("I;16", "I;16B", "I;16L", "I", "I;16N"):  # 16/32-bit greyscale: scale to 8 bits
-        a = np.asarray(im, dtype=np.float64)
-        top = 65535.0 if a.max() > 255 else 255.0
-        im = Image.fromarray(np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "I;16N"):  # 16-bit greyscale (Pillow opens some as "I"): to 8 bits
+        a = np.asarray(im, dtype=np.float64)  # scaled by the bit depth, never by the content: dark stays dark
+        im = Image.fromarray(np.clip(a / 65535.0 * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
     elif im.mode == "F":
         a = np.nan_to_num(np.asarray(im, dtype=np.float64))
         im = Image.fromarray(np.clip(a * (255.0 if a.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8), "L")
