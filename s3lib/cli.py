@@ -25,7 +25,8 @@ def parse_thresholds(values: list[str], # each "0.3" or "wall=0.3"
         try: number = float(number)
         except ValueError: raise argparse.ArgumentTypeError(f"--threshold {value!r}: expected a number or concept=number") from None
         if not 0.0 <= number <= 1.0: raise argparse.ArgumentTypeError(f"--threshold {value!r}: must be between 0 and 1")
-        if sep: per_concept[concept] = number
+        if sep and not concept.strip(): raise argparse.ArgumentTypeError(f"--threshold {value!r}: name a concept before '='")
+        if sep: per_concept[concept.strip()] = number
         else: default = number
     return default, per_concept
 
@@ -49,10 +50,13 @@ def cmd_segment(args) -> int:
     if args.preset not in presets:
         raise S3libError(f"unknown preset {args.preset!r}; available: {', '.join(sorted(presets))}")
     preset = presets[args.preset]
-    wanted = [c.strip() for c in args.concepts.split(",") if c.strip()] if args.concepts else list(preset.concept_ids)
+    wanted = [c.strip() for c in args.concepts.split(",") if c.strip()] if args.concepts is not None else list(preset.concept_ids)
+    if not wanted: raise S3libError(f"--concepts names no concept; e.g. --concepts wall,floor (preset {preset.id})")
     unknown = [c for c in wanted if c not in preset.concept_ids]
     if unknown: raise S3libError(f"{', '.join(unknown)} not in preset {preset.id}; its concepts: {', '.join(preset.concept_ids)}")
     default, per_concept = parse_thresholds(args.threshold)
+    stray = [c for c in per_concept if c not in wanted]
+    if stray: raise S3libError(f"--threshold names {', '.join(stray)}, which is not among the concepts asked for ({', '.join(wanted)})")
     thresholds = {c: per_concept.get(c, default if default is not None else preset.concept(c).threshold) for c in wanted}
     image = load_image(args.image, max_pixels=settings.images.max_pixels, max_bytes=settings.images.max_bytes)
     instances = _segmenter(args).segment(image, [preset.concept(c) for c in wanted], thresholds=thresholds)
@@ -137,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("inputs", nargs="+", help="image files and/or folders of images")
     edit.add_argument("--rule", required=True, help="rule JSON file, or a manifest.json to redo a set")
     edit.add_argument("-o", "--output", required=True, help="output folder")
-    edit.add_argument("--format", choices=("png", "jpeg", "webp"), default="png", help="output image format")
+    edit.add_argument("--format", choices=("png", "jpeg", "webp"), help="output image format (default: settings [images] output_format)")
     edit.add_argument("--threshold", **threshold)
     edit.add_argument("--no-masks", action="store_true", help="do not write masks")
     edit.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -164,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(e))
     except S3libError as e:
         print(f"s3lib: error: {e.message}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a path that cannot be read or written (a file where a folder is wanted, no permission…)
+        print(f"s3lib: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("s3lib: interrupted", file=sys.stderr)

@@ -9,6 +9,7 @@ import hashlib
 import json
 import platform
 import threading
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -16,13 +17,14 @@ from typing import Iterable, Mapping
 import numpy as np
 from PIL import Image
 
-from .core import ImageError, RuleError, S3libError, Settings, encode_image, load_image, load_settings
+from .core import (ImageError, InvalidRequest, RuleError, S3libError, Settings, encode_image, load_image,
+                        load_settings)
 from .presets import Preset, load_presets
 from .rules import EditResult, Rule, apply_rule
 
 # %% auto #0
-__all__ = ['MANIFEST_FORMAT', 'IMAGE_SUFFIXES', 'load_rule', 'rule_concepts', 'default_segmenter', 'edit_image',
-           'library_versions', 'sha256_of', 'build_manifest', 'list_images', 'edit_folder']
+__all__ = ['MANIFEST_FORMAT', 'IMAGE_SUFFIXES', 'OUTPUT_FORMATS', 'load_rule', 'rule_concepts', 'default_segmenter', 'edit_image',
+           'library_versions', 'sha256_of', 'segmenter_info', 'build_manifest', 'list_images', 'edit_folder']
 
 # %% ../nbs/06_pipeline.ipynb #4a47a1f1
 MANIFEST_FORMAT = 1  # bump when the manifest's shape changes
@@ -30,7 +32,7 @@ MANIFEST_FORMAT = 1  # bump when the manifest's shape changes
 def load_rule(rule: Rule | Mapping | str | Path, # a Rule, its dict, a rule JSON file, or a manifest.json
               presets: Mapping[str, Preset] | None = None, # presets to validate against; default: the configured ones
              ) -> tuple[Rule, dict]:
-    "The rule and any thresholds recorded with it (a manifest records them; a plain rule has none)."
+    "The rule and what a manifest recorded with it (`thresholds`, `mask_threshold`, `model`); a plain rule records nothing."
     if isinstance(rule, Rule): return rule, {}
     if isinstance(rule, (str, Path)):
         path = Path(rule)
@@ -39,28 +41,40 @@ def load_rule(rule: Rule | Mapping | str | Path, # a Rule, its dict, a rule JSON
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise RuleError(f"{path} is not valid JSON: {e}", field="") from None
     else: data = rule
-    thresholds = {}
+    recorded = {}
     if isinstance(data, Mapping) and "s3lib_manifest" in data:
-        thresholds = dict(data.get("thresholds") or {})
+        recorded = {"thresholds": dict(data.get("thresholds") or {}), "mask_threshold": data.get("mask_threshold"),
+                    "model": (data.get("model") or {}).get("id")}
         data = data.get("rule")
-    return Rule.from_dict(data, presets if presets is not None else load_presets()), thresholds
+    rule = Rule.from_dict(data, presets if presets is not None else load_presets())
+    if recorded:  # an app export also records concepts protected in single photos: a redo of the rule needs its own
+        recorded["thresholds"] = {c: t for c, t in recorded["thresholds"].items() if c in rule.concepts}
+    return rule, recorded
 
 # %% ../nbs/06_pipeline.ipynb #42b69b63
 def rule_concepts(rule: Rule, # a validated rule
                   presets: Mapping[str, Preset], # presets holding the rule's domain
                   thresholds: Mapping[str, float] | None = None, # per-concept overrides
+                  protected: Iterable = (), # more to keep unchanged: concept ids, keys like "person:0", or Instances
                  ) -> tuple[list, dict]:
-    "The preset concepts the rule needs, and the threshold each will be segmented at."
+    "The preset concepts the rule (and the extra protection) needs, and the threshold each will be segmented at."
     preset = presets[rule.domain]
+    wanted = list(rule.concepts)
+    for item in protected:
+        if not isinstance(item, str): continue  # an Instance brings its own mask
+        concept = item.split(":", 1)[0]
+        if concept not in preset.concept_ids:
+            raise RuleError(f"protected: {item!r} is not a concept of preset {preset.id}", field="protected")
+        if concept not in wanted: wanted.append(concept)
     thresholds = dict(thresholds or {})
-    unknown = set(thresholds) - set(rule.concepts)
+    unknown = set(thresholds) - set(wanted)
     if unknown:
-        raise RuleError(f"thresholds: {', '.join(sorted(unknown))} not in the rule's concepts ({', '.join(rule.concepts)})",
+        raise RuleError(f"thresholds: {', '.join(sorted(unknown))} not in the rule's concepts ({', '.join(wanted)})",
                         field="thresholds")
     for concept_id, value in thresholds.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
             raise RuleError(f"thresholds.{concept_id}: {value!r} must be a number from 0 to 1", field=f"thresholds.{concept_id}")
-    concepts = [preset.concept(c) for c in rule.concepts]
+    concepts = [preset.concept(c) for c in wanted]
     return concepts, {c.id: float(thresholds.get(c.id, c.threshold)) for c in concepts}
 
 # %% ../nbs/06_pipeline.ipynb #1658d3a2
@@ -85,12 +99,15 @@ def edit_image(image, # path, bytes, PIL image or H×W×3 uint8 array
                thresholds: Mapping[str, float] | None = None, # per-concept score thresholds
               ) -> EditResult:
     "Segment the rule's concepts on one photo and apply the rule."
-    presets = presets if presets is not None else load_presets()
+    settings = load_settings()
+    presets = presets if presets is not None else load_presets(settings)
     rule, recorded = load_rule(rule, presets)
-    concepts, used = rule_concepts(rule, presets, {**recorded, **(thresholds or {})})
-    photo = image if isinstance(image, (Image.Image, np.ndarray)) else load_image(image)
-    segmenter = segmenter or default_segmenter()
-    instances = segmenter.segment(photo, concepts, thresholds=used)
+    protected = list(protected)
+    concepts, used = rule_concepts(rule, presets, {**recorded.get("thresholds", {}), **(thresholds or {})}, protected)
+    photo = image if isinstance(image, (Image.Image, np.ndarray)) else load_image(
+        image, max_pixels=settings.images.max_pixels, max_bytes=settings.images.max_bytes)
+    segmenter = segmenter or default_segmenter(settings)
+    instances = segmenter.segment(photo, concepts, thresholds=used, mask_threshold=recorded.get("mask_threshold"))
     return apply_rule(photo, instances, rule, protected)
 
 # %% ../nbs/06_pipeline.ipynb #2ed0d89b
@@ -105,67 +122,103 @@ def library_versions() -> dict:
 
 def sha256_of(data: bytes) -> str: return hashlib.sha256(data).hexdigest()
 
+def segmenter_info(segmenter) -> dict:
+    "How the manifest names a segmenter: model id, device, and dtype as settings spell it (`float32`)."
+    return {"id": segmenter.model_id, "device": str(segmenter.device), "dtype": str(segmenter.dtype).removeprefix("torch.")}
+
 def build_manifest(rule: Rule, # the rule applied
                    preset: Preset, # the rule's preset
-                   items: list, # per input: {"input", "sha256", "output", "masks", "status", "error", "report"}
-                   model: Mapping, # {"id", "device", "dtype"} of the segmenter used
+                   items: list, # per input: {"input", "path", "sha256", "output", "masks", "status", "error", "report"}
+                   model: Mapping, # {"id", "device", "dtype"} of the segmenter used (`segmenter_info`)
                    thresholds: Mapping[str, float], # the thresholds used per concept
-                   mask_threshold: float = 0.5, # pixel threshold used for masks
+                   mask_threshold: float, # pixel threshold used for masks
+                   output: Mapping | None = None, # how results were written: {"format", "quality"}
                   ) -> dict:
     "A JSON-ready record of how a set of images was made; `s3lib edit --rule manifest.json` redoes it."
+    concepts = dict.fromkeys([*rule.concepts, *thresholds])
     return {"s3lib_manifest": MANIFEST_FORMAT, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "rule": rule.to_dict(), "preset": {"id": preset.id, "concepts": {c: preset.concept(c).prompt for c in rule.concepts}},
+            "rule": rule.to_dict(), "preset": {"id": preset.id, "concepts": {c: preset.concept(c).prompt for c in concepts}},
             "model": dict(model), "thresholds": dict(thresholds), "mask_threshold": mask_threshold,
-            "versions": library_versions(), "items": list(items)}
+            "output": dict(output or {}), "versions": library_versions(), "items": list(items)}
 
 # %% ../nbs/06_pipeline.ipynb #fd8aaf48
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+OUTPUT_FORMATS = ("png", "jpeg", "webp")
 
 def list_images(sources: str | Path | Iterable) -> list[Path]:
-    "Image files named directly or found (not recursively) in folders, sorted, each once."
+    "Image files named directly or found (not recursively) in folders, sorted, each once; `ImageError` if there are none."
     sources = [sources] if isinstance(sources, (str, Path)) else list(sources)
     found = []
     for source in map(Path, sources):
         if source.is_dir(): found += sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         elif source.is_file(): found.append(source)
         else: raise ImageError(f"{source} does not exist")
+    if not found:
+        raise ImageError(f"no images in {', '.join(map(str, sources)) or 'the sources'} (looked for "
+                         f"{' '.join(IMAGE_SUFFIXES)} files; subfolders are not searched)")
     return list(dict.fromkeys(p.resolve() for p in found))
 
-def _output_names(paths: list[Path], fmt: str) -> list[str]:
-    "One output stem per input; 'a.jpg' and 'a.png' become 'a' and 'a-png' rather than overwriting each other."
+def _output_names(paths: list[Path]) -> list[str]:
+    "One output stem per input, never the same twice: 'a.jpg' and 'a.png' become 'a-jpg' and 'a-png'; later clashes get -2, -3…"
     stems = [p.stem for p in paths]
-    return [s if stems.count(s) == 1 else f"{s}-{p.suffix.lstrip('.').lower()}" for s, p in zip(stems, paths)]
+    used, names = set(), []
+    for path, stem in zip(paths, stems):
+        name = stem if stems.count(stem) == 1 else f"{stem}-{path.suffix.lstrip('.').lower()}"
+        candidate, number = name, 2
+        while candidate.lower() in used: candidate, number = f"{name}-{number}", number + 1
+        used.add(candidate.lower())
+        names.append(candidate)
+    return names
+
+def _relative(path: Path) -> str:
+    "The path as a person would type it from here, for the manifest."
+    try: return str(path.relative_to(Path.cwd()))
+    except ValueError: return str(path)
 
 def edit_folder(sources: str | Path | Iterable, # a folder, an image file, or a list of them
-                destination: str | Path, # output folder (created)
+                destination: str | Path, # output folder (created); must not hold any of the inputs
                 rule: Rule | Mapping | str | Path, # the rule, or a manifest to redo
                 segmenter=None, # default: `default_segmenter()`
                 presets: Mapping[str, Preset] | None = None, # default: the configured presets
                 thresholds: Mapping[str, float] | None = None, # per-concept overrides
-                format: str = "png", # output format: png, jpeg or webp
+                format: str | None = None, # output format: png, jpeg or webp; default: settings [images] output_format
                 save_masks: bool = True, # write masks/<image>/<concept>.png
                 progress: bool = True, # show a tqdm progress bar
                ) -> dict:
     "Edit every image, write results, masks and manifest.json; return the manifest."
     from tqdm.auto import tqdm
-    presets = presets if presets is not None else load_presets()
+    settings = load_settings()
+    format, quality = (format or settings.images.output_format).lower(), settings.images.quality
+    if format not in OUTPUT_FORMATS: raise InvalidRequest(f"format {format!r}: use one of {', '.join(OUTPUT_FORMATS)}")
+    presets = presets if presets is not None else load_presets(settings)
     rule, recorded = load_rule(rule, presets)
-    concepts, used = rule_concepts(rule, presets, {**recorded, **(thresholds or {})})
+    concepts, used = rule_concepts(rule, presets, {**recorded.get("thresholds", {}), **(thresholds or {})})
     paths = list_images(sources)
     destination = Path(destination)
+    if destination.exists() and not destination.is_dir(): raise InvalidRequest(f"{destination} exists and is not a folder")
+    overwritten = [p.name for p in paths if p.parent == destination.resolve()]
+    if overwritten:
+        raise InvalidRequest(f"the output folder {destination} holds inputs ({', '.join(overwritten[:3])}…): results would "
+                             "overwrite photos; choose another output folder")
     destination.mkdir(parents=True, exist_ok=True)
-    segmenter = segmenter or default_segmenter()
+    segmenter = segmenter or default_segmenter(settings)
+    if recorded.get("model") and recorded["model"] != segmenter.model_id:
+        warnings.warn(f"the manifest was made with model {recorded['model']}, this run uses {segmenter.model_id}: "
+                      "results will differ")
+    mask_threshold = recorded.get("mask_threshold") or segmenter.mask_threshold
+    extension = "jpg" if format == "jpeg" else format
     items = []
-    for path, stem in tqdm(list(zip(paths, _output_names(paths, format))), desc="editing", unit="image", disable=not progress):
-        item = {"input": path.name, "sha256": None, "output": None, "masks": {}, "status": "failed", "error": None, "report": []}
+    for path, stem in tqdm(list(zip(paths, _output_names(paths))), desc="editing", unit="image", disable=not progress):
+        item = {"input": path.name, "path": _relative(path), "sha256": None, "output": None, "masks": {},
+                "status": "failed", "error": None, "report": []}
         items.append(item)
         try:
             data = path.read_bytes()
             item["sha256"] = sha256_of(data)
-            photo = load_image(data)
-            result = apply_rule(photo, segmenter.segment(photo, concepts, thresholds=used), rule)
-            item["output"] = f"{stem}.{'jpg' if format == 'jpeg' else format}"
-            (destination / item["output"]).write_bytes(encode_image(result.image, format))
+            photo = load_image(data, max_pixels=settings.images.max_pixels, max_bytes=settings.images.max_bytes)
+            result = apply_rule(photo, segmenter.segment(photo, concepts, thresholds=used, mask_threshold=mask_threshold), rule)
+            (destination / f"{stem}.{extension}").write_bytes(encode_image(result.image, format, quality))
+            item["output"] = f"{stem}.{extension}"
             if save_masks:
                 (destination / "masks" / stem).mkdir(parents=True, exist_ok=True)
                 for concept, mask in result.masks.items():
@@ -175,7 +228,9 @@ def edit_folder(sources: str | Path | Iterable, # a folder, an image file, or a 
             item.update(status="done", report=result.report)
         except S3libError as e:
             item["error"] = e.message
-    manifest = build_manifest(rule, presets[rule.domain], items,
-                              {"id": segmenter.model_id, "device": str(segmenter.device), "dtype": str(segmenter.dtype)}, used)
+        except OSError as e:  # a file that vanished or cannot be read or written: this item fails, the set goes on
+            item["error"] = f"{e.strerror or e} ({e.filename or path.name})"
+    manifest = build_manifest(rule, presets[rule.domain], items, segmenter_info(segmenter), used, mask_threshold,
+                              {"format": format, "quality": quality})
     (destination / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
     return manifest

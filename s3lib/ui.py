@@ -577,7 +577,7 @@ def export_zip(export: dict, # {"job", "model", "mask_threshold", "items": [{"it
                 archive.writestr(entry["masks"][concept], png)
             items.append(entry)
         manifest = build_manifest(rule, presets[rule.domain], items, export["model"], job.get("thresholds") or {},
-                                  export.get("mask_threshold", 0.5))
+                                  export.get("mask_threshold", 0.5), {"format": "png"})
         manifest["job"] = {"id": job["id"], "status": job["status"], "created_at": job.get("created_at")}
         archive.writestr("manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False))
     return buffer.getvalue()
