@@ -458,13 +458,12 @@ class Sam3Segmenter:
         result = self.processor.post_process_instance_segmentation(
             one, threshold=pair.ask.threshold, mask_threshold=mask_threshold, target_sizes=[pair.size])[0]
         masks = result["masks"].bool().cpu().numpy()
+        masks.setflags(write=False)  # instances are frozen, their masks too: each mask below is a view of this array
         scores, boxes = result["scores"].cpu().tolist(), result["boxes"].cpu().tolist()
         instances = []
         for i in sorted(range(len(scores)), key=lambda i: -scores[i]):
             if not masks[i].any(): continue
-            mask = masks[i]
-            mask.setflags(write=False)  # instances are frozen, their masks too
-            instances.append(Instance(pair.ask.id, len(instances), scores[i], tuple(boxes[i]), mask))
+            instances.append(Instance(pair.ask.id, len(instances), scores[i], tuple(boxes[i]), masks[i]))
         return instances
 
     # ---- the public calls
