@@ -100,18 +100,23 @@ def check_books(service):
 
 # ---- racing executes and creates -------------------------------------------------------------------------------
 
-def test_fifty_concurrent_executes_claim_one_slot(tmp_path):
-    service = make_service(tmp_path, {"S3LIB_LIMITS_JOBS_PER_MINUTE": "1000"})
-    user = service.sign_up()["user"]["id"]
-    jobs = [uploaded_job(service, user, 1) for _ in range(50)]
-    start = threading.Barrier(50)
+def race_executes(service, user: str, jobs: list, refusals) -> list:
+    "Execute every job at the same moment, one thread each; each outcome is the job's status or the refusal's code."
+    start = threading.Barrier(len(jobs))
 
     def execute(job_id):
         start.wait()
         try: return service.execute(user, job_id)["status"]
-        except ConcurrencyLimit as e: return e.code
+        except refusals as e: return e.code
 
-    with ThreadPoolExecutor(50) as pool: outcomes = list(pool.map(execute, jobs))
+    with ThreadPoolExecutor(len(jobs)) as pool: return list(pool.map(execute, jobs))
+
+
+def test_fifty_concurrent_executes_claim_one_slot(tmp_path):
+    service = make_service(tmp_path, {"S3LIB_LIMITS_JOBS_PER_MINUTE": "1000"})
+    user = service.sign_up()["user"]["id"]
+    jobs = [uploaded_job(service, user, 1) for _ in range(50)]
+    outcomes = race_executes(service, user, jobs, ConcurrencyLimit)
     assert outcomes.count("queued") == 1 and outcomes.count("concurrency_limit") == 49
     me = service.me(user)
     assert (me["credits"], me["active_jobs"]) == (29, 1)
@@ -122,14 +127,7 @@ def test_fifty_concurrent_executes_with_four_slots_and_credits_for_three(tmp_pat
     service = make_service(tmp_path, {"S3LIB_LIMITS_JOBS_PER_MINUTE": "1000", "S3LIB_PLAN_FREE_MAX_CONCURRENT_JOBS": "4"})
     user = service.sign_up()["user"]["id"]
     jobs = [uploaded_job(service, user, 10) for _ in range(50)]
-    start = threading.Barrier(50)
-
-    def execute(job_id):
-        start.wait()
-        try: return service.execute(user, job_id)["status"]
-        except (ConcurrencyLimit, InsufficientCredits) as e: return e.code
-
-    with ThreadPoolExecutor(50) as pool: outcomes = list(pool.map(execute, jobs))
+    outcomes = race_executes(service, user, jobs, (ConcurrencyLimit, InsufficientCredits))
     assert outcomes.count("queued") == 3  # 30 credits / 10 per job, although 4 slots were free
     assert outcomes.count("insufficient_credits") == 47
     assert (service.me(user)["credits"], service.me(user)["active_jobs"]) == (0, 3)
