@@ -35,11 +35,11 @@ def _settings(args):
     settings = load_settings()
     return settings.replace(model={"id": args.model}) if getattr(args, "model", None) else settings
 
-def _segmenter(args):
+def _segmenter(settings):
     from s3lib.segment import Sam3Segmenter
     from transformers.utils import logging as transformers_logging
     transformers_logging.disable_progress_bar()  # a progress bar per load would bury the one line that matters
-    return Sam3Segmenter.from_settings(_settings(args))
+    return Sam3Segmenter.from_settings(settings)
 
 def cmd_segment(args) -> int:
     "Print the instances of each concept found in one image, as JSON."
@@ -59,7 +59,7 @@ def cmd_segment(args) -> int:
     if stray: raise S3libError(f"--threshold names {', '.join(stray)}, which is not among the concepts asked for ({', '.join(wanted)})")
     thresholds = {c: per_concept.get(c, default if default is not None else preset.concept(c).threshold) for c in wanted}
     image = load_image(args.image, max_pixels=settings.images.max_pixels, max_bytes=settings.images.max_bytes)
-    instances = _segmenter(args).segment(image, [preset.concept(c) for c in wanted], thresholds=thresholds)
+    instances = _segmenter(settings).segment(image, [preset.concept(c) for c in wanted], thresholds=thresholds)
     if args.masks:
         from PIL import Image
         Path(args.masks).mkdir(parents=True, exist_ok=True)
@@ -81,7 +81,7 @@ def cmd_edit(args) -> int:
         from s3lib.pipeline import load_rule
         rule, _ = load_rule(args.rule, presets)
         per_concept = {c: per_concept.get(c, default) for c in rule.concepts}
-    manifest = edit_folder(args.inputs, args.output, args.rule, segmenter=_segmenter(args), presets=presets,
+    manifest = edit_folder(args.inputs, args.output, args.rule, segmenter=_segmenter(settings), presets=presets,
                            thresholds=per_concept or None, format=args.format, save_masks=not args.no_masks,
                            progress=not args.quiet)
     failed = [i for i in manifest["items"] if i["status"] != "done"]
@@ -104,7 +104,7 @@ def cmd_doctor(args) -> int:
     lines.append(("model", settings.model.id))
     ok = True
     try:
-        segmenter = _segmenter(args)
+        segmenter = _segmenter(settings)
         lines.append(("model loads", f"yes, on {segmenter.device} as {segmenter.dtype}"))
     except S3libError as e:
         ok = False
