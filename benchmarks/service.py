@@ -133,9 +133,9 @@ async def prepare(port: int, jobs: int, items: int, store: LocalStore) -> tuple[
         for item in range(items):
             result_key = f"users/{user_id}/jobs/{job['id']}/results/{item}.png"
             store.put(result_key, picture, "image/png")
-            callbacks.append((f"run_{job['id']}_{item}", job["id"], item, json.dumps({"item": item, "status": "running"})))
+            callbacks.append((f"run_{job['id']}_{item}", job["id"], item, json.dumps({"job_id": job["id"], "item": item, "attempt": 1, "status": "running"})))
             callbacks.append((f"end_{job['id']}_{item}", job["id"], item,
-                              json.dumps({"item": item, "status": "done", "result_key": result_key})))
+                              json.dumps({"job_id": job["id"], "item": item, "attempt": 1, "status": "done", "result_key": result_key})))
     connection.close()
     callbacks.sort(key=lambda c: (c[2], c[0].startswith("end")))  # every item's running before its done, jobs interleaved
     return auth, callbacks

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 import uuid
 from http import HTTPStatus
@@ -14,23 +15,25 @@ from typing import Any, Callable
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.routing import Match
 
-from .core import InvalidRequest, S3libError, SettingsError, TooLarge, Unauthorized
+from .core import InvalidRequest, RateLimited, S3libError, SettingsError, TooLarge, Unauthorized
 from .core import parse_json_object as parse_object
+from .service import RateLimiter
 from .storage import LocalStore
 
 # %% auto #0
 __all__ = ['logger', 'DEFAULT_RETRY_AFTER_SECONDS', 'JSON_MEDIA_TYPES', 'LATENCY_BUCKETS', 'RULE_EXAMPLE', 'JOB_EXAMPLE',
-           'CALLBACK_EXAMPLE', 'API_PREFIXES', 'ALL_METHODS', 'CORS_HEADERS', 'UnsupportedMediaType', 'error_response',
-           'read_body', 'parse_json_object', 'ServiceRoute', 'api_router', 'cors_origins', 'create_api']
+           'CALLBACK_EXAMPLE', 'API_PREFIXES', 'ALL_METHODS', 'CORS_HEADERS', 'SECURITY_HEADERS', 'GRADIO_UPLOAD_PATH',
+           'UnsupportedMediaType', 'error_response', 'read_body', 'parse_json_object', 'ServiceRoute', 'api_router',
+           'cors_origins', 'create_api', 'edge_options', 'EdgePolicy']
 
 # %% ../nbs/13_api.ipynb #cf5d4f1d
 logger = logging.getLogger(__name__)
@@ -145,7 +148,7 @@ RULE_EXAMPLE = {"name": "warm walls", "domain": "interior",
 JOB_EXAMPLE = {"domain": "interior", "rule": {"edits": [{"concept": "wall", "action": "recolor", "color": "#EDE6DA"}],
                                               "protect": ["person"]},
                "items": [{"filename": "living-room.jpg", "content_type": "image/jpeg", "size": 482113}]}
-CALLBACK_EXAMPLE = {"item": 0, "status": "done", "result_key": "users/…/jobs/…/results/0.png"}
+CALLBACK_EXAMPLE = {"job_id": "…", "item": 0, "attempt": 1, "status": "done", "result_key": "users/…/jobs/…/results/0.png"}
 
 def api_router(service, # the `s3lib.service.Service` every route calls
               ) -> APIRouter:
@@ -259,12 +262,28 @@ def api_router(service, # the `s3lib.service.Service` every route calls
         return JSONResponse(await run_in_threadpool(service.handle_callback, job_id, request.headers, raw_body))
 
     @router.post("/jobs/{job_id}/result-upload", tags=["workers"],
-                 openapi_extra=_schema({"item": 0, "size": 183245}, "the item whose result a worker is about to upload and "
-                                       "its size, signed like a callback"))
+                 openapi_extra=_schema({"job_id": "…", "item": 0, "attempt": 1, "size": 183245, "part": "result"},
+                                       "the job, item and attempt whose output a worker is about to upload and its size, "
+                                       "signed like a callback"))
     async def result_upload(job_id: str, request: Request):
         "A presigned PUT for one item's result (no token: signed like a callback); the worker uploads, then reports done."
         raw_body = await read_body(request, body_limit, "the request body")
         return JSONResponse(await run_in_threadpool(service.result_upload, job_id, request.headers, raw_body))
+
+    @router.post("/workers/claim", tags=["workers"],
+                 openapi_extra=_schema({"limit": 1, "wait": 20}, "how many tasks to lease and how long to wait for the first "
+                                       "(seconds, at most 20), signed like a callback"))
+    async def worker_claim(request: Request):
+        "For remote workers (signed like a callback): lease queued tasks, each with its own presigned URLs: `{tasks, lease_seconds}`."
+        raw_body = await read_body(request, body_limit, "the claim body")
+        return JSONResponse(await run_in_threadpool(service.worker_claim, request.headers, raw_body))
+
+    @router.post("/workers/heartbeat", tags=["workers"],
+                 openapi_extra=_schema({"job_id": "…", "item": 0, "attempt": 1}, "the task being worked on, signed like a callback"))
+    async def worker_heartbeat(request: Request):
+        "Renew a claimed task's lease: `{ok, lease_seconds}`; 409 `invalid_state` once it is lost (stop working on it)."
+        raw_body = await read_body(request, body_limit, "the heartbeat body")
+        return JSONResponse(await run_in_threadpool(service.worker_heartbeat, request.headers, raw_body))
 
     # ---- operations -----------------------------------------------------------------------------
     @router.get("/health", tags=["operations"])
@@ -311,7 +330,7 @@ def _object_routes(router: APIRouter, store: LocalStore) -> None:
                                  "Content-Security-Policy": "default-src 'none'; sandbox"})
 
 # %% ../nbs/13_api.ipynb #f30d5ae6
-API_PREFIXES = ("auth", "me", "presets", "rules", "jobs", "health", "metrics", "objects")
+API_PREFIXES = ("auth", "me", "presets", "rules", "jobs", "workers", "health", "metrics", "objects")
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 def _unmatched_routes(router: APIRouter) -> None:
@@ -354,8 +373,87 @@ def create_api(service, # the `s3lib.service.Service` every route calls
     app.include_router(api_router(service))
     for kind in (StarletteHTTPException, RequestValidationError, Exception):
         app.add_exception_handler(kind, lambda request, error: error_response(error, request))
-    origins = cors_origins(service.settings)
-    if origins:
-        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "PUT", "DELETE"],
-                           allow_headers=CORS_HEADERS, expose_headers=["Retry-After"], max_age=600)
+    app.add_middleware(EdgePolicy, **edge_options(service.settings))  # wraps every route, a Gradio app mounted later included
     return app
+
+# %% ../nbs/13_api.ipynb #7830cf80
+SECURITY_HEADERS = {"x-content-type-options": "nosniff", "referrer-policy": "strict-origin-when-cross-origin"}
+GRADIO_UPLOAD_PATH = "/gradio_api/upload"
+
+def edge_options(settings) -> dict:
+    "The `EdgePolicy` arguments the settings call for."
+    ancestors = [origin.strip().rstrip("/") for origin in settings.server.frame_ancestors.split(",") if origin.strip()]
+    for origin in ancestors:
+        if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?", origin):
+            raise SettingsError(f"[server] frame_ancestors: {origin!r} is not an origin such as https://huggingface.co")
+    largest_batch = max(plan.max_batch for plan in settings.plans.values())
+    return {"origins": cors_origins(settings), "frame_ancestors": ancestors, "file_bytes": settings.images.max_bytes,
+            "max_upload_bytes": settings.images.max_bytes * largest_batch + 64 * 1024,
+            "uploads": RateLimiter(settings.limits.uploads_per_minute, 60, what="photo uploads from this address")}
+
+def _json_answer(status: int, code: str, message: str, headers: dict | None = None) -> Response:
+    return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
+
+class EdgePolicy:
+    "Around the whole app: CORS from the allow-list only, security headers on every answer, bounded Gradio uploads."
+    def __init__(self, app, origins: list[str], frame_ancestors: list[str], file_bytes: int, max_upload_bytes: int, uploads: RateLimiter):
+        self.app, self.origins, self.file_bytes, self.max_upload_bytes, self.uploads = app, set(origins), file_bytes, max_upload_bytes, uploads
+        self.frame_ancestors = "frame-ancestors " + " ".join(["'self'", *frame_ancestors])
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http": return await self.app(scope, receive, send)
+        headers = Headers(scope=scope)
+        origin = headers.get("origin")
+        allowed = origin in self.origins
+        if scope["method"] == "OPTIONS" and origin is not None and "access-control-request-method" in headers:
+            answer = self._preflight(origin, headers) if allowed else _json_answer(
+                403, "cors_refused", f"the origin {origin} may not call this server; list it in [server] cors_origins")
+            return await self._respond(answer, scope, receive, send, origin if allowed else None)
+        if scope["method"] == "POST" and scope["path"].endswith(GRADIO_UPLOAD_PATH):
+            refusal = self._upload_refusal(scope, headers)
+            if refusal is not None: return await self._respond(refusal, scope, receive, send, origin if allowed else None)
+
+        async def send_with_policy(message):
+            if message["type"] == "http.response.start": self._apply(message, origin if allowed else None)
+            await send(message)
+        await self.app(scope, receive, send_with_policy)
+
+    def _preflight(self, origin: str, headers: Headers) -> Response:
+        return Response(status_code=204, headers={
+            "access-control-allow-methods": "GET, POST, PUT, DELETE",
+            "access-control-allow-headers": ", ".join(CORS_HEADERS + ["x-s3lib-token"]),
+            "access-control-max-age": "600"})
+
+    def _upload_refusal(self, scope, headers: Headers) -> Response | None:
+        "Why a Gradio upload is refused before a byte of it is read, or None."
+        length = headers.get("content-length", "")
+        if not length.isdigit(): return _json_answer(411, "length_required", "send uploads with a Content-Length header")
+        if int(length) > self.max_upload_bytes:
+            return _json_answer(413, "too_large", f"the upload is {int(length):,} bytes; the limit is {self.max_upload_bytes:,}")
+        client = scope.get("client")
+        try:
+            for _ in range(max(1, -(-int(length) // self.file_bytes))): self.uploads.hit(client[0] if client else "unknown")
+        except RateLimited as e:
+            return _json_answer(429, e.code, e.message, {"Retry-After": str(e.details["retry_after"])})
+        return None
+
+    async def _respond(self, answer: Response, scope, receive, send, origin: str | None) -> None:
+        async def send_with_policy(message):
+            if message["type"] == "http.response.start": self._apply(message, origin)
+            await send(message)
+        await answer(scope, receive, send_with_policy)
+
+    def _apply(self, message: dict, origin: str | None) -> None:
+        "Replace whatever CORS headers an inner layer set with the policy's, and add the security headers."
+        kept = [(k, v) for k, v in message.get("headers", []) if not k.lower().startswith(b"access-control-")]
+        headers = MutableHeaders(raw=kept)
+        if origin is not None:
+            headers["access-control-allow-origin"] = origin
+            headers["access-control-expose-headers"] = "Retry-After"
+            headers.add_vary_header("Origin")
+        policy = headers.get("content-security-policy")
+        if policy is None: headers["content-security-policy"] = self.frame_ancestors
+        elif "frame-ancestors" not in policy: headers["content-security-policy"] = f"{policy}; {self.frame_ancestors}"
+        for name, value in SECURITY_HEADERS.items():
+            if name not in headers: headers[name] = value
+        message["headers"] = headers.raw

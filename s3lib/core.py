@@ -10,6 +10,9 @@ import io
 import json
 import math
 import os
+import struct
+import threading
+import zlib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -18,12 +21,13 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # %% auto #0
-__all__ = ['Choice', 'SCHEMA', 'PLAN_KEYS', 'SHORT_ENV', 'RANGES', 'DEFAULT_MAX_PIXELS', 'DEFAULT_MAX_BYTES', 'FORMATS',
-           'S3libError', 'SettingsError', 'ImageError', 'PresetError', 'RuleError', 'ModelUnavailable',
-           'InvalidRequest', 'Unauthorized', 'Forbidden', 'NotFound', 'PlanLimit', 'InsufficientCredits',
-           'ConcurrencyLimit', 'RateLimited', 'InvalidState', 'UploadIncomplete', 'TooLarge', 'IdempotencyMismatch',
-           'json_type', 'parse_json_object', 'Section', 'Plan', 'Settings', 'default_settings_path', 'load_settings',
-           'load_image', 'encode_image', 'content_type']
+__all__ = ['Choice', 'SCHEMA', 'PLAN_KEYS', 'SHORT_ENV', 'RANGES', 'DEFAULT_MAX_PIXELS', 'DEFAULT_MAX_BYTES', 'UPLOAD_TYPES',
+           'SMALL_PIXELS', 'DECODE_SLOTS', 'PNG_CHANNELS', 'ADAM7', 'FORMATS', 'S3libError', 'SettingsError',
+           'ImageError', 'PresetError', 'RuleError', 'ModelUnavailable', 'InvalidRequest', 'Unauthorized', 'Forbidden',
+           'NotFound', 'PlanLimit', 'InsufficientCredits', 'ConcurrencyLimit', 'RateLimited', 'InvalidState',
+           'UploadIncomplete', 'TooLarge', 'IdempotencyMismatch', 'json_type', 'parse_json_object', 'Section', 'Plan',
+           'Settings', 'default_settings_path', 'load_settings', 'DecodeSlots', 'ImageInfo', 'inspect_image',
+           'verify_image', 'load_image', 'encode_image', 'content_type']
 
 # %% ../nbs/00_core.ipynb #24e13f04
 class S3libError(Exception):
@@ -158,17 +162,17 @@ Choice = tuple  # a tuple of strings in the schema means "one of these"
 SCHEMA: dict[str, dict[str, Any]] = {
     "model": dict(id=str, device=("auto", "cpu", "cuda", "mps"), dtype=("auto", "float32", "bfloat16", "float16"),
                   threshold=float, mask_threshold=float, vision_cache_size=int, text_cache_size=int, threads=int),
-    "images": dict(max_pixels=int, max_bytes=int, output_format=("png", "jpeg", "webp"), quality=int),
+    "images": dict(max_pixels=int, max_bytes=int, output_format=("png", "jpeg", "webp"), quality=int, concurrent_decodes=int),
     "presets": dict(dir=str),
     "server": dict(data_dir=str, host=str, port=int, public_url=str, env=("development", "production"),
-                   cors_origins=str, max_body_bytes=int),
+                   cors_origins=str, max_body_bytes=int, frame_ancestors=str, upload_cache_seconds=int),
     "auth": dict(jwt_secret=str, token_days=float, callback_secret=str, callback_tolerance_seconds=int),
-    "limits": dict(signups_per_minute=int, jobs_per_minute=int),
+    "limits": dict(signups_per_minute=int, jobs_per_minute=int, uploads_per_minute=int),
     "jobs": dict(retention_days=float, unexecuted_ttl_hours=float, upload_url_seconds=int,
                  download_url_seconds=int, max_attempts=int),
     "storage": dict(backend=("local", "s3"), endpoint_url=str, bucket=str, region=str, access_key=str, secret_key=str),
     "runner": dict(kind=("inline", "external", "ray", "runpod"), threads=int, ray_address=str, ray_actors=int,
-                   ray_gpus_per_actor=float, runpod_url=str, runpod_endpoint_id=str, runpod_api_key=str),
+                   ray_gpus_per_actor=float, lease_seconds=float, runpod_url=str, runpod_endpoint_id=str, runpod_api_key=str),
     "ui": dict(storage_key=str, language=("en", "ko")),
 }
 PLAN_KEYS = dict(credits_at_signup=int, credits_per_image=int, max_concurrent_jobs=int, max_rules=int, max_batch=int)
@@ -183,9 +187,10 @@ SHORT_ENV = {  # short environment names other parts of the system document
 RANGES = {("model", "threshold"): (0.0, 1.0), ("model", "mask_threshold"): (0.0, 1.0),
           ("model", "vision_cache_size"): (0, 1024), ("model", "text_cache_size"): (0, 100_000),
           ("model", "threads"): (0, 1024), ("images", "max_pixels"): (1, 10**10), ("images", "max_bytes"): (1, 10**10),
-          ("images", "quality"): (1, 100), ("server", "port"): (1, 65535), ("server", "max_body_bytes"): (1024, 10**9),
+          ("images", "quality"): (1, 100), ("images", "concurrent_decodes"): (1, 64), ("server", "port"): (1, 65535), ("server", "max_body_bytes"): (1024, 10**9),
           ("auth", "token_days"): (0.001, 3650), ("auth", "callback_tolerance_seconds"): (1, 86400),
-          ("limits", "signups_per_minute"): (1, 10**6), ("limits", "jobs_per_minute"): (1, 10**6),
+          ("limits", "signups_per_minute"): (1, 10**6), ("limits", "jobs_per_minute"): (1, 10**6), ("limits", "uploads_per_minute"): (1, 10**6),
+          ("server", "upload_cache_seconds"): (60, 30 * 86400), ("runner", "lease_seconds"): (5, 86400),
           ("jobs", "retention_days"): (0.0, 3650), ("jobs", "unexecuted_ttl_hours"): (0.0, 87600),
           ("jobs", "upload_url_seconds"): (1, 7 * 86400), ("jobs", "download_url_seconds"): (1, 7 * 86400),
           ("jobs", "max_attempts"): (1, 100), ("runner", "threads"): (1, 64), ("runner", "ray_actors"): (1, 1024),
@@ -350,33 +355,158 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         return Image.alpha_composite(white, im.convert("RGBA")).convert("RGB")
     return im.convert("RGB") if im.mode != "RGB" else im
 
+
+# %% ../nbs/00_core.ipynb #af66fc10
+UPLOAD_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}  # Pillow format -> the content type accepted from outside
+SMALL_PIXELS = 4_000_000  # images up to this size decode without waiting for a slot
+
+class DecodeSlots:
+    "At most `size` big images decode at once in this process (`with DECODE_SLOTS: …`); the others wait their turn."
+    def __init__(self, size: int = 2): # decodes at once
+        self._condition = threading.Condition()
+        self.size, self.busy = 0, 0
+        self.resize(size)
+
+    def resize(self, size: int) -> None:
+        "Change how many decodes may run at once (the service sets `[images] concurrent_decodes`)."
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1: raise ValueError(f"decode slots must be a whole number ≥ 1, not {size!r}")
+        with self._condition:
+            self.size = size
+            self._condition.notify_all()
+
+    def __enter__(self):
+        with self._condition:
+            self._condition.wait_for(lambda: self.busy < self.size)
+            self.busy += 1
+        return self
+
+    def __exit__(self, *exc):
+        with self._condition:
+            self.busy -= 1
+            self._condition.notify()
+        return False
+
+DECODE_SLOTS = DecodeSlots()
+
+# %% ../nbs/00_core.ipynb #5d21c09d
+@dataclass(frozen=True)
+class ImageInfo:
+    "What an image file's header says, read without decoding its pixels."
+    format: str  # Pillow's name: JPEG, PNG, WEBP
+    content_type: str  # image/jpeg, image/png, image/webp
+    width: int
+    height: int
+
+def _open(data: bytes) -> Image.Image:
+    try: return Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageError("the file is not an image (or not a format s3lib reads: JPEG, PNG, WebP, GIF, BMP, TIFF)") from None
+    except Exception as e: raise ImageError(f"the image cannot be opened: {e}") from None
+
+def _check_pixels(w: int, h: int, max_pixels: int) -> None:
+    if w < 1 or h < 1: raise ImageError(f"the image has no pixels ({w}x{h})")
+    if w * h > max_pixels:
+        raise ImageError(f"the image is {w}x{h} = {w*h:,} pixels; the limit is {max_pixels:,} (a decompression-bomb guard)")
+
+def inspect_image(data: bytes, # the file's bytes
+                  declared: str | None = None, # the content type the sender declared (and signed); None: any of `formats`
+                  max_pixels: int = DEFAULT_MAX_PIXELS, # refuse images with more pixels
+                  max_bytes: int = DEFAULT_MAX_BYTES, # refuse files larger than this
+                  formats: Mapping[str, str] = UPLOAD_TYPES, # Pillow format -> content type of the formats accepted
+                 ) -> ImageInfo:
+    "Judge a file from outside by its header alone: an accepted format, the declared type, one frame, not too many pixels."
+    im = _open(_read_bytes(data, max_bytes))
+    if im.format not in formats:
+        raise ImageError(f"the file is a {im.format} image; s3lib takes {', '.join(formats)} photos (convert it first)")
+    kind = formats[im.format]
+    if declared is not None and declared != kind:
+        raise ImageError(f"the file is a {im.format} image ({kind}) but was declared as {declared}; send it with content_type {kind}")
+    try: frames = getattr(im, "n_frames", 1)
+    except Exception as e: raise ImageError(f"the image cannot be opened: {e}") from None
+    if frames != 1: raise ImageError(f"the file is an animated {im.format} with {frames} frames; upload a still photo (one frame)")
+    _check_pixels(*im.size, max_pixels)
+    return ImageInfo(im.format, kind, *im.size)
+
+# %% ../nbs/00_core.ipynb #45c0dabf
+PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # PNG colour type -> samples per pixel
+ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))  # (x0, y0, dx, dy)
+
+def _png_data_size(width: int, height: int, bit_depth: int, color_type: int, interlaced: bool) -> int:
+    "Bytes of filtered scanlines a PNG's image data must inflate to."
+    bits = bit_depth * PNG_CHANNELS.get(color_type, 4)
+    passes = ADAM7 if interlaced else ((0, 0, 1, 1),)
+    size = 0
+    for x0, y0, dx, dy in passes:
+        w, h = -(-(width - x0) // dx), -(-(height - y0) // dy)
+        if w > 0 and h > 0: size += h * (1 + -(-w * bits // 8))
+    return size
+
+def _check_png_stream(data: bytes) -> None:
+    "Walk a PNG's chunks (checksums) and inflate its image data 1 MB at a time, keeping none of it."
+    position, inflater, inflated, needed = 8, zlib.decompressobj(), 0, None
+    while True:
+        if position + 8 > len(data): raise ImageError("the PNG is truncated: it ends before its IEND chunk")
+        length, kind = struct.unpack(">I4s", data[position:position + 8])
+        body, crc = data[position + 8:position + 8 + length], data[position + 8 + length:position + 12 + length]
+        if len(body) != length or len(crc) != 4: raise ImageError(f"the PNG is truncated inside its {kind!r} chunk")
+        if zlib.crc32(kind + body) != struct.unpack(">I", crc)[0]: raise ImageError(f"the PNG is damaged: the {kind!r} chunk's checksum is wrong")
+        if needed is None:
+            if kind != b"IHDR" or length != 13: raise ImageError("the PNG is damaged: it does not start with an IHDR chunk")
+            width, height, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", body)
+            needed = _png_data_size(width, height, depth, color, interlace == 1)
+        if kind == b"IDAT":
+            try:
+                while body and not inflater.eof:
+                    inflated += len(inflater.decompress(body, 1 << 20))
+                    body = inflater.unconsumed_tail
+            except zlib.error as e: raise ImageError(f"the PNG's image data is damaged: {e}") from None
+        if kind == b"IEND": break
+        position += 12 + length
+    try:
+        while not inflater.eof and (step := inflater.decompress(b"", 1 << 20)): inflated += len(step)
+    except zlib.error as e: raise ImageError(f"the PNG's image data is damaged: {e}") from None
+    if inflated < needed: raise ImageError(f"the PNG is truncated: its image data holds {inflated:,} of the {needed:,} bytes its size needs")
+
+def verify_image(data: bytes, # the file's bytes
+                 declared: str | None = None, # the declared content type, as for `inspect_image`
+                 max_pixels: int = DEFAULT_MAX_PIXELS,
+                 max_bytes: int = DEFAULT_MAX_BYTES,
+                ) -> ImageInfo:
+    "`inspect_image`, then prove the pixels decode at bounded memory (PNG: streamed; JPEG: 1/8 scale; WebP: in full, in a slot)."
+    info = inspect_image(data, declared, max_pixels, max_bytes)
+    if info.format == "PNG": _check_png_stream(data); return info
+    try:
+        with DECODE_SLOTS:
+            im = Image.open(io.BytesIO(data))
+            if info.format == "JPEG": im.draft("RGB", (max(1, info.width // 8), max(1, info.height // 8)))
+            im.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageError(f"the image is damaged or truncated and cannot be decoded: {e}") from None
+    return info
+
+# %% ../nbs/00_core.ipynb #b02150a1
 def load_image(source, # path, bytes, binary file object or PIL image
                max_pixels: int = DEFAULT_MAX_PIXELS, # refuse images with more pixels (decompression bombs)
                max_bytes: int = DEFAULT_MAX_BYTES, # refuse files larger than this
+               formats: Mapping[str, str] | None = None, # only these formats, one frame (`UPLOAD_TYPES` for files from outside); None: any
               ) -> Image.Image:
     "Decode an untrusted image safely into 8-bit RGB, the right way up, or raise `ImageError`."
     if isinstance(source, Image.Image):
         im = source
     else:
         data = _read_bytes(source, max_bytes)
-        try:
-            im = Image.open(io.BytesIO(data))
-        except UnidentifiedImageError:
-            raise ImageError("the file is not an image (or not a format s3lib reads: JPEG, PNG, WebP, GIF, BMP, TIFF)") from None
-        except Exception as e:
-            raise ImageError(f"the image cannot be opened: {e}") from None
+        if formats is not None: inspect_image(data, max_pixels=max_pixels, max_bytes=max_bytes, formats=formats)
+        im = _open(data)
     w, h = im.size
-    if w < 1 or h < 1: raise ImageError(f"the image has no pixels ({w}x{h})")
-    if w * h > max_pixels:
-        raise ImageError(f"the image is {w}x{h} = {w*h:,} pixels; the limit is {max_pixels:,} (a decompression-bomb guard)")
+    _check_pixels(w, h, max_pixels)
     try:
-        with Image.catch_warnings() if hasattr(Image, "catch_warnings") else _nullcontext():
+        with DECODE_SLOTS if w * h > SMALL_PIXELS else _nullcontext():
             im.load()
             im = ImageOps.exif_transpose(im)
             return _to_rgb(im)
     except ImageError: raise
     except Image.DecompressionBombError as e: raise ImageError(f"the image is too large: {e}") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
+    except (OSError, SyntaxError, ValueError, EOFError, zlib.error) as e:
         raise ImageError(f"the image is damaged or truncated and cannot be decoded: {e}") from None
 
 class _nullcontext:

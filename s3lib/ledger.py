@@ -11,7 +11,7 @@ import weakref
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import duckdb
 
@@ -444,6 +444,17 @@ class Ledger:
             return bool(cursor.execute(f"UPDATE items SET status = ?, error = ?, updated_at = ? WHERE job_id = ? AND item = ? "
                                        f"AND status IN ({_in(allowed_from)}) RETURNING item",
                                        [status, error, _naive(now), job_id, item, *allowed_from]).fetchall())
+
+    def confirm_inputs(self, job_id: str, # a created job
+                       input_keys: Mapping[int, str], # item -> key of the photo confirmed for it
+                       now: datetime | None = None,
+                      ) -> bool:
+        "Point each item at its confirmed photo and mark the job uploaded, in one transaction; False if the job was not created."
+        with self.transaction() as cursor:
+            if not self.set_job_status(job_id, "uploaded", ("created",), now): return False
+            cursor.executemany("UPDATE items SET input_key = ?, updated_at = ? WHERE job_id = ? AND item = ?",
+                               [[key, _naive(now), job_id, item] for item, key in input_keys.items()])
+            return True
 
     def count_attempt(self, job_id: str, item: int) -> int:
         "Record that an item is handed to a runner once more; returns its attempt number."

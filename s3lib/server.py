@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import importlib.util
 import logging
 import os
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Callable
 
 import anyio
@@ -17,7 +21,8 @@ import anyio
 from .core import Settings, load_settings
 
 # %% auto #0
-__all__ = ['logger', 'SHUTDOWN_SECONDS', 'load_ui', 'build_app', 'serve', 'launch_on_spaces']
+__all__ = ['logger', 'SHUTDOWN_SECONDS', 'load_ui', 'gradio_upload_folder', 'fresh_upload_folder', 'build_app', 'serve',
+           'launch_on_spaces']
 
 # %% ../nbs/16_server.ipynb #9381a706
 logger = logging.getLogger(__name__)
@@ -28,6 +33,19 @@ def load_ui(service, settings: Settings) -> tuple:
     from s3lib import ui
     options = ui.mount_options() if hasattr(ui, "mount_options") else {}
     return ui.build_demo(service, settings), options | {"show_error": False}
+
+def gradio_upload_folder(settings: Settings) -> Path:
+    "This server's own folder for files uploaded to the Gradio app, under the system temp dir (Gradio's answers name it)."
+    data_dir = str(settings.path(settings.server.data_dir).resolve())
+    return Path(tempfile.gettempdir()) / f"s3lib-uploads-{hashlib.sha256(data_dir.encode()).hexdigest()[:12]}"
+
+def fresh_upload_folder(settings: Settings) -> Path:
+    "Empty this server's upload folder (files a killed process left behind) and point Gradio at it; before the Blocks exist."
+    folder = gradio_upload_folder(settings)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ["GRADIO_TEMP_DIR"] = str(folder)  # Gradio reads it when the Blocks and its app are made
+    return folder
 
 def build_app(settings: Settings | None = None, # default: `load_settings()`; development secrets are generated if missing
               segmenter_factory: Callable | None = None, # default: the configured SAM 3, loaded on first use
@@ -52,10 +70,11 @@ def build_app(settings: Settings | None = None, # default: `load_settings()`; de
 
     try:
         app = create_api(service, lifespan=lifespan)
+        if ui: fresh_upload_folder(settings)
         demo, options = load_ui(service, settings) if ui else (None, {})
         if demo is not None:
             import gradio as gr
-            app = gr.mount_gradio_app(app, demo, path="/", **options)
+            app = gr.mount_gradio_app(app, demo, path="/", max_file_size=settings.images.max_bytes, **options)
             app.state.gradio_app = next(route.app for route in app.routes if hasattr(getattr(route, "app", None), "stop_event"))
         logger.info("REST API ready; %s", "Gradio app mounted at /" if demo is not None else "no Gradio app")
     except BaseException:
@@ -101,7 +120,7 @@ def launch_on_spaces(settings: Settings | None = None, # default: `load_settings
                     ) -> None:
     "Run the Gradio app the Spaces way (`demo.launch()`, patched by ZeroGPU) with the REST API on the same server."
     import signal
-    from s3lib.api import api_router
+    from s3lib.api import EdgePolicy, api_router, edge_options
     from s3lib.auth import ensure_secrets
     from s3lib.segment import Sam3Segmenter
     from s3lib.ui import SpacesSegmenter, build_demo, mount_options
@@ -109,12 +128,17 @@ def launch_on_spaces(settings: Settings | None = None, # default: `load_settings
     settings = settings or load_settings()
     host = os.environ.get("SPACE_HOST")  # e.g. "owner-s3lib.hf.space"
     if host and not settings.server.public_url: settings = settings.replace(server={"public_url": f"https://{host}"})
+    if "https://huggingface.co" not in settings.server.frame_ancestors:  # the Space's page frames the app
+        settings = settings.replace(server={"frame_ancestors": ",".join(filter(None, [settings.server.frame_ancestors, "https://huggingface.co"]))})
     settings = ensure_secrets(settings)
+    fresh_upload_folder(settings)
     service = create_service(settings, lambda: SpacesSegmenter(Sam3Segmenter.from_settings(settings)))
     try:
         demo = build_demo(service, settings)
-        app, _, _ = demo.launch(prevent_thread_lock=True, **mount_options())  # host, port: GRADIO_SERVER_NAME/PORT
+        app, _, _ = demo.launch(prevent_thread_lock=True, max_file_size=settings.images.max_bytes, **mount_options())  # host, port: GRADIO_SERVER_NAME/PORT
         app.include_router(api_router(service))
+        # launch has started the app, so no middleware can be added: the edge wraps the stack it built, outside Gradio's CORS layer
+        app.middleware_stack = EdgePolicy(app.middleware_stack or app.build_middleware_stack(), **edge_options(settings))
         signal.signal(signal.SIGTERM, lambda number, frame: (_ for _ in ()).throw(KeyboardInterrupt))  # stop like Ctrl-C
         demo.block_thread()
     finally:

@@ -25,15 +25,15 @@ from PIL import Image
 from .auth import issue_token, verify_callback, verify_token
 from .core import (IdempotencyMismatch, ImageError, InvalidRequest, InvalidState, ModelUnavailable, NotFound, PlanLimit,
                         RateLimited, RuleError, S3libError, Settings, SettingsError, TooLarge, Unauthorized, UploadIncomplete,
-                        json_type, load_image, parse_json_object)
+                        json_type, load_image, parse_json_object, DECODE_SLOTS, UPLOAD_TYPES, verify_image)
 from .ledger import ACTIVE_JOB_STATES, FINISHED_JOB_STATES, Ledger, iso, utc
 from .rules import Rule, apply_rule
 
 # %% auto #0
 __all__ = ['CONTENT_TYPES', 'MAX_FILENAME_CHARS', 'IDEMPOTENCY_KEY', 'IDEMPOTENCY_HOURS', 'MAX_ERROR_CHARS', 'MAX_JOB_LIST',
-           'MAX_PROTECTED', 'INSTANCE_KEY', 'MAX_REPORT_BYTES', 'MODEL_RETRY_SECONDS', 'log', 'ItemTask', 'Runner',
-           'output_key', 'output_content_type', 'RateLimiter', 'default_segmenter_factory', 'Service',
-           'MetricsCollector']
+           'MAX_PROTECTED', 'INSTANCE_KEY', 'MAX_REPORT_BYTES', 'MAX_CLAIM_WAIT', 'MAX_CLAIM_TASKS',
+           'MODEL_RETRY_SECONDS', 'log', 'ItemTask', 'Runner', 'output_key', 'output_content_type', 'RateLimiter',
+           'default_segmenter_factory', 'Service', 'MetricsCollector']
 
 # %% ../nbs/11_service.ipynb #8b18e456
 CONTENT_TYPES = ("image/jpeg", "image/png", "image/webp")
@@ -45,6 +45,8 @@ MAX_JOB_LIST = 200
 MAX_PROTECTED = 64  # instance keys / concept ids protected in one photo
 INSTANCE_KEY = re.compile(r"([^:]{1,64})(?::([0-9]{1,4}))?")  # "person" (every person) or "person:0" (one instance)
 MAX_REPORT_BYTES = 1024 * 1024
+MAX_CLAIM_WAIT = 20  # longest a claim waits for a task, in seconds (a long poll)
+MAX_CLAIM_TASKS = 16  # most tasks one claim leases
 MODEL_RETRY_SECONDS = 60.0  # after a failed model load, the next try waits this long (a gated repo, a full disk, a busy GPU)
 
 def _invalid(field: str, problem: str) -> InvalidRequest:
@@ -210,8 +212,6 @@ def _new_id() -> str: return uuid.uuid4().hex
 
 log = logging.getLogger(__name__)
 
-_SNIFFED = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
-
 class Service:
     "Users, plans, credits, rules, jobs, callbacks, retention and limits; REST, Gradio and the CLI only adapt it."
     def __init__(self, settings: Settings, # validated settings with secrets (`ensure_secrets`)
@@ -226,6 +226,7 @@ class Service:
             if not settings.auth[name]: raise SettingsError(f"settings.auth.{name} is empty; pass the settings through "
                                                             "s3lib.auth.ensure_secrets(settings) first")
         if "free" not in settings.plans: raise SettingsError("settings have no free plan; new users need one")
+        DECODE_SLOTS.resize(settings.images.concurrent_decodes)  # memory is per process, and so is this bound
         self.settings, self.ledger, self.store, self.presets, self.runner = settings, ledger, store, dict(presets), runner
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         server = settings.server
@@ -458,7 +459,8 @@ class Service:
         return job
 
     def confirm_upload(self, user_id: str, job_id: str) -> dict:
-        "Check every upload arrived and decodes: `{id, status: 'uploaded'}`; `UploadIncomplete`/`ImageError` list the items."
+        "Check every upload arrived, is the photo it was declared as and decodes, and keep exactly those bytes for processing: "
+        "`{id, status: 'uploaded'}`; `UploadIncomplete`/`ImageError` list the items."
         job = self._job(user_id, job_id)
         if job["status"] == "uploaded": return {"id": job_id, "status": "uploaded"}
         if job["status"] != "created": raise InvalidState(f"job {job_id} is {job['status']}; only a created job's uploads can be confirmed")
@@ -467,18 +469,27 @@ class Service:
         if missing:
             raise UploadIncomplete(f"item(s) {', '.join(map(str, missing))} have not been uploaded; PUT each file to its upload URL "
                                    "with the given headers, then confirm again", items=missing)
-        problems = {}
+        problems, kept = {}, {}
         for it in items:
-            try: load_image(self.store.get(it["input_key"]), max_pixels=self.settings.images.max_pixels,
-                            max_bytes=self.settings.images.max_bytes)
+            try: kept[it["item"]] = self._keep_photo(it)
             except (ImageError, NotFound) as e: problems[it["item"]] = e.message
         if problems:
-            raise ImageError("item(s) that are not images s3lib can read: " + "; ".join(f"{i}: {m}" for i, m in problems.items()),
+            raise ImageError("item(s) that are not photos s3lib accepts: " + "; ".join(f"{i}: {m}" for i, m in problems.items()),
                              items=list(problems))
-        if not self.ledger.set_job_status(job_id, "uploaded", ("created",), self.now()):
+        if not self.ledger.confirm_inputs(job_id, kept, self.now()):
             status = self.ledger.job(job_id)["status"]
             if status != "uploaded": raise InvalidState(f"job {job_id} is {status}; only a created job's uploads can be confirmed")
+            return {"id": job_id, "status": "uploaded"}
+        for it in items: self.store.delete(it["input_key"])  # an upload URL still valid now writes where nothing reads
         return {"id": job_id, "status": "uploaded"}
+
+    def _keep_photo(self, item: dict) -> str:
+        "Verify one upload at bounded memory, then store exactly the verified bytes under the item's photo key; returns that key."
+        data, images = self.store.get(item["input_key"]), self.settings.images
+        verify_image(data, item["content_type"], images.max_pixels, images.max_bytes)
+        photo = item["input_key"].replace("/inputs/", "/photos/")
+        self.store.put(photo, data, item["content_type"])
+        return photo
 
     def execute(self, user_id: str, job_id: str) -> dict:
         "Reserve credits, claim a job slot and queue the items: `{id, status: 'queued', credits_reserved}`."
@@ -686,16 +697,67 @@ class Service:
         if claim is None: raise InvalidState(f"the {type(self.runner).__name__ if self.runner else 'missing'} runner hands out tasks itself")
         return claim(_integer(limit, "limit", 1, 100), timeout)
 
+    def _worker_body(self, headers: Mapping, raw_body: bytes, what: str) -> dict:
+        "A body from a worker elsewhere, signed like a callback with the callback secret, parsed strictly."
+        verify_callback(headers, raw_body, self.settings.auth.callback_secret, self.settings.auth.callback_tolerance_seconds,
+                        now=self.now().timestamp())
+        return parse_json_object(raw_body, what)
+
+    def worker_claim(self, headers: Mapping, # signed like a callback (webhook-id, webhook-timestamp, webhook-signature)
+                     raw_body: bytes, # {"limit"?: 1..16, "wait"?: seconds 0..MAX_CLAIM_WAIT}
+                    ) -> dict:
+        "For workers elsewhere: lease up to `limit` queued tasks, waiting up to `wait` s for the first: `{tasks: [task], lease_seconds}`."
+        body = _object(self._worker_body(headers, raw_body, "the claim body"), "", optional=("limit", "wait"))
+        wait = body.get("wait", 0)
+        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= MAX_CLAIM_WAIT:
+            raise _invalid("wait", f"must be a number of seconds from 0 to {MAX_CLAIM_WAIT}, not {wait!r}")
+        tasks = self.claim_tasks(_integer(body.get("limit", 1), "limit", 1, MAX_CLAIM_TASKS), float(wait))
+        return {"tasks": [task.to_dict() for task in tasks], "lease_seconds": self.runner.lease_seconds}
+
+    def worker_heartbeat(self, headers: Mapping, # signed like a callback
+                         raw_body: bytes, # {"job_id", "item", "attempt"}: the task being worked on
+                        ) -> dict:
+        "Renew a claimed task's lease: `{ok, lease_seconds}`; `InvalidState` (409) once it is lost, which tells the worker to stop."
+        body = _object(self._worker_body(headers, raw_body, "the heartbeat body"), "", required=("job_id", "item", "attempt"))
+        extend = getattr(self.runner, "extend", None)
+        if extend is None: raise InvalidState(f"the {type(self.runner).__name__ if self.runner else 'missing'} runner leases no tasks")
+        job_id, item = _text(body["job_id"], "job_id", 100), _integer(body["item"], "item", 0)
+        job, found = self.ledger.job(job_id), self.ledger.item(job_id, item)
+        if job is None or found is None: raise NotFound(f"job {job_id} has no item {item}")
+        attempt = self._attempt(body, found)
+        if job["status"] not in ACTIVE_JOB_STATES: raise InvalidState(f"job {job_id} is {job['status']}; stop working on it")
+        if found["status"] in ("done", "failed"): raise InvalidState(f"item {item} is already {found['status']}; stop working on it")
+        if attempt != found["attempts"]: raise InvalidState(f"attempt {attempt} of item {item} was superseded by attempt {found['attempts']}")
+        if not extend(job_id, item, attempt):
+            raise InvalidState(f"the lease of attempt {attempt} of item {item} has ended and the task went back to the queue")
+        return {"ok": True, "lease_seconds": self.runner.lease_seconds}
+
     # ---- callbacks ------------------------------------------------------------------------------------------------
     def _count(self, outcome: str) -> None:
         with self._callbacks_lock: self._callbacks[outcome] += 1
 
-    def _callback_update(self, raw_body: bytes, job: dict) -> dict:
-        body = _object(parse_json_object(raw_body, "the callback body"), "", required=("item", "status"),
-                       optional=("result_key", "error"))
+    def _signed_body(self, job_id: str, raw_body: bytes, what: str) -> dict:
+        "A signed worker body as a dict, refused unless it names the job of the URL it was sent to."
+        body = parse_json_object(raw_body, what)
+        if "job_id" not in body: raise _invalid("job_id", f"missing: {what} must name its job, inside what is signed")
+        if body["job_id"] != job_id:
+            raise _invalid("job_id", f"{what} is signed for job {body['job_id']!r}, not for job {job_id} of this URL; "
+                                     "send it to its own job's URL")
+        return body
+
+    def _attempt(self, body: dict, found: dict) -> int:
+        "The attempt a worker body names: a whole number ≥ 1 that was handed out for this item."
+        attempt = _integer(body["attempt"], "attempt", 1)
+        if attempt > found["attempts"]:
+            raise _invalid("attempt", f"attempt {attempt} of item {found['item']} was never handed out (latest: {found['attempts']})")
+        return attempt
+
+    def _callback_update(self, body: dict, job: dict) -> dict:
+        body = _object(body, "", required=("job_id", "item", "attempt", "status"), optional=("result_key", "error"))
         item = _integer(body["item"], "item", 0)
         found = self.ledger.item(job["id"], item)
         if found is None: raise _invalid("item", f"job {job['id']} has no item {item}")
+        attempt = self._attempt(body, found)
         status = body["status"]
         if status not in ("running", "done", "failed"): raise _invalid("status", f"{status!r} is not running, done or failed")
         result_key, error = body.get("result_key"), body.get("error")
@@ -705,23 +767,27 @@ class Service:
         if status == "failed":
             if error is not None and not isinstance(error, str): raise _invalid("error", f"must be a string, not {json_type(error)}")
         elif error is not None: raise _invalid("error", "only a failed callback carries an error")
-        return {"item": item, "status": status, "result_key": result_key, "error": error or "the worker reported a failure"}
+        return {"item": item, "attempt": attempt, "status": status, "result_key": result_key,
+                "error": error or "the worker reported a failure"}
 
     def handle_callback(self, job_id: str, # from the URL path
                         headers: Mapping, # request headers (webhook-id, webhook-timestamp, webhook-signature)
                         raw_body: bytes, # the body exactly as received
                        ) -> dict:
-        "A worker's signed report: `{ok: true, duplicate: bool}` plus `ignored` (why) when it changed nothing."
-        try: webhook_id = verify_callback(headers, raw_body, self.settings.auth.callback_secret,
-                                          self.settings.auth.callback_tolerance_seconds, now=self.now().timestamp())
-        except Unauthorized: self._count("rejected"); raise
+        "A worker's signed report `{job_id, item, attempt, status, …}`: `{ok: true, duplicate: bool}` plus `ignored` (why) "
+        "when it changed nothing (a finished job, a superseded attempt)."
+        try:
+            webhook_id = verify_callback(headers, raw_body, self.settings.auth.callback_secret,
+                                         self.settings.auth.callback_tolerance_seconds, now=self.now().timestamp())
+            body = self._signed_body(job_id, raw_body, "the callback body")
+        except (Unauthorized, InvalidRequest): self._count("rejected"); raise
         if self.ledger.seen_receipt(webhook_id): self._count("duplicate"); return {"ok": True, "duplicate": True}
         job = self.ledger.job(job_id) if isinstance(job_id, str) else None
         if job is None: raise NotFound(f"job {job_id} does not exist")
         update = None  # a finished job's reports are ignored before their body is judged
         if job["status"] not in FINISHED_JOB_STATES:
             if job["status"] not in ACTIVE_JOB_STATES: raise InvalidState(f"job {job['id']} is {job['status']}; it was never executed")
-            update = self._callback_update(raw_body, job)
+            update = self._callback_update(body, job)
             if update["status"] == "done" and self.store.head(update["result_key"]) is None:
                 raise _invalid("result_key", f"there is no object at {update['result_key']}; upload the result before reporting done")
         now = self.now()
@@ -735,6 +801,8 @@ class Service:
     def _apply(self, job: dict, update: dict, now: datetime) -> str | None:
         "Inside a transaction: apply one item report to an active job; returns why it was ignored, if it was."
         job_id, item, status = job["id"], update["item"], update["status"]
+        latest = self.ledger.item(job_id, item)["attempts"]  # read under the writer lock: no attempt can start meanwhile
+        if update["attempt"] != latest: return f"attempt {update['attempt']} of item {item} was superseded by attempt {latest}"
         if job["status"] == "queued": self.ledger.set_job_status(job_id, "running", ("queued",), now)
         if status == "running":
             if self.ledger.set_item_status(job_id, item, "running", ("pending",), now=now): return None
@@ -752,18 +820,22 @@ class Service:
 
     def result_upload(self, job_id: str, # from the URL path
                       headers: Mapping, # signed like a callback (webhook-id, webhook-timestamp, webhook-signature)
-                      raw_body: bytes, # {"item": int, "size": int, "part"?: "result" | "report" | "masks/<concept>"}: the output's exact size
+                      raw_body: bytes, # {"job_id", "item", "attempt", "size", "part"?: "result" | "report" | "masks/<concept>"}
                      ) -> dict:
         "For remote workers: a presigned PUT for one output of an item, of exactly `size` bytes: `{item, part, url, method, headers, expires_at}`."
         verify_callback(headers, raw_body, self.settings.auth.callback_secret, self.settings.auth.callback_tolerance_seconds,
                         now=self.now().timestamp())
+        body = self._signed_body(job_id, raw_body, "the result-upload body")
         job = self.ledger.job(job_id) if isinstance(job_id, str) else None
         if job is None: raise NotFound(f"job {job_id} does not exist")
         if job["status"] not in ACTIVE_JOB_STATES: raise InvalidState(f"job {job_id} is {job['status']}; its results are not wanted")
-        body = _object(parse_json_object(raw_body, "the result-upload body"), "", required=("item", "size"), optional=("part",))
+        body = _object(body, "", required=("job_id", "item", "attempt", "size"), optional=("part",))
         found = self.ledger.item(job_id, _integer(body["item"], "item", 0))
         if found is None: raise _invalid("item", f"job {job_id} has no item {body['item']}")
         if found["status"] in ("done", "failed"): raise InvalidState(f"item {found['item']} is already {found['status']}")
+        attempt = self._attempt(body, found)
+        if attempt != found["attempts"]:
+            raise InvalidState(f"attempt {attempt} of item {found['item']} was superseded by attempt {found['attempts']}; its results are not wanted")
         part = body.get("part", "result")
         if not isinstance(part, str): raise _invalid("part", f"must be a string, not {json_type(part)}")
         key = output_key(found["result_key"], part)
@@ -869,7 +941,8 @@ class Service:
             image = Image.fromarray(image)
         if not isinstance(image, (bytes, bytearray, memoryview, Image.Image)):
             raise ImageError(f"cannot read an image from {json_type(image)}; pass bytes, a PIL image or a uint8 array")
-        return load_image(image, max_pixels=self.settings.images.max_pixels, max_bytes=self.settings.images.max_bytes)
+        return load_image(image, max_pixels=self.settings.images.max_pixels, max_bytes=self.settings.images.max_bytes,
+                          formats=UPLOAD_TYPES)
 
     def _thresholds(self, thresholds, concept_ids) -> dict:
         if thresholds is None: return {}
@@ -949,9 +1022,9 @@ class Service:
     def _upload_bytes(self, image, field: str) -> tuple[bytes, str]:
         if isinstance(image, (bytes, bytearray, memoryview)):
             data = bytes(image)
-            try: kind = _SNIFFED.get(Image.open(io.BytesIO(data)).format)
+            try: kind = UPLOAD_TYPES.get(Image.open(io.BytesIO(data)).format)
             except Exception: kind = None
-            if kind: return data, kind
+            if kind: return data, kind  # kept as sent; confirm_upload judges it
         try: picture = self._image(image)
         except ImageError as e: raise ImageError(f"{field}: {e.message}", field=field) from None
         buffer = io.BytesIO()

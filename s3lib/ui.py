@@ -1298,7 +1298,8 @@ def build_demo(service, # the `s3lib.service.Service` (its presets, users, rules
         if key: labelled.append((name, key, prop))
         return component
 
-    with gr.Blocks(title=text("title", lang0), delete_cache=(3600, 86400)) as demo:
+    keep = settings.server.upload_cache_seconds  # uploads and outputs older than this are deleted, checked every ≤ 10 minutes
+    with gr.Blocks(title=text("title", lang0), delete_cache=(min(600, keep), keep)) as demo:
         token = named("token", gr.BrowserState(None, storage_key=settings.ui.storage_key, secret=browser_secret(settings.auth.jwt_secret)))
         ws = named("ws", gr.State(None))
         results_state = named("results_state", gr.State([]))

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from .auth import ensure_secrets, sign_callback
-from .core import NotFound, S3libError, Settings, SettingsError, encode_image, load_image, load_settings
+from .core import UPLOAD_TYPES, NotFound, S3libError, Settings, SettingsError, encode_image, load_image, load_settings
 from .ledger import FINISHED_JOB_STATES, Ledger
 from .presets import Concept, load_presets
 from .rules import Edit, Rule, apply_rule
@@ -30,15 +30,26 @@ from .storage import open_store
 _all_ = ["ItemTask", "Runner"]  # re-exported: what #5's runners and worker nodes import from here
 
 # %% auto #0
-__all__ = ['log', 'TransportError', 'HttpTransport', 'InProcessTransport', 'task_rule', 'task_concepts', 'mask_png', 'run_task',
-           'InlineRunner', 'ExternalRunner', 'make_runner', 'store_signing_secret', 'create_service', 'ItemTask',
-           'Runner']
+__all__ = ['log', 'RECONNECT_SECONDS', 'TransportError', 'LeaseLost', 'HttpTransport', 'InProcessTransport', 'task_rule',
+           'task_concepts', 'mask_png', 'run_task', 'InlineRunner', 'ExternalRunner', 'Heartbeat', 'work',
+           'make_runner', 'store_signing_secret', 'create_service', 'ItemTask', 'Runner']
 
 # %% ../nbs/12_worker.ipynb #323aef9e
 log = logging.getLogger(__name__)
 
 class TransportError(Exception):
     "A network or server problem that outlasted the retries; the item may succeed on another attempt."
+
+class LeaseLost(Exception):
+    "The coordinator no longer wants this task from this worker (job finished or canceled, attempt superseded, lease ended)."
+
+def _about(task: ItemTask) -> dict:
+    "What every signed worker body says it is about: the job, the item and the attempt (the coordinator checks all three)."
+    return {"job_id": task.job_id, "item": task.item, "attempt": task.attempt}
+
+def _error_message(response) -> str:
+    try: return response.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError): return f"HTTP {response.status_code} {response.text[:200]}"
 
 class HttpTransport:
     "Presigned URLs for the photo and the result, signed POSTs to the callback URL; network errors retried with backoff."
@@ -60,9 +71,9 @@ class HttpTransport:
 
     def _send(self, method: str, url: str | None, what: str, **kwargs):
         if not url: raise TransportError(f"{what}: the task has no URL for it (was it built for an in-process runner?)")
-        problem = ""
+        problem, kwargs = "", {"timeout": self.timeout} | kwargs
         for attempt in range(self.retries + 1):
-            try: response = self.session.request(method, url, timeout=self.timeout, **kwargs)
+            try: response = self.session.request(method, url, **kwargs)
             except self._network_errors as e: problem = f"{type(e).__name__}: {e}"
             else:
                 if response.status_code < 500 and response.status_code != 429: return response
@@ -77,10 +88,11 @@ class HttpTransport:
         if response.status_code != 200: raise TransportError(f"downloading the photo: HTTP {response.status_code} {response.text[:200]}")
         return response.content
 
-    def _signed_post(self, url: str | None, body: dict, what: str) -> dict:
+    def _signed_post(self, url: str | None, body: dict, what: str, timeout: float | None = None) -> dict:
         raw = json.dumps(body).encode("utf-8")
         headers = sign_callback(raw, self.callback_secret) | {"Content-Type": "application/json"}
-        response = self._send("POST", url, what, data=raw, headers=headers)
+        response = self._send("POST", url, what, data=raw, headers=headers, **({"timeout": timeout} if timeout else {}))
+        if response.status_code == 409: raise LeaseLost(f"{what}: {_error_message(response)}")
         if response.status_code != 200:
             raise TransportError(f"{what}: the coordinator answered HTTP {response.status_code} {response.text[:300]}")
         return response.json()
@@ -89,7 +101,7 @@ class HttpTransport:
                      part: str = "result", # "result", "report" or "masks/<concept>"
                     ) -> None:
         "Ask the coordinator for a presigned PUT of exactly this size (a signed POST), then PUT the output there."
-        upload = self._signed_post(task.result_upload_url, {"item": task.item, "size": len(data), "part": part},
+        upload = self._signed_post(task.result_upload_url, _about(task) | {"size": len(data), "part": part},
                                    f"asking where to upload the {part}")
         response = self._send(upload["method"], upload["url"], f"uploading the {part}", data=data, headers=upload["headers"])
         if not 200 <= response.status_code < 300:
@@ -98,6 +110,19 @@ class HttpTransport:
     def report(self, task: ItemTask, body: dict) -> dict:
         "POST a signed report; retries resend the same webhook id, so the coordinator counts it once."
         return self._signed_post(task.callback_url, body, "reporting to the coordinator")
+
+    def claim(self, server: str, # the coordinator's base URL
+              limit: int = 1, # most tasks to lease
+              wait: float = 20.0, # seconds the coordinator may wait for a first task (long poll)
+             ) -> tuple[list[ItemTask], float]:
+        "Lease queued tasks from the coordinator (`POST /workers/claim`, signed): `(tasks, lease_seconds)`, no tasks if none came."
+        answer = self._signed_post(f"{server.rstrip('/')}/workers/claim", {"limit": limit, "wait": wait}, "claiming tasks",
+                                   timeout=self.timeout + wait)
+        return [ItemTask.from_dict(task) for task in answer["tasks"]], float(answer["lease_seconds"])
+
+    def heartbeat(self, server: str, task: ItemTask) -> float:
+        "Renew the task's lease (`POST /workers/heartbeat`): seconds it now lasts; `LeaseLost` once the coordinator took it back."
+        return self._signed_post(f"{server.rstrip('/')}/workers/heartbeat", _about(task), "renewing the lease")["lease_seconds"]
 
 class InProcessTransport:
     "The store and the service of this process; reports are signed exactly like remote ones."
@@ -137,10 +162,10 @@ def run_task(task: ItemTask, # one item, self-contained
             ) -> dict:
     "Process one item and report it; returns the final report (`done`/`failed`), or `{'status': 'skipped', 'reason'}`."
     transport = transport or HttpTransport()
-    started = transport.report(task, {"item": task.item, "status": "running"})
+    started = transport.report(task, _about(task) | {"status": "running"})
     if started.get("ignored"): return {"item": task.item, "status": "skipped", "reason": started["ignored"]}
     try:
-        picture = load_image(transport.fetch(task), max_pixels=task.max_pixels, max_bytes=task.max_bytes)
+        picture = load_image(transport.fetch(task), max_pixels=task.max_pixels, max_bytes=task.max_bytes, formats=UPLOAD_TYPES)
         model = segmenter if hasattr(segmenter, "segment") else segmenter()
         instances = model.segment(picture, task_concepts(task), mask_threshold=task.mask_threshold)
         result = apply_rule(picture, instances, task_rule(task), protected=task.protected)
@@ -148,9 +173,9 @@ def run_task(task: ItemTask, # one item, self-contained
         transport.store_result(task, json.dumps(result.report).encode("utf-8"), "report")
         transport.store_result(task, encode_image(result.image, "png"))
     except S3libError as e:
-        outcome = {"item": task.item, "status": "failed", "error": e.message}
+        outcome = _about(task) | {"status": "failed", "error": e.message}
     else:
-        outcome = {"item": task.item, "status": "done", "result_key": task.result_key}
+        outcome = _about(task) | {"status": "done", "result_key": task.result_key}
     transport.report(task, outcome)
     return outcome
 
@@ -213,7 +238,8 @@ class InlineRunner:
         run_task(task, self.service.segmenter, self.transport)
 
 class ExternalRunner:
-    "Tasks wait in a queue until workers elsewhere `claim` them; a claim is a lease, and an expired lease goes back to the service."
+    "Tasks wait in a queue until workers elsewhere `claim` them; a claim is a lease that heartbeats `extend`, and an expired lease "
+    "goes back to the service."
     remote = True
 
     def __init__(self, lease_seconds: float = 900.0, # a claimed task not finished within this long is handed out again
@@ -249,11 +275,24 @@ class ExternalRunner:
             wait = deadline - time.monotonic() if not claimed else 0
             try: task = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
             except queue.Empty: break
-            job = self.service.ledger.job(task.job_id) if self.service else None
-            if job is not None and job["status"] not in FINISHED_JOB_STATES: claimed.append(task)
+            if self._wanted(task): claimed.append(task)
         with self._leases_lock:
             for task in claimed: self._leases[(task.job_id, task.item)] = (task.attempt, self.clock() + self.lease_seconds)
         return claimed
+
+    def _wanted(self, task: ItemTask) -> bool:
+        "A queued task is still wanted while its job is unfinished and no later attempt of its item was handed out."
+        ledger = self.service.ledger
+        job, item = ledger.job(task.job_id), ledger.item(task.job_id, task.item)
+        return job is not None and job["status"] not in FINISHED_JOB_STATES and item is not None and item["attempts"] == task.attempt
+
+    def extend(self, job_id: str, item: int, attempt: int) -> bool:
+        "Renew the lease of a claimed task for `lease_seconds`; False if it holds none any more (ended, handed back, canceled)."
+        self._hand_back_expired()
+        with self._leases_lock:
+            if self._leases.get((job_id, item), (None,))[0] != attempt: return False
+            self._leases[(job_id, item)] = (attempt, self.clock() + self.lease_seconds)
+            return True
 
     def _hand_back_expired(self) -> None:
         "Items whose lease ended unfinished go back to the service: the next attempt is queued, or the item fails after max_attempts."
@@ -264,12 +303,62 @@ class ExternalRunner:
         for (job_id, item), attempt in expired:
             self.service.retry_task(job_id, item, f"the worker that claimed it did not finish within {self.lease_seconds:g} s", attempt)
 
+# %% ../nbs/12_worker.ipynb #0fe004d0
+RECONNECT_SECONDS = 5.0  # pause after the coordinator could not be reached
+
+class Heartbeat:
+    "While a claimed task runs, renew its lease every `every` seconds in a thread (`with Heartbeat(…):`); `lost` is set once it is gone."
+    def __init__(self, transport: HttpTransport, server: str, task: ItemTask, every: float):
+        self.transport, self.server, self.task, self.every = transport, server, task, every
+        self.lost, self._done = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"s3lib-heartbeat-{task.item}", daemon=True)
+
+    def __enter__(self): self._thread.start(); return self
+
+    def __exit__(self, *exc):
+        self._done.set()
+        self._thread.join()
+        return False
+
+    def _beat(self) -> None:
+        while not self._done.wait(self.every):
+            try: self.transport.heartbeat(self.server, self.task)
+            except LeaseLost as e:
+                log.info("job %s item %s attempt %s: %s", self.task.job_id, self.task.item, self.task.attempt, e)
+                self.lost.set()
+                return
+            except TransportError as e: log.warning("could not renew the lease of job %s item %s: %s", self.task.job_id, self.task.item, e)
+
+def work(server: str, # the coordinator's base URL, e.g. http://127.0.0.1:7860
+         segmenter, # the model, loaded once by the caller
+         transport: HttpTransport, # signs with the coordinator's callback secret
+         wait: float = 20.0, # seconds one claim may wait for a task (long poll)
+         stop: threading.Event | None = None, # set it to end the loop after the current task
+         max_tasks: int | None = None, # end after this many tasks; None: until stopped
+        ) -> int:
+    "A remote worker's loop: claim a task, run it while renewing its lease, report, claim again. Returns the tasks run."
+    stop, ran = stop or threading.Event(), 0
+    while not stop.is_set() and (max_tasks is None or ran < max_tasks):
+        try: tasks, lease_seconds = transport.claim(server, 1, wait)
+        except (TransportError, LeaseLost) as e:
+            log.warning("could not claim a task from %s (%s); trying again in %g s", server, e, RECONNECT_SECONDS)
+            stop.wait(RECONNECT_SECONDS)
+            continue
+        for task in tasks:
+            ran += 1
+            with Heartbeat(transport, server, task, lease_seconds / 3):
+                try: outcome = run_task(task, segmenter, transport)
+                except Exception as e:  # a network failure outlasting the retries, a model crash: the lease ends, it is retried
+                    log.warning("job %s item %s attempt %s stopped: %s: %s", task.job_id, task.item, task.attempt, type(e).__name__, e)
+                else: log.info("job %s item %s attempt %s: %s", task.job_id, task.item, task.attempt, outcome["status"])
+    return ran
+
 # %% ../nbs/12_worker.ipynb #fee7ba9c
 def make_runner(settings: Settings) -> Runner:
     "The runner `[runner] kind` names: inline (threads here), external (workers elsewhere claim tasks), ray or runpod."
     kind = settings.runner.kind
     if kind == "inline": return InlineRunner(settings.runner.threads)
-    if kind == "external": return ExternalRunner()
+    if kind == "external": return ExternalRunner(settings.runner.lease_seconds)
     from s3lib import runners  # imports this module: loaded only when asked for
     return (runners.RayRunner if kind == "ray" else runners.RunpodRunner).from_settings(settings)
 

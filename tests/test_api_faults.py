@@ -137,7 +137,7 @@ def test_thousand_callbacks(external):
 
     def send(webhook_id: str):
         job_id, body = messages[webhook_id]
-        raw = json.dumps(body).encode()
+        raw = json.dumps({"job_id": job_id, "attempt": 1} | body).encode()
         answer = http.post(f"/jobs/{job_id}/callback", content=raw, headers=sign_callback(raw, CALLBACK_SECRET, msg_id=webhook_id))
         assert answer.status_code == 200, answer.text
         answers[webhook_id].append(answer.json())

@@ -79,7 +79,8 @@ def uploaded_job(service, user, items):
 
 
 def signed(service, job_id, body, msg_id=None):
-    raw = json.dumps(body).encode()
+    "A worker's signed report; it names the job and the first attempt unless `body` says otherwise."
+    raw = json.dumps({"job_id": job_id, "attempt": 1} | body).encode()
     return job_id, sign_callback(raw, CALLBACK_SECRET, msg_id=msg_id, timestamp=service.now().timestamp()), raw
 
 
