@@ -86,6 +86,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                             's3lib.core.UploadIncomplete': ('core.html#uploadincomplete', 's3lib/core.py'),
                             's3lib.core._check_pixels': ('core.html#_check_pixels', 's3lib/core.py'),
                             's3lib.core._check_png_stream': ('core.html#_check_png_stream', 's3lib/core.py'),
+                            's3lib.core._check_webp_container': ('core.html#_check_webp_container', 's3lib/core.py'),
                             's3lib.core._convert': ('core.html#_convert', 's3lib/core.py'),
                             's3lib.core._nullcontext': ('core.html#_nullcontext', 's3lib/core.py'),
                             's3lib.core._nullcontext.__enter__': ('core.html#_nullcontext.__enter__', 's3lib/core.py'),
