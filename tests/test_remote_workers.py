@@ -134,7 +134,11 @@ def check_ledger(data_dir: Path, s3, bucket: str) -> dict:
             "SELECT job_id FROM credit_entries GROUP BY job_id HAVING sum(CASE WHEN kind = 'reserve' THEN credits ELSE 0 END) "
             "< sum(CASE WHEN kind IN ('charge', 'refund') THEN credits ELSE 0 END)")
         assert refunded_too_much == [], refunded_too_much
-        return {"done_items": len(done), "jobs": ledger.value("SELECT count(*) FROM jobs")}
+        lost = ledger.value(  # over finished jobs: what was reserved and neither charged nor refunded
+            "SELECT coalesce(sum(abs(held)), 0) FROM (SELECT sum(CASE WHEN e.kind = 'reserve' THEN e.credits WHEN e.kind IN "
+            "('charge', 'refund') THEN -e.credits ELSE 0 END) AS held FROM credit_entries e JOIN jobs j ON j.id = e.job_id "
+            "WHERE j.status IN ('done', 'failed', 'canceled', 'expired') GROUP BY e.job_id)")
+        return {"done_items": len(done), "jobs": ledger.value("SELECT count(*) FROM jobs"), "credits_lost": lost}
     finally:
         ledger.close()
 
@@ -197,8 +201,8 @@ def test_kill_any_party_at_any_moment(tmp_path, nanio_endpoint, tiny_sam3, bucke
     totals = check_ledger(server.data_dir, s3, bucket)
     assert "Traceback" not in server.log_path.read_text(errors="replace"), server.log_tail()
     figures = {"seed": SEED, "kills": kills, "jobs": len(jobs), "jobs_done": sum(s["status"] == "done" for s in finished),
-               "items_done": totals["done_items"], "credits_lost": 0, "seconds": round(time.monotonic() - started)}
+               "items_done": totals["done_items"], "credits_lost": totals["credits_lost"], "seconds": round(time.monotonic() - started)}
     print("fault injection:", json.dumps(figures))
     (ROOT / "artifacts").mkdir(exist_ok=True)
     (ROOT / "artifacts" / "fault_injection.json").write_text(json.dumps(figures, indent=2))
-    assert len(jobs) >= KILLS // 4 and figures["jobs_done"] >= 1, figures
+    assert figures["credits_lost"] == 0 and len(jobs) >= KILLS // 4 and figures["jobs_done"] >= 1, figures
