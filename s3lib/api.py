@@ -31,9 +31,9 @@ from .storage import LocalStore
 
 # %% auto #0
 __all__ = ['logger', 'DEFAULT_RETRY_AFTER_SECONDS', 'JSON_MEDIA_TYPES', 'LATENCY_BUCKETS', 'RULE_EXAMPLE', 'JOB_EXAMPLE',
-           'CALLBACK_EXAMPLE', 'API_PREFIXES', 'ALL_METHODS', 'CORS_HEADERS', 'SECURITY_HEADERS', 'GRADIO_UPLOAD_PATH',
-           'UnsupportedMediaType', 'error_response', 'read_body', 'parse_json_object', 'ServiceRoute', 'api_router',
-           'cors_origins', 'create_api', 'edge_options', 'EdgePolicy']
+           'CALLBACK_EXAMPLE', 'API_PREFIXES', 'ALL_METHODS', 'CORS_HEADERS', 'SECURITY_HEADERS', 'PREFLIGHT_ANSWER',
+           'GRADIO_UPLOAD_PATH', 'UnsupportedMediaType', 'error_response', 'read_body', 'parse_json_object',
+           'ServiceRoute', 'api_router', 'cors_origins', 'create_api', 'edge_options', 'EdgePolicy']
 
 # %% ../nbs/13_api.ipynb #cf5d4f1d
 logger = logging.getLogger(__name__)
@@ -350,7 +350,7 @@ def _unmatched_routes(router: APIRouter) -> None:
             router.add_api_route(path, unmatched, methods=ALL_METHODS, include_in_schema=False)
 
 # %% ../nbs/13_api.ipynb #64f499b2
-CORS_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key"]
+CORS_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "X-S3lib-Token"]
 
 def cors_origins(settings) -> list[str]:
     "The CORS allow-list from `[server] cors_origins`, each an explicit `scheme://host[:port]` origin."
@@ -378,6 +378,9 @@ def create_api(service, # the `s3lib.service.Service` every route calls
 
 # %% ../nbs/13_api.ipynb #7830cf80
 SECURITY_HEADERS = {"x-content-type-options": "nosniff", "referrer-policy": "strict-origin-when-cross-origin"}
+PREFLIGHT_ANSWER = lambda: Response(status_code=204, headers={  # an allowed origin's preflight, for any path
+    "access-control-allow-methods": "GET, POST, PUT, DELETE", "access-control-allow-headers": ", ".join(CORS_HEADERS),
+    "access-control-max-age": "600"})
 GRADIO_UPLOAD_PATH = "/gradio_api/upload"
 
 def edge_options(settings) -> dict:
@@ -404,25 +407,18 @@ class EdgePolicy:
         if scope["type"] != "http": return await self.app(scope, receive, send)
         headers = Headers(scope=scope)
         origin = headers.get("origin")
-        allowed = origin in self.origins
+        granted = origin if origin in self.origins else None
+        answer = None  # what the edge answers itself; None: the app answers
         if scope["method"] == "OPTIONS" and origin is not None and "access-control-request-method" in headers:
-            answer = self._preflight(origin, headers) if allowed else _json_answer(
+            answer = PREFLIGHT_ANSWER() if granted else _json_answer(
                 403, "cors_refused", f"the origin {origin} may not call this server; list it in [server] cors_origins")
-            return await self._respond(answer, scope, receive, send, origin if allowed else None)
-        if scope["method"] == "POST" and scope["path"].endswith(GRADIO_UPLOAD_PATH):
-            refusal = self._upload_refusal(scope, headers)
-            if refusal is not None: return await self._respond(refusal, scope, receive, send, origin if allowed else None)
+        elif scope["method"] == "POST" and scope["path"].endswith(GRADIO_UPLOAD_PATH):
+            answer = self._upload_refusal(scope, headers)
 
         async def send_with_policy(message):
-            if message["type"] == "http.response.start": self._apply(message, origin if allowed else None)
+            if message["type"] == "http.response.start": self._apply(message, granted)
             await send(message)
-        await self.app(scope, receive, send_with_policy)
-
-    def _preflight(self, origin: str, headers: Headers) -> Response:
-        return Response(status_code=204, headers={
-            "access-control-allow-methods": "GET, POST, PUT, DELETE",
-            "access-control-allow-headers": ", ".join(CORS_HEADERS + ["x-s3lib-token"]),
-            "access-control-max-age": "600"})
+        await (answer or self.app)(scope, receive, send_with_policy)
 
     def _upload_refusal(self, scope, headers: Headers) -> Response | None:
         "Why a Gradio upload is refused before a byte of it is read, or None."
@@ -436,12 +432,6 @@ class EdgePolicy:
         except RateLimited as e:
             return _json_answer(429, e.code, e.message, {"Retry-After": str(e.details["retry_after"])})
         return None
-
-    async def _respond(self, answer: Response, scope, receive, send, origin: str | None) -> None:
-        async def send_with_policy(message):
-            if message["type"] == "http.response.start": self._apply(message, origin)
-            await send(message)
-        await answer(scope, receive, send_with_policy)
 
     def _apply(self, message: dict, origin: str | None) -> None:
         "Replace whatever CORS headers an inner layer set with the policy's, and add the security headers."

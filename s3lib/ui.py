@@ -37,7 +37,7 @@ for _name, _value in {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_DISABLE_TELEM
 import numpy as np
 from PIL import Image
 
-from .core import InvalidRequest, ModelUnavailable, S3libError, Settings, Unauthorized, load_image
+from .core import UPLOAD_TYPES, InvalidRequest, ModelUnavailable, S3libError, Settings, Unauthorized, load_image
 from .edit import PARAMS, texture
 from .pipeline import build_manifest, sha256_of
 from .presets import Preset, color_hex, parse_color
@@ -1212,8 +1212,8 @@ def _suffix(data: bytes) -> str:
 
 @functools.lru_cache(maxsize=16)
 def _display(path: str) -> Image.Image:
-    "A photo decoded like the service decodes it (EXIF rotation applied), scaled for display; cached by path."
-    return fit(load_image(Path(path).read_bytes()))
+    "A photo decoded like the service decodes it (JPEG, PNG or WebP, EXIF rotation applied), scaled for display; cached by path."
+    return fit(load_image(Path(path).read_bytes(), formats=UPLOAD_TYPES))
 
 # %% ../nbs/14_ui.ipynb #366295cf
 CSS = """
