@@ -45,6 +45,13 @@ class _Region:
     band: tuple  # (ys, xs) crop coordinates of pixels outside the mask that get a partial edit
     weights: np.ndarray  # float32, the edit's weight (0..1) at each band pixel
 
+# The Euclidean distances a pixel can have from its nearest mask pixel within the band (1, √2, 2 for 2 pixels), each with
+# the disk of offsets at most that far: growing the mask by a disk reaches exactly the pixels at most that far from it.
+_SQUARES = sorted({a * a + b * b for a in range(-FEATHER_PIXELS, FEATHER_PIXELS + 1) for b in range(-FEATHER_PIXELS, FEATHER_PIXELS + 1)
+                   if 0 < a * a + b * b <= FEATHER_PIXELS ** 2})
+_RINGS = [(np.float32(math.sqrt(s)), np.array([[a * a + b * b <= s for b in range(-FEATHER_PIXELS, FEATHER_PIXELS + 1)]
+                                               for a in range(-FEATHER_PIXELS, FEATHER_PIXELS + 1)], np.uint8)) for s in _SQUARES]
+
 def _region(mask: np.ndarray) -> _Region | None:
     "The mask's padded bounding box and feather band; None for an empty mask."
     x, y, width, height = cv2.boundingRect(np.ascontiguousarray(mask).view(np.uint8))
@@ -52,10 +59,13 @@ def _region(mask: np.ndarray) -> _Region | None:
     rows = slice(max(0, y - FEATHER_PIXELS), min(mask.shape[0], y + height + FEATHER_PIXELS))
     cols = slice(max(0, x - FEATHER_PIXELS), min(mask.shape[1], x + width + FEATHER_PIXELS))
     crop = np.ascontiguousarray(mask[rows, cols])
-    # distance from every pixel to the nearest mask pixel (mask pixels are the zeros of ~crop)
-    distance = cv2.distanceTransform((~crop).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    band = np.nonzero((distance > 0) & (distance <= FEATHER_PIXELS))
-    return _Region(rows, cols, crop, band, 1 - distance[band] / (FEATHER_PIXELS + 1))
+    inside = crop.view(np.uint8)
+    grown = [cv2.dilate(inside, disk) for _, disk in _RINGS]  # nearest first: a few cheap dilations, no distance transform
+    band = np.nonzero(cv2.subtract(grown[-1], inside))
+    distance = np.full(len(band[0]), _RINGS[-1][0], np.float32)
+    for (value, _), reached in zip(reversed(_RINGS[:-1]), reversed(grown[:-1])):  # nearer rings overwrite farther ones
+        distance[reached[band].view(bool)] = value
+    return _Region(rows, cols, crop, band, 1 - distance / (FEATHER_PIXELS + 1))
 
 def _composite(image: np.ndarray, region: _Region, edited: np.ndarray) -> np.ndarray:
     "A copy of `image` with `edited` (crop-sized uint8) inside the mask and blended into the feather band."
@@ -141,6 +151,15 @@ def _mean(values: np.ndarray, mask: np.ndarray) -> float:
     "Mean of a single-channel array over a bool mask."
     return cv2.mean(values, mask=mask.view(np.uint8))[0]
 
+def _lookup(table: np.ndarray, # uint8 N×3: an RGB colour per index
+            indices: np.ndarray, # integer H×W, each < N
+           ) -> np.ndarray:
+    "`table[indices]` as an H×W×3 image, gathering one 4-byte word per pixel (a third faster than three bytes)."
+    words = np.zeros((len(table), 4), np.uint8)
+    words[:, :3] = table
+    gathered = np.take(words.view(np.uint32)[:, 0], indices)
+    return cv2.cvtColor(gathered.view(np.uint8).reshape(*indices.shape, 4), cv2.COLOR_RGBA2RGB)
+
 def _encode(linear: np.ndarray) -> np.ndarray:
     "sRGB uint8 codes of linear-light values (clipped to 0..1)."
     codes = np.clip(linear * _LEVELS, 0, _LEVELS).astype(np.uint16)
@@ -159,7 +178,7 @@ def recolor(image: np.ndarray, # RGB uint8 H×W×3
     luminance = _luminance(image[region.rows, region.cols])
     ratio = (np.linspace(0, 1, _LEVELS + 1, dtype=np.float32) + _DARK) / (_mean(luminance, region.mask) + _DARK)
     table = _encode(ratio[:, None] * target)  # luminance level -> repainted RGB
-    edited = np.take(table, (luminance * _LEVELS).astype(np.uint16), axis=0)
+    edited = _lookup(table, (luminance * _LEVELS).astype(np.uint16))
     return _composite(image, region, edited)
 
 # %% ../nbs/04_edit.ipynb #7be58a95

@@ -12,12 +12,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
+import cv2
 import numpy as np
 from PIL import Image
 
 from .core import ImageError, PresetError, RuleError, json_type, load_image
 from .presets import ACTIONS, Preset, color_hex, load_presets
-from .edit import MATERIALS, PARAMS, Param, apply_edit
+from .edit import FEATHER_PIXELS, MATERIALS, PARAMS, Param, apply_edit
 from .segment import Instance
 
 # %% auto #0
@@ -193,10 +194,31 @@ def _rgb_array(image) -> np.ndarray:
         return image
     raise ImageError(f"cannot edit a {type(image).__name__}; pass a PIL image or an H×W×3 uint8 array")
 
-def _union(masks: Iterable[np.ndarray], shape: tuple) -> np.ndarray:
-    union = np.zeros(shape, dtype=bool)
-    for mask in masks: union |= mask
+def _window_of(instances: list, shape: tuple, pad: int = 0) -> tuple[slice, slice]:
+    "The rows and columns that hold every instance's mask, widened by `pad` (clipped to the image)."
+    rows = [i.window[0] for i in instances if i.area]
+    cols = [i.window[1] for i in instances if i.area]
+    if not rows: return slice(0, 0), slice(0, 0)
+    return (slice(max(0, min(r.start for r in rows) - pad), min(shape[0], max(r.stop for r in rows) + pad)),
+            slice(max(0, min(c.start for c in cols) - pad), min(shape[1], max(c.stop for c in cols) + pad)))
+
+def _paint(instances: list, rows: slice, cols: slice) -> np.ndarray:
+    "The union of the instances' masks inside a window, touching each mask only where it lies (read-only: may be a view)."
+    if len(instances) == 1 and instances[0].window == (rows, cols): return instances[0].mask[rows, cols]
+    union = np.zeros((rows.stop - rows.start, cols.stop - cols.start), dtype=bool)
+    for instance in instances:
+        own_rows, own_cols = instance.window
+        top, bottom = max(rows.start, own_rows.start), min(rows.stop, own_rows.stop)
+        left, right = max(cols.start, own_cols.start), min(cols.stop, own_cols.stop)
+        if top < bottom and left < right:
+            union[top - rows.start:bottom - rows.start, left - cols.start:right - cols.start] |= instance.mask[top:bottom, left:right]
     return union
+
+def _pixels_changed(before: np.ndarray, after: np.ndarray) -> int:
+    "How many pixels differ in at least one channel (two RGB crops of one size)."
+    difference = cv2.absdiff(before, after)
+    cv2.threshold(difference, 0, 255, cv2.THRESH_BINARY, dst=difference)  # any change -> 255, so grey is > 0 exactly then
+    return cv2.countNonZero(cv2.cvtColor(difference, cv2.COLOR_RGB2GRAY))
 
 def apply_rule(image: Image.Image | np.ndarray, # the photo, RGB
                instances: Iterable, # `s3lib.segment.Instance`s found on this photo
@@ -219,8 +241,10 @@ def apply_rule(image: Image.Image | np.ndarray, # the photo, RGB
         if isinstance(item, Instance): protect_keys.add(item.key)
         elif isinstance(item, str): (protect_keys if ":" in item else protect_concepts).add(item)
         else: raise TypeError(f"cannot protect a {type(item).__name__}; pass concept ids, Instances or keys like 'person:0'")
-    protect_mask = _union((i.mask for i in instances if i.concept in protect_concepts or i.key in protect_keys), shape)
-    keep = protect_mask[..., None]
+    keepers = [i for i in instances if i.concept in protect_concepts or i.key in protect_keys]
+    protect_mask = np.zeros(shape, dtype=bool)  # built once, where the protected instances lie
+    rows, cols = _window_of(keepers, shape)
+    protect_mask[rows, cols] = _paint(keepers, rows, cols)
     current, masks, report = original, {"protect": protect_mask}, []
     for edit in rule.edits:
         targets = [i for i in instances if i.concept == edit.concept]
@@ -230,12 +254,18 @@ def apply_rule(image: Image.Image | np.ndarray, # the photo, RGB
         if not targets:
             entry["skipped"] = f"no {edit.concept} found in the photo"
             continue
-        mask = masks[edit.concept] = _union((i.mask for i in targets), shape) & ~protect_mask
-        if not mask.any():
+        rows, cols = _window_of(targets, shape)
+        crop = _paint(targets, rows, cols)
+        if keepers: crop = crop & ~protect_mask[rows, cols]
+        if not crop.any():
             entry["skipped"] = f"every {edit.concept} pixel is protected"
             continue
+        mask = masks[edit.concept] = np.zeros(shape, dtype=bool)
+        mask[rows, cols] = crop
         edited = apply_edit(current, mask, edit.action, edit.params)
-        np.copyto(edited, original, where=keep)
-        entry["pixels_changed"] = int(np.any(edited != current, axis=2).sum())
+        reach = _window_of(targets, shape, pad=FEATHER_PIXELS)  # every pixel an edit may write: its mask and soft edge
+        keep = protect_mask[reach]
+        if keepers and keep.any(): np.copyto(edited[reach], original[reach], where=keep[..., None])
+        entry["pixels_changed"] = _pixels_changed(current[reach], edited[reach])
         current = edited
     return EditResult(Image.fromarray(current), masks, report)

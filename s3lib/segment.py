@@ -12,6 +12,7 @@ import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Iterable, Mapping, NamedTuple
@@ -43,11 +44,19 @@ class Instance:
         if len(self.box) != 4: raise ValueError(f"Instance box must be (x1, y1, x2, y2), got {self.box!r}")
         object.__setattr__(self, "box", tuple(float(v) for v in self.box))
         if self.area is None: object.__setattr__(self, "area", int(np.count_nonzero(self.mask)))
+        self.window  # found once, with the area: edits then work where the mask is, not on the whole frame
 
     @property
     def key(self) -> str:
         "`concept:index`, e.g. `wall:0`: names this instance in rules and in the UI."
         return f"{self.concept}:{self.index}"
+
+    @cached_property
+    def window(self) -> tuple[slice, slice]:
+        "Rows and columns of the mask's tight bounding box (empty for an empty mask): where work on this instance happens."
+        import cv2  # imported on first use: importing s3lib.segment stays cheap
+        x, y, width, height = cv2.boundingRect(np.ascontiguousarray(self.mask).view(np.uint8))
+        return slice(y, y + height), slice(x, x + width)
 
     @classmethod
     def from_mask(cls,
