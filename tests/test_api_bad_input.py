@@ -68,6 +68,12 @@ def callback(url: str, job_id: str, body, secret: str = CALLBACK_SECRET, raw: by
     return httpx.post(f"{url}/jobs/{job_id}/callback", content=raw, headers=sign_callback(raw, secret, **signing))
 
 
+def signed_post(url: str, path: str, body, raw: bytes | None = None) -> httpx.Response:
+    "A POST signed like a callback (the worker routes)."
+    raw = json.dumps(body).encode() if raw is None else raw
+    return httpx.post(f"{url}{path}", content=raw, headers=sign_callback(raw, CALLBACK_SECRET))
+
+
 def token(claims: dict, key: str = JWT_SECRET, algorithm: str = "HS256") -> dict:
     return {"Authorization": f"Bearer {jwt.encode(claims, key, algorithm=algorithm)}"}
 
@@ -276,6 +282,28 @@ CASES = [
     Case("callback with an unknown status", lambda w: callback(w.url, w.active, {"item": 0, "status": "exploded"}), 422, "invalid_request"),
     Case("callback body that is not JSON", lambda w: callback(w.url, w.active, None, raw=b"item=0&status=done"), 422, "invalid_request"),
     Case("callback body over the limit", lambda w: callback(w.url, w.active, None, raw=b"{" + b" " * 2_000_000 + b"}"), 413, "too_large"),
+    Case("callback signed for another job", lambda w: callback(w.url, w.active, {"job_id": w.bob_job, "item": 0, "status": "failed",
+                                                                            "error": "x"}), 422, "invalid_request"),
+    Case("callback that names no job", lambda w: callback(w.url, w.active, None, raw=b'{"item": 0, "attempt": 1, "status": "running"}'),
+         422, "invalid_request"),
+    Case("callback from an attempt never handed out", lambda w: callback(w.url, w.active, {"item": 0, "attempt": 9, "status": "failed",
+                                                                                      "error": "x"}), 422, "invalid_request"),
+    Case("result upload signed for another job", lambda w: signed_post(w.url, f"/jobs/{w.active}/result-upload", {
+        "job_id": w.bob_job, "item": 0, "attempt": 1, "size": 10}), 422, "invalid_request"),
+    # ---- remote workers --------------------------------------------------------------------------------------
+    Case("claim without a signature", lambda w: httpx.post(f"{w.url}/workers/claim", json={"limit": 1}), 401, "unauthorized"),
+    Case("claim that waits a minute", lambda w: signed_post(w.url, "/workers/claim", {"wait": 60}), 422, "invalid_request"),
+    Case("claim of no tasks", lambda w: signed_post(w.url, "/workers/claim", {"limit": 0}), 422, "invalid_request"),
+    Case("claim with an unknown field", lambda w: signed_post(w.url, "/workers/claim", {"limit": 1, "queue": "gpu"}), 422, "invalid_request"),
+    Case("claim body that is not JSON", lambda w: signed_post(w.url, "/workers/claim", None, raw=b"limit=1"), 422, "invalid_request"),
+    Case("heartbeat for an unknown job", lambda w: signed_post(w.url, "/workers/heartbeat", {"job_id": "no-such-job", "item": 0,
+                                                                                         "attempt": 1}), 404, "not_found"),
+    Case("heartbeat with a text item", lambda w: signed_post(w.url, "/workers/heartbeat", {"job_id": w.active, "item": "0",
+                                                                                       "attempt": 1}), 422, "invalid_request"),
+    Case("heartbeat without an attempt", lambda w: signed_post(w.url, "/workers/heartbeat", {"job_id": w.active, "item": 0}),
+         422, "invalid_request"),
+    Case("heartbeat for a task nobody claimed", lambda w: signed_post(w.url, "/workers/heartbeat", {"job_id": w.active, "item": 0,
+                                                                                                "attempt": 1}), 409, "invalid_state"),
     # ---- routes ---------------------------------------------------------------------------------------------
     Case("unknown action on a job", lambda w: w.alice.post(f"/jobs/{w.active}/pause"), 404, "not_found"),
     Case("unknown path under the API", lambda w: w.alice.get("/rules/1/history"), 404, "not_found"),

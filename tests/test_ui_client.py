@@ -270,7 +270,9 @@ def test_the_spaces_launch(tiny_sam3, tmp_path, photos, downloads):
                                                 "S3LIB_PRESETS_DIR": str(zero_threshold_presets(tmp_path / "presets"))},
                             port=port).start()
     try:
-        assert httpx.get(process.url + "/").status_code == 200
+        page = httpx.get(process.url + "/", headers={"Origin": "null", "Host": "s3lib-palette.hf.space"})
+        assert page.status_code == 200 and "access-control-allow-origin" not in page.headers  # the edge wraps the launched app
+        assert page.headers["content-security-policy"] == "frame-ancestors 'self' https://huggingface.co"  # the Space's page frames it
         signed = httpx.post(process.url + "/auth/anon")  # a REST route on the app demo.launch() returned
         assert signed.status_code == 201
         client = connect(process, downloads, signed.json()["token"])
