@@ -150,6 +150,11 @@ JOB_EXAMPLE = {"domain": "interior", "rule": {"edits": [{"concept": "wall", "act
                "items": [{"filename": "living-room.jpg", "content_type": "image/jpeg", "size": 482113}]}
 CALLBACK_EXAMPLE = {"job_id": "…", "item": 0, "attempt": 1, "status": "done", "result_key": "users/…/jobs/…/results/0.png"}
 
+def _object_field(body: dict, name: str):
+    "The one field an operator body has."
+    if set(body) != {name}: raise InvalidRequest(f"the body must be {{\"{name}\": …}} and nothing else", field=name)
+    return body[name]
+
 def api_router(service, # the `s3lib.service.Service` every route calls
               ) -> APIRouter:
     "Every route of the REST contract (plus /health, /metrics and, for a local store, /objects) on one router."
@@ -285,6 +290,24 @@ def api_router(service, # the `s3lib.service.Service` every route calls
         raw_body = await read_body(request, body_limit, "the heartbeat body")
         return JSONResponse(await run_in_threadpool(service.worker_heartbeat, request.headers, raw_body))
 
+    @router.post("/operator/users/{user_id}/credits", tags=["operators"], include_in_schema=False)
+    async def operator_grant(user_id: str, request: Request):
+        "Grant credits (signed with the operator key; `s3lib users grant`): `{credits: n}` → Me."
+        raw_body = await read_body(request, body_limit, "the grant body")
+        def grant():
+            body, reference = service.operator_request(request.headers, raw_body, "the grant body")
+            return service.grant_credits(user_id, _object_field(body, "credits"), reference)
+        return JSONResponse(await run_in_threadpool(grant))
+
+    @router.post("/operator/users/{user_id}/plan", tags=["operators"], include_in_schema=False)
+    async def operator_plan(user_id: str, request: Request):
+        "Change a user's plan (signed with the operator key; `s3lib users plan`): `{plan: name}` → Me."
+        raw_body = await read_body(request, body_limit, "the plan body")
+        def change():
+            body, reference = service.operator_request(request.headers, raw_body, "the plan body")
+            return service.change_plan(user_id, _object_field(body, "plan"), reference)
+        return JSONResponse(await run_in_threadpool(change))
+
     # ---- operations -----------------------------------------------------------------------------
     @router.get("/health", tags=["operations"])
     def health():
@@ -330,7 +353,7 @@ def _object_routes(router: APIRouter, store: LocalStore) -> None:
                                  "Content-Security-Policy": "default-src 'none'; sandbox"})
 
 # %% ../nbs/13_api.ipynb #f30d5ae6
-API_PREFIXES = ("auth", "me", "presets", "rules", "jobs", "workers", "health", "metrics", "objects")
+API_PREFIXES = ("auth", "me", "presets", "rules", "jobs", "workers", "operator", "health", "metrics", "objects")
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 def _unmatched_routes(router: APIRouter) -> None:

@@ -28,7 +28,7 @@ from .core import Settings, SettingsError, Unauthorized
 # %% auto #0
 __all__ = ['logger', 'MIN_SECRET_LENGTH', 'TOKEN_ALGORITHM', 'LEEWAY_SECONDS', 'MAX_TOKEN_LENGTH', 'SIGNATURE_VERSION',
            'MESSAGE_ID', 'TIMESTAMP', 'MAX_SIGNATURE_HEADER', 'SECRETS', 'MIN_DISTINCT_CHARACTERS', 'SECRETS_FILE',
-           'issue_token', 'verify_token', 'sign_callback', 'verify_callback', 'ensure_secrets']
+           'issue_token', 'verify_token', 'sign_callback', 'verify_callback', 'operator_key', 'ensure_secrets']
 
 # %% ../nbs/08_auth.ipynb #adfe77ab
 logger = logging.getLogger(__name__)
@@ -199,6 +199,11 @@ def _stored_secrets(path: Path) -> dict:
             raise SettingsError(f"{path} has no valid {name!r}; delete the file to generate new secrets "
                                 "(existing tokens stop working)")
     return stored
+
+def operator_key(settings: Settings) -> str:
+    "The key operator requests (grants, plan changes) are signed with: derived from the JWT secret, so only the coordinator's "
+    "own machine, which holds that secret, can make them; workers, who hold the callback secret, cannot."
+    return hmac.new(settings.auth.jwt_secret.encode("utf-8"), b"s3lib operator requests", hashlib.sha256).hexdigest()
 
 def ensure_secrets(settings: Settings, # settings as loaded; `[auth]` secrets may be empty
                   ) -> Settings:

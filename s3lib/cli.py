@@ -13,7 +13,8 @@ from pathlib import Path
 from .core import S3libError, load_settings
 
 # %% auto #0
-__all__ = ['parse_thresholds', 'cmd_segment', 'cmd_edit', 'cmd_doctor', 'cmd_worker', 'cmd_serve', 'build_parser', 'main']
+__all__ = ['parse_thresholds', 'cmd_segment', 'cmd_edit', 'cmd_doctor', 'cmd_worker', 'cmd_users', 'cmd_serve', 'build_parser',
+           'main']
 
 # %% ../nbs/07_cli.ipynb #447e61c1
 def parse_thresholds(values: list[str], # each "0.3" or "wall=0.3"
@@ -125,6 +126,37 @@ def cmd_worker(args) -> int:
     work(args.server, segmenter, HttpTransport(settings.auth.callback_secret), wait=args.wait, max_tasks=args.max_tasks)
     return 0
 
+def cmd_users(args) -> int:
+    "Operator: grant credits to a user or change their plan, through the running server, or on the data dir when none runs."
+    import requests
+    from s3lib.auth import ensure_secrets, operator_key, sign_callback
+    settings = ensure_secrets(load_settings())
+    server = (args.server or settings.server.public_url or f"http://{settings.server.host}:{settings.server.port}").rstrip("/")
+    what, body = ("credits", {"credits": args.credits}) if args.action == "grant" else ("plan", {"plan": args.plan})
+    raw = json.dumps(body).encode()
+    try:
+        answer = requests.post(f"{server}/operator/users/{args.user}/{what}", data=raw, timeout=30,
+                               headers=sign_callback(raw, operator_key(settings)) | {"Content-Type": "application/json"})
+    except requests.ConnectionError:
+        me = _users_offline(settings, args)  # no server answers there: the data dir is free to open
+    else:
+        if answer.status_code != 200:
+            try: message = answer.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError): message = f"HTTP {answer.status_code} {answer.text[:200]}"
+            raise S3libError(f"{server} refused: {message}")
+        me = answer.json()
+    print(json.dumps(me, indent=2))
+    return 0
+
+def _users_offline(settings, args) -> dict:
+    import uuid
+    from s3lib.worker import create_service
+    service = create_service(settings, start=False)
+    try:
+        if args.action == "grant": return service.grant_credits(args.user, args.credits, f"cli-{uuid.uuid4().hex}")
+        return service.change_plan(args.user, args.plan, "cli")
+    finally: service.ledger.close()
+
 def cmd_serve(args) -> int:
     "Start the HTTP server (REST API + Gradio app)."
     from s3lib.server import serve
@@ -170,6 +202,19 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--max-tasks", type=int, help="stop after this many tasks (default: run until stopped)")
     worker.add_argument("--model", **model)
     worker.set_defaults(run=cmd_worker)
+
+    users = commands.add_parser("users", help="operator: grant credits to a user, or change their plan")
+    users_actions = users.add_subparsers(dest="action", required=True)
+    grant = users_actions.add_parser("grant", help="give a user credits (recorded as a grant in the ledger)")
+    grant.add_argument("user", help="the user's id (GET /me shows it)")
+    grant.add_argument("credits", type=int, help="how many credits, 1 to 1000000")
+    plan = users_actions.add_parser("plan", help="put a user on another plan of settings.ini, e.g. pro")
+    plan.add_argument("user", help="the user's id")
+    plan.add_argument("plan", help="a plan name from settings.ini ([plan.NAME])")
+    for parser_ in (grant, plan):
+        parser_.add_argument("--server", help="the running server (default: S3LIB_PUBLIC_URL or host:port of the settings); "
+                                              "when none answers there, the data dir is changed directly")
+        parser_.set_defaults(run=cmd_users)
 
     serve = commands.add_parser("serve", help="start the server: REST API and the Gradio app")
     serve.add_argument("--host", help="interface (default: S3LIB_HOST / settings)")

@@ -27,19 +27,23 @@ ACTIVE_JOB_STATES = ("queued", "running")
 FINISHED_JOB_STATES = ("done", "failed", "canceled", "expired")
 ITEM_STATES = ("pending", "running", "done", "failed")
 FINISHED_ITEM_STATES = ("done", "failed")
-ENTRY_KINDS = ("signup", "reserve", "charge", "refund")
+ENTRY_KINDS = ("signup", "reserve", "charge", "refund", "grant")
 # How each kind moves the spendable balance: a reservation takes credits out, a charge turns reserved
 # credits into spent ones (the balance does not move again), a refund gives reserved credits back.
-ENTRY_SIGN = {"signup": 1, "reserve": -1, "charge": 0, "refund": 1}
+ENTRY_SIGN = {"signup": 1, "reserve": -1, "charge": 0, "refund": 1, "grant": 1}  # a grant: credits an operator gave
 
 def entry_key(kind: str, # one of ENTRY_KINDS
               user_id: str, # whose balance
               job_id: str | None = None, # the job a reserve/charge/refund belongs to
               item: int | None = None, # the item a charge belongs to
+              reference: str | None = None, # what a grant answers (e.g. the operator request's id): one grant per reference
              ) -> str:
     "The unique key that makes posting an entry idempotent: one signup per user, one reserve and one refund per job, one charge per item."
     if kind not in ENTRY_KINDS: raise ValueError(f"unknown credit entry kind {kind!r}; use one of {', '.join(ENTRY_KINDS)}")
     if kind == "signup": return f"signup:{user_id}"
+    if kind == "grant":
+        if not reference: raise ValueError("a grant entry needs a reference")
+        return f"grant:{user_id}:{reference}"
     if job_id is None: raise ValueError(f"a {kind} entry needs a job id")
     if kind == "charge":
         if item is None: raise ValueError("a charge entry needs an item")
@@ -137,6 +141,34 @@ def _job_options(cursor):
     cursor.execute("ALTER TABLE jobs ADD COLUMN thresholds VARCHAR")  # JSON {concept: threshold}
     cursor.execute("ALTER TABLE items ADD COLUMN protected VARCHAR")  # JSON ["person:0", "plant", …]
 
+# %% ../nbs/09_ledger.ipynb #1292a4d4
+@migration("0003_grants_and_plans")
+def _grants_and_plans(cursor):
+    kinds = ", ".join(f"'{kind}'" for kind in ENTRY_KINDS)
+    cursor.execute(f"""
+    CREATE TABLE credit_entries_new (
+        entry_key VARCHAR PRIMARY KEY,
+        user_id VARCHAR NOT NULL,
+        kind VARCHAR NOT NULL CHECK (kind IN ({kinds})),
+        credits BIGINT NOT NULL CHECK (credits > 0),
+        delta BIGINT NOT NULL,
+        job_id VARCHAR,
+        item INTEGER,
+        created_at TIMESTAMP NOT NULL,
+        reference VARCHAR);
+    INSERT INTO credit_entries_new SELECT *, NULL FROM credit_entries;
+    DROP TABLE credit_entries;
+    ALTER TABLE credit_entries_new RENAME TO credit_entries;
+    CREATE INDEX credit_entries_user ON credit_entries (user_id);
+    CREATE INDEX credit_entries_job ON credit_entries (job_id);
+    CREATE TABLE plan_changes (
+        user_id VARCHAR NOT NULL,
+        old_plan VARCHAR NOT NULL,
+        new_plan VARCHAR NOT NULL,
+        reference VARCHAR,
+        changed_at TIMESTAMP NOT NULL);
+    """)
+
 # %% ../nbs/09_ledger.ipynb #8c26a26c
 def utc(moment: datetime | None = None # aware or naive-UTC datetime; default: now
        ) -> datetime:
@@ -158,12 +190,12 @@ def _user_or_404(ledger: Ledger, user_id: str) -> dict:
     if user is None: raise NotFound(f"user {user_id} does not exist")
     return user
 
-def _insert_entry(cursor, kind, user_id, credits, job_id, item, now) -> bool:
+def _insert_entry(cursor, kind, user_id, credits, job_id, item, now, reference=None) -> bool:
     inserted = cursor.execute(
-        "INSERT INTO credit_entries (entry_key, user_id, kind, credits, delta, job_id, item, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING entry_key",
-        [entry_key(kind, user_id, job_id, item), user_id, kind, credits, ENTRY_SIGN[kind] * credits, job_id, item,
-         _naive(now)]).fetchall()
+        "INSERT INTO credit_entries (entry_key, user_id, kind, credits, delta, job_id, item, created_at, reference) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING entry_key",
+        [entry_key(kind, user_id, job_id, item, reference), user_id, kind, credits, ENTRY_SIGN[kind] * credits, job_id, item,
+         _naive(now), reference]).fetchall()
     return bool(inserted)
 
 def _rule_row(found: dict | None) -> dict | None:
@@ -291,17 +323,35 @@ class Ledger:
         "A user row (id, plan, credits, active_jobs, rules_used, created_at) or None."
         return self.row("SELECT * FROM users WHERE id = ?", [user_id])
 
+    def change_plan(self, user_id: str, # whose plan
+                    plan: str, # the new plan's name
+                    reference: str | None = None, # what asked for it (e.g. the operator request's id)
+                    now: datetime | None = None,
+                   ) -> dict:
+        "Put a user on another plan and record the change, in one transaction; returns the user row."
+        with self.transaction() as cursor:
+            user = _user_or_404(self, user_id)
+            cursor.execute("UPDATE users SET plan = ? WHERE id = ?", [plan, user_id])
+            cursor.execute("INSERT INTO plan_changes VALUES (?, ?, ?, ?, ?)", [user_id, user["plan"], plan, reference, _naive(now)])
+            return self.user(user_id)
+
+    def plan_changes(self, user_id: str) -> list[dict]:
+        "A user's plan changes, oldest first: `[{old_plan, new_plan, reference, changed_at}]`."
+        return self.rows("SELECT old_plan, new_plan, reference, changed_at FROM plan_changes WHERE user_id = ? ORDER BY changed_at",
+                         [user_id])
+
     def post_entry(self, user_id: str, # whose balance
                    kind: str, # signup, reserve, charge or refund
                    credits: int, # how many credits the entry is about (> 0)
                    job_id: str | None = None, # the job it belongs to (all but signup)
                    item: int | None = None, # the item (charge)
                    now: datetime | None = None, # entry time (default: now)
+                   reference: str | None = None, # what a grant answers (one grant per reference)
                   ) -> bool:
         "Append a credit entry and move the balance by its sign; False (and no change) if this entry was posted before."
         if credits <= 0: raise ValueError(f"a credit entry is about a positive number of credits, not {credits}")
         with self.transaction() as cursor:
-            if not _insert_entry(cursor, kind, user_id, credits, job_id, item, now): return False
+            if not _insert_entry(cursor, kind, user_id, credits, job_id, item, now, reference): return False
             delta = ENTRY_SIGN[kind] * credits
             if delta:
                 moved = cursor.execute("UPDATE users SET credits = credits + ? WHERE id = ? AND credits + ? >= 0 RETURNING credits",

@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping, Protocol
 import numpy as np
 from PIL import Image
 
-from .auth import issue_token, verify_callback, verify_token
+from .auth import issue_token, operator_key, verify_callback, verify_token
 from .core import (IdempotencyMismatch, ImageError, InvalidRequest, InvalidState, ModelUnavailable, NotFound, PlanLimit,
                         RateLimited, RuleError, S3libError, Settings, SettingsError, TooLarge, Unauthorized, UploadIncomplete,
                         json_type, load_image, parse_json_object, DECODE_SLOTS, UPLOAD_TYPES, verify_image)
@@ -31,7 +31,7 @@ from .rules import Rule, apply_rule
 
 # %% auto #0
 __all__ = ['CONTENT_TYPES', 'MAX_FILENAME_CHARS', 'IDEMPOTENCY_KEY', 'IDEMPOTENCY_HOURS', 'MAX_ERROR_CHARS', 'MAX_JOB_LIST',
-           'MAX_PROTECTED', 'INSTANCE_KEY', 'MAX_REPORT_BYTES', 'MAX_CLAIM_WAIT', 'MAX_CLAIM_TASKS',
+           'MAX_PROTECTED', 'INSTANCE_KEY', 'MAX_REPORT_BYTES', 'MAX_GRANT', 'MAX_CLAIM_WAIT', 'MAX_CLAIM_TASKS',
            'MODEL_RETRY_SECONDS', 'log', 'ItemTask', 'Runner', 'output_key', 'output_content_type', 'RateLimiter',
            'default_segmenter_factory', 'Service', 'MetricsCollector']
 
@@ -45,6 +45,7 @@ MAX_JOB_LIST = 200
 MAX_PROTECTED = 64  # instance keys / concept ids protected in one photo
 INSTANCE_KEY = re.compile(r"([^:]{1,64})(?::([0-9]{1,4}))?")  # "person" (every person) or "person:0" (one instance)
 MAX_REPORT_BYTES = 1024 * 1024
+MAX_GRANT = 1_000_000  # most credits one operator grant gives
 MAX_CLAIM_WAIT = 20  # longest a claim waits for a task, in seconds (a long poll)
 MAX_CLAIM_TASKS = 16  # most tasks one claim leases
 MODEL_RETRY_SECONDS = 60.0  # after a failed model load, the next try waits this long (a gated repo, a full disk, a busy GPU)
@@ -305,6 +306,33 @@ class Service:
                 "limits": {"max_concurrent_jobs": plan.max_concurrent_jobs, "max_rules": plan.max_rules,
                            "max_batch": plan.max_batch, "credits_per_image": plan.credits_per_image},
                 "created_at": iso(user["created_at"])}
+
+    # ---- plans and credits: operators --------------------------------------------------------------
+    def grant_credits(self, user_id: str, credits: int, # 1..MAX_GRANT
+                      reference: str, # what asked for it (the operator request's id): a retried request grants once
+                     ) -> dict:
+        "Give a user credits (an operator's decision, recorded as a `grant` entry); `Me` after it."
+        self._user(user_id)
+        credits, reference = _integer(credits, "credits", 1, MAX_GRANT), _text(reference, "reference", 300)
+        self.ledger.post_entry(user_id, "grant", credits, reference=reference, now=self.now())
+        return self.me(user_id)
+
+    def change_plan(self, user_id: str, plan: str, # a plan of the settings, e.g. "pro"
+                    reference: str | None = None, # what asked for it
+                   ) -> dict:
+        "Put a user on another plan (recorded); its limits hold from the next request on: `Me` after it."
+        self._user(user_id)
+        if not isinstance(plan, str) or plan not in self.settings.plans:
+            raise _invalid("plan", f"{plan!r} is not a plan; plans: {', '.join(self.settings.plans)}")
+        self.ledger.change_plan(user_id, plan, reference, self.now())
+        return self.me(user_id)
+
+    def operator_request(self, headers: Mapping, # signed like a callback, with `s3lib.auth.operator_key`
+                         raw_body: bytes, what: str) -> tuple[dict, str]:
+        "An operator's signed body and its webhook id (the reference that makes a retried request count once)."
+        webhook_id = verify_callback(headers, raw_body, operator_key(self.settings), self.settings.auth.callback_tolerance_seconds,
+                                     now=self.now().timestamp())
+        return parse_json_object(raw_body, what), webhook_id
 
     def _user(self, user_id: str) -> dict:
         user = self.ledger.user(user_id) if isinstance(user_id, str) else None
@@ -908,7 +936,7 @@ class Service:
         with self._callbacks_lock: callbacks = {k: self._callbacks[k] for k in ("accepted", "duplicate", "ignored", "rejected")}
         credits = counts["credits"]
         return {"jobs": counts["jobs"], "items": counts["items"], "users": counts["users"], "callbacks": callbacks,
-                "credits": {"granted": credits["signup"], "reserved": credits["reserve"], "charged": credits["charge"],
+                "credits": {"granted": credits["signup"] + credits["grant"], "reserved": credits["reserve"], "charged": credits["charge"],
                             "refunded": credits["refund"]}}
 
     def prometheus_registry(self):
