@@ -388,9 +388,10 @@ def cors_origins(settings) -> list[str]:
 def create_api(service, # the `s3lib.service.Service` every route calls
                lifespan: Callable | None = None, # the app's lifespan (start and stop the service: `s3lib.server`)
               ) -> FastAPI:
-    "A FastAPI app serving the REST contract for `service`."
+    "A FastAPI app serving the REST contract for `service`; `/docs` and `/redoc` load their scripts from this server."
+    from fastapi_offline import FastAPIOffline  # FastAPI whose documentation pages need no CDN: they work offline
     from s3lib import __version__
-    app = FastAPI(title="s3lib", version=__version__, lifespan=lifespan,
+    app = FastAPIOffline(title="s3lib", version=__version__, lifespan=lifespan,
                   description="Concept-palette photo editing with SAM 3: users, rules, jobs and their credits. "
                               "Errors are `{\"error\": {\"code\", \"message\", …}}`.")
     app.include_router(api_router(service))
