@@ -612,7 +612,7 @@ class RunpodRunner:
 class RunpodWorker:
     "A Runpod serverless handler: `{'id', 'input': task}` → `run_task`; the model is loaded once per process."
     def __init__(self, segmenter_factory: Callable | None = None, # default: `SegmenterLoader.from_settings(load_settings())`
-                 transport=None, # default: `HttpTransport()` (callback secret from $S3LIB_CALLBACK_SECRET)
+                 transport=None, # default: `HttpTransport` with the settings' callback secret ($S3LIB_CALLBACK_SECRET)
                 ):
         self.segmenter_factory, self.transport = segmenter_factory, transport
         self.segmenter = None
@@ -621,8 +621,9 @@ class RunpodWorker:
     def load(self):
         "Load the model and the transport if not done yet; returns the segmenter."
         with self._loading:
-            if self.transport is None: self.transport = HttpTransport()
-            if self.segmenter is None: self.segmenter = (self.segmenter_factory or SegmenterLoader.from_settings(load_settings()))()
+            settings = load_settings() if self.transport is None or self.segmenter_factory is None else None  # the worker's entry
+            if self.transport is None: self.transport = HttpTransport(settings.auth.callback_secret)
+            if self.segmenter is None: self.segmenter = (self.segmenter_factory or SegmenterLoader.from_settings(settings))()
         return self.segmenter
 
     def __call__(self, job: dict # what Runpod passes: {"id": request id, "input": the task}

@@ -21,15 +21,18 @@ import anyio
 from .core import Settings, load_settings
 
 # %% auto #0
-__all__ = ['logger', 'SHUTDOWN_SECONDS', 'load_ui', 'gradio_upload_folder', 'fresh_upload_folder', 'build_app', 'serve',
-           'launch_on_spaces']
+__all__ = ['logger', 'QUIET_GRADIO', 'SHUTDOWN_SECONDS', 'load_ui', 'gradio_upload_folder', 'fresh_upload_folder', 'build_app',
+           'serve', 'launch_on_spaces']
 
 # %% ../nbs/16_server.ipynb #9381a706
 logger = logging.getLogger(__name__)
 
+QUIET_GRADIO = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_DISABLE_TELEMETRY": "1"}  # no telemetry, no version check
+
 def load_ui(service, settings: Settings) -> tuple:
     "`(Blocks, mount options)` from `s3lib.ui` (`build_demo(service, settings)`, `mount_options()`), or `(None, {})` without it."
     if importlib.util.find_spec("s3lib.ui") is None: return None, {}
+    for name, value in QUIET_GRADIO.items(): os.environ.setdefault(name, value)  # the server's choice, before gradio is imported
     from s3lib import ui
     options = ui.mount_options() if hasattr(ui, "mount_options") else {}
     return ui.build_demo(service, settings), options | {"show_error": False}
@@ -120,6 +123,7 @@ def launch_on_spaces(settings: Settings | None = None, # default: `load_settings
                     ) -> None:
     "Run the Gradio app the Spaces way (`demo.launch()`, patched by ZeroGPU) with the REST API on the same server."
     import signal
+    for name, value in QUIET_GRADIO.items(): os.environ.setdefault(name, value)  # before gradio is imported
     from s3lib.api import EdgePolicy, api_router, edge_options
     from s3lib.auth import ensure_secrets
     from s3lib.segment import Sam3Segmenter

@@ -31,9 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-for _name, _value in {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_DISABLE_TELEMETRY": "1"}.items():
-    os.environ.setdefault(_name, _value)  # before gradio is imported: no telemetry, no version check
-
 import numpy as np
 from PIL import Image
 

@@ -9,7 +9,6 @@ import hmac
 import hashlib
 import json
 import logging
-import os
 import queue
 import io
 import threading
@@ -53,7 +52,7 @@ def _error_message(response) -> str:
 
 class HttpTransport:
     "Presigned URLs for the photo and the result, signed POSTs to the callback URL; network errors retried with backoff."
-    def __init__(self, callback_secret: str | None = None, # HMAC key shared with the coordinator; default $S3LIB_CALLBACK_SECRET
+    def __init__(self, callback_secret: str, # HMAC key shared with the coordinator (`settings.auth.callback_secret`)
                  retries: int = 4, # extra tries after a network error or a 5xx/429 answer
                  backoff: float = 0.5, # seconds before the first retry, doubled each time
                  timeout: float = 60.0, # seconds per request
@@ -61,7 +60,7 @@ class HttpTransport:
                  sleep: Callable[[float], None] = time.sleep, # for tests
                 ):
         import requests
-        self.callback_secret = callback_secret or os.environ.get("S3LIB_CALLBACK_SECRET", "")
+        self.callback_secret = callback_secret or ""
         if len(self.callback_secret) < 32:
             raise SettingsError("a worker needs the coordinator's callback secret (S3LIB_CALLBACK_SECRET, at least 32 characters) "
                                 "to sign its reports")
@@ -158,10 +157,9 @@ def mask_png(mask: np.ndarray # bool H×W
 
 def run_task(task: ItemTask, # one item, self-contained
              segmenter, # a segmenter, or a function returning one (called only when needed, e.g. `service.segmenter`)
-             transport=None, # `HttpTransport` (default) or `InProcessTransport`
+             transport, # `HttpTransport` (a worker elsewhere) or `InProcessTransport` (this process)
             ) -> dict:
     "Process one item and report it; returns the final report (`done`/`failed`), or `{'status': 'skipped', 'reason'}`."
-    transport = transport or HttpTransport()
     started = transport.report(task, _about(task) | {"status": "running"})
     if started.get("ignored"): return {"item": task.item, "status": "skipped", "reason": started["ignored"]}
     try:
