@@ -290,23 +290,23 @@ def api_router(service, # the `s3lib.service.Service` every route calls
         raw_body = await read_body(request, body_limit, "the heartbeat body")
         return JSONResponse(await run_in_threadpool(service.worker_heartbeat, request.headers, raw_body))
 
+    async def operator_call(request: Request, what: str, field: str, call: Callable) -> JSONResponse:
+        "An operator request: its body signed with the operator key and holding one `field`, passed to `call(value, reference)`."
+        raw_body = await read_body(request, body_limit, f"the {what} body")
+        def run():
+            body, reference = service.operator_request(request.headers, raw_body, f"the {what} body")
+            return call(_object_field(body, field), reference)
+        return JSONResponse(await run_in_threadpool(run))
+
     @router.post("/operator/users/{user_id}/credits", tags=["operators"], include_in_schema=False)
     async def operator_grant(user_id: str, request: Request):
-        "Grant credits (signed with the operator key; `s3lib users grant`): `{credits: n}` → Me."
-        raw_body = await read_body(request, body_limit, "the grant body")
-        def grant():
-            body, reference = service.operator_request(request.headers, raw_body, "the grant body")
-            return service.grant_credits(user_id, _object_field(body, "credits"), reference)
-        return JSONResponse(await run_in_threadpool(grant))
+        "Grant credits (`s3lib users grant`): `{credits: n}` → Me."
+        return await operator_call(request, "grant", "credits", lambda credits, reference: service.grant_credits(user_id, credits, reference))
 
     @router.post("/operator/users/{user_id}/plan", tags=["operators"], include_in_schema=False)
     async def operator_plan(user_id: str, request: Request):
-        "Change a user's plan (signed with the operator key; `s3lib users plan`): `{plan: name}` → Me."
-        raw_body = await read_body(request, body_limit, "the plan body")
-        def change():
-            body, reference = service.operator_request(request.headers, raw_body, "the plan body")
-            return service.change_plan(user_id, _object_field(body, "plan"), reference)
-        return JSONResponse(await run_in_threadpool(change))
+        "Change a user's plan (`s3lib users plan`): `{plan: name}` → Me."
+        return await operator_call(request, "plan", "plan", lambda plan, reference: service.change_plan(user_id, plan, reference))
 
     # ---- operations -----------------------------------------------------------------------------
     @router.get("/health", tags=["operations"])
