@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export HF_HUB_DISABLE_TELEMETRY := 1
 export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: setup run test sync check-sync nbtest pytest browser-deps bench
+.PHONY: setup run demo test sync check-sync nbtest pytest browser-deps bench
 
 setup: $(VENV)/.installed
 
@@ -20,6 +20,12 @@ $(VENV)/.installed: pyproject.toml
 
 run: setup
 	$(BIN)/python app.py
+
+# The whole flow without the gated weights: a tiny random SAM 3 built locally (its masks are noise), presets with
+# thresholds at 0 so it finds something, and a data dir of its own.
+demo: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python -c "from s3lib.testing import make_demo; make_demo('tiny-sam3', 'presets')"
+	HF_HUB_OFFLINE=1 S3LIB_MODEL=tiny-sam3/model S3LIB_PRESETS_DIR=tiny-sam3/presets S3LIB_DATA_DIR=data-demo $(BIN)/python app.py
 
 # Debian's chromium for the browser tests (never `playwright install`: it downloads a browser).
 browser-deps:

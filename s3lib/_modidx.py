@@ -549,6 +549,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                's3lib.storage.open_store': ('storage.html#open_store', 's3lib/storage.py'),
                                's3lib.storage.validate_key': ('storage.html#validate_key', 's3lib/storage.py')},
             's3lib.testing': { 's3lib.testing.byte_tokenizer': ('testing.html#byte_tokenizer', 's3lib/testing.py'),
+                               's3lib.testing.make_demo': ('testing.html#make_demo', 's3lib/testing.py'),
                                's3lib.testing.make_tiny_sam3': ('testing.html#make_tiny_sam3', 's3lib/testing.py'),
                                's3lib.testing.random_sam3': ('testing.html#random_sam3', 's3lib/testing.py'),
                                's3lib.testing.sam3_config': ('testing.html#sam3_config', 's3lib/testing.py'),

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -13,7 +14,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['SIZES', 'CHECKPOINT_FILES', 'RECIPE_VERSION', 'byte_tokenizer', 'sam3_config', 'random_sam3', 'make_tiny_sam3',
-           'tiny_sam3_path']
+           'tiny_sam3_path', 'make_demo']
 
 # %% ../nbs/02_testing.ipynb #652dd310
 def byte_tokenizer():
@@ -124,3 +125,18 @@ def tiny_sam3_path(cache_dir: str | Path | None = None, # default: $S3LIB_TEST_C
     finally:
         shutil.rmtree(building, ignore_errors=True)
     return final
+
+# %% ../nbs/02_testing.ipynb #b55560f7
+def make_demo(folder: str | Path, # where to write `model/` and `presets/`
+              presets_dir: str | Path, # the shipped presets to copy (the project's `presets/`)
+             ) -> dict:
+    "A tiny random SAM 3 and the presets with every threshold at 0, for trying the app without weights: `{model, presets}`."
+    folder = Path(folder)
+    model = make_tiny_sam3(folder / "model")
+    presets = folder / "presets"
+    presets.mkdir(parents=True, exist_ok=True)
+    for source in Path(presets_dir).glob("*.json"):
+        preset = json.loads(source.read_text(encoding="utf-8"))
+        for concept in preset["concepts"]: concept["threshold"] = 0.0
+        (presets / source.name).write_text(json.dumps(preset, ensure_ascii=False, indent=2), encoding="utf-8")
+    return {"model": model, "presets": presets}
