@@ -14,7 +14,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['SIZES', 'CHECKPOINT_FILES', 'RECIPE_VERSION', 'byte_tokenizer', 'sam3_config', 'random_sam3', 'make_tiny_sam3',
-           'tiny_sam3_path', 'make_demo']
+           'tiny_sam3_path', 'zero_threshold_presets', 'make_demo']
 
 # %% ../nbs/02_testing.ipynb #652dd310
 def byte_tokenizer():
@@ -127,16 +127,21 @@ def tiny_sam3_path(cache_dir: str | Path | None = None, # default: $S3LIB_TEST_C
     return final
 
 # %% ../nbs/02_testing.ipynb #b55560f7
+def zero_threshold_presets(presets_dir: str | Path, # the presets to copy (the project's `presets/`)
+                           folder: str | Path, # where to write the copies
+                          ) -> Path:
+    "Copies of the presets with every concept's threshold at 0, so the random tiny model finds instances; the folder."
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for source in Path(presets_dir).glob("*.json"):
+        preset = json.loads(source.read_text(encoding="utf-8"))
+        for concept in preset["concepts"]: concept["threshold"] = 0.0
+        (folder / source.name).write_text(json.dumps(preset, ensure_ascii=False, indent=2), encoding="utf-8")
+    return folder
+
 def make_demo(folder: str | Path, # where to write `model/` and `presets/`
               presets_dir: str | Path, # the shipped presets to copy (the project's `presets/`)
              ) -> dict:
     "A tiny random SAM 3 and the presets with every threshold at 0, for trying the app without weights: `{model, presets}`."
     folder = Path(folder)
-    model = make_tiny_sam3(folder / "model")
-    presets = folder / "presets"
-    presets.mkdir(parents=True, exist_ok=True)
-    for source in Path(presets_dir).glob("*.json"):
-        preset = json.loads(source.read_text(encoding="utf-8"))
-        for concept in preset["concepts"]: concept["threshold"] = 0.0
-        (presets / source.name).write_text(json.dumps(preset, ensure_ascii=False, indent=2), encoding="utf-8")
-    return {"model": model, "presets": presets}
+    return {"model": make_tiny_sam3(folder / "model"), "presets": zero_threshold_presets(presets_dir, folder / "presets")}

@@ -33,7 +33,7 @@ CREDITS_AT_SIGNUP = 30
 def coordinator(data_dir: Path, endpoint: str, tiny_sam3: Path, bucket: str, port: int | None = None) -> ServerProcess:
     return ServerProcess(data_dir, {
         "S3LIB_RUNNER": "external", "S3LIB_RUNNER_LEASE_SECONDS": "5", "S3LIB_JOBS_MAX_ATTEMPTS": "50",
-        "S3LIB_MODEL": str(tiny_sam3), "S3LIB_MODEL_THRESHOLD": "0", "S3LIB_STORAGE_BACKEND": "s3",
+        "S3LIB_MODEL": str(tiny_sam3), "S3LIB_STORAGE_BACKEND": "s3",
         "S3LIB_STORAGE_ENDPOINT_URL": endpoint, "S3LIB_STORAGE_BUCKET": bucket, "S3LIB_STORAGE_ACCESS_KEY": NANIO_ACCESS_KEY,
         "S3LIB_STORAGE_SECRET_KEY": NANIO_SECRET_KEY, "S3LIB_PLAN_FREE_MAX_CONCURRENT_JOBS": "4",
         "S3LIB_LIMITS_JOBS_PER_MINUTE": "1000", "S3LIB_LIMITS_SIGNUPS_PER_MINUTE": "1000"}, port=port)
@@ -48,7 +48,7 @@ class Worker:
     def start(self) -> "Worker":
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
                "S3LIB_CALLBACK_SECRET": CALLBACK_SECRET, "S3LIB_JWT_SECRET": "worker-needs-no-jwt-secret-but-settings-want-one-0123",
-               "S3LIB_MODEL": str(self.tiny_sam3), "S3LIB_MODEL_THRESHOLD": "0", "S3LIB_DATA_DIR": str(self.log_path.parent),
+               "S3LIB_MODEL": str(self.tiny_sam3), "S3LIB_DATA_DIR": str(self.log_path.parent),
                "S3LIB_SETTINGS": str(ROOT / "settings.ini")}
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen([sys.executable, "-m", "s3lib", "worker", "--server", self.server_url, "--wait", "2"],

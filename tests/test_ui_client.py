@@ -16,6 +16,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image, ImageDraw
 
 from api_server import ServerProcess, free_port
+from s3lib import testing
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -30,12 +31,7 @@ CLIENTS: list = []  # every gradio_client opened, closed before the servers stop
 
 def zero_threshold_presets(folder: Path) -> Path:
     "The shipped presets with every threshold at 0, so the random tiny model finds instances."
-    folder.mkdir(parents=True, exist_ok=True)
-    for source in (Path(__file__).resolve().parent.parent / "presets").glob("*.json"):
-        preset = json.loads(source.read_text())
-        for concept in preset["concepts"]: concept["threshold"] = 0.0
-        (folder / source.name).write_text(json.dumps(preset))
-    return folder
+    return testing.zero_threshold_presets(Path(__file__).resolve().parent.parent / "presets", folder)
 
 
 def room(path: Path, size=(160, 120), wall=(200, 190, 175)) -> Path:
