@@ -130,6 +130,7 @@ def cmd_users(args) -> int:
     "Operator: grant credits to a user or change their plan, through the running server, or on the data dir when none runs."
     import requests
     from s3lib.auth import ensure_secrets, operator_key, sign_callback
+    from s3lib.worker import error_message
     settings = ensure_secrets(load_settings())
     server = (args.server or settings.server.public_url or f"http://{settings.server.host}:{settings.server.port}").rstrip("/")
     what, body = ("credits", {"credits": args.credits}) if args.action == "grant" else ("plan", {"plan": args.plan})
@@ -140,10 +141,7 @@ def cmd_users(args) -> int:
     except requests.ConnectionError:
         me = _users_offline(settings, args)  # no server answers there: the data dir is free to open
     else:
-        if answer.status_code != 200:
-            try: message = answer.json()["error"]["message"]
-            except (ValueError, KeyError, TypeError): message = f"HTTP {answer.status_code} {answer.text[:200]}"
-            raise S3libError(f"{server} refused: {message}")
+        if answer.status_code != 200: raise S3libError(f"{server} refused: {error_message(answer)}")
         me = answer.json()
     print(json.dumps(me, indent=2))
     return 0

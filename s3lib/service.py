@@ -330,9 +330,7 @@ class Service:
     def operator_request(self, headers: Mapping, # signed like a callback, with `s3lib.auth.operator_key`
                          raw_body: bytes, what: str) -> tuple[dict, str]:
         "An operator's signed body and its webhook id (the reference that makes a retried request count once)."
-        webhook_id = verify_callback(headers, raw_body, operator_key(self.settings), self.settings.auth.callback_tolerance_seconds,
-                                     now=self.now().timestamp())
-        return parse_json_object(raw_body, what), webhook_id
+        return self._verified(headers, raw_body, what, operator_key(self.settings))
 
     def _user(self, user_id: str) -> dict:
         user = self.ledger.user(user_id) if isinstance(user_id, str) else None
@@ -725,17 +723,26 @@ class Service:
         if claim is None: raise InvalidState(f"the {type(self.runner).__name__ if self.runner else 'missing'} runner hands out tasks itself")
         return claim(_integer(limit, "limit", 1, 100), timeout)
 
-    def _worker_body(self, headers: Mapping, raw_body: bytes, what: str) -> dict:
-        "A body from a worker elsewhere, signed like a callback with the callback secret, parsed strictly."
-        verify_callback(headers, raw_body, self.settings.auth.callback_secret, self.settings.auth.callback_tolerance_seconds,
-                        now=self.now().timestamp())
-        return parse_json_object(raw_body, what)
+    def _verified(self, headers: Mapping, raw_body: bytes, what: str,
+                  key: str | None = None, # default: the callback secret (workers); operators sign with `operator_key`
+                 ) -> tuple[dict, str]:
+        "A signed body (Standard Webhooks headers), verified and strictly parsed, with its webhook id."
+        webhook_id = verify_callback(headers, raw_body, key or self.settings.auth.callback_secret,
+                                     self.settings.auth.callback_tolerance_seconds, now=self.now().timestamp())
+        return parse_json_object(raw_body, what), webhook_id
+
+    def _unwanted(self, job: dict, found: dict, attempt: int) -> str | None:
+        "Why a worker's attempt at an item is no longer wanted (job or item finished, attempt superseded), or None."
+        if job["status"] not in ACTIVE_JOB_STATES: return f"job {job['id']} is {job['status']}"
+        if found["status"] in ("done", "failed"): return f"item {found['item']} is already {found['status']}"
+        if attempt != found["attempts"]: return f"attempt {attempt} of item {found['item']} was superseded by attempt {found['attempts']}"
+        return None
 
     def worker_claim(self, headers: Mapping, # signed like a callback (webhook-id, webhook-timestamp, webhook-signature)
                      raw_body: bytes, # {"limit"?: 1..16, "wait"?: seconds 0..MAX_CLAIM_WAIT}
                     ) -> dict:
         "For workers elsewhere: lease up to `limit` queued tasks, waiting up to `wait` s for the first: `{tasks: [task], lease_seconds}`."
-        body = _object(self._worker_body(headers, raw_body, "the claim body"), "", optional=("limit", "wait"))
+        body = _object(self._verified(headers, raw_body, "the claim body")[0], "", optional=("limit", "wait"))
         wait = body.get("wait", 0)
         if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= MAX_CLAIM_WAIT:
             raise _invalid("wait", f"must be a number of seconds from 0 to {MAX_CLAIM_WAIT}, not {wait!r}")
@@ -746,16 +753,14 @@ class Service:
                          raw_body: bytes, # {"job_id", "item", "attempt"}: the task being worked on
                         ) -> dict:
         "Renew a claimed task's lease: `{ok, lease_seconds}`; `InvalidState` (409) once it is lost, which tells the worker to stop."
-        body = _object(self._worker_body(headers, raw_body, "the heartbeat body"), "", required=("job_id", "item", "attempt"))
+        body = _object(self._verified(headers, raw_body, "the heartbeat body")[0], "", required=("job_id", "item", "attempt"))
         extend = getattr(self.runner, "extend", None)
         if extend is None: raise InvalidState(f"the {type(self.runner).__name__ if self.runner else 'missing'} runner leases no tasks")
         job_id, item = _text(body["job_id"], "job_id", 100), _integer(body["item"], "item", 0)
         job, found = self.ledger.job(job_id), self.ledger.item(job_id, item)
         if job is None or found is None: raise NotFound(f"job {job_id} has no item {item}")
         attempt = self._attempt(body, found)
-        if job["status"] not in ACTIVE_JOB_STATES: raise InvalidState(f"job {job_id} is {job['status']}; stop working on it")
-        if found["status"] in ("done", "failed"): raise InvalidState(f"item {item} is already {found['status']}; stop working on it")
-        if attempt != found["attempts"]: raise InvalidState(f"attempt {attempt} of item {item} was superseded by attempt {found['attempts']}")
+        if (unwanted := self._unwanted(job, found, attempt)): raise InvalidState(f"{unwanted}; stop working on it")
         if not extend(job_id, item, attempt):
             raise InvalidState(f"the lease of attempt {attempt} of item {item} has ended and the task went back to the queue")
         return {"ok": True, "lease_seconds": self.runner.lease_seconds}
@@ -764,9 +769,8 @@ class Service:
     def _count(self, outcome: str) -> None:
         with self._callbacks_lock: self._callbacks[outcome] += 1
 
-    def _signed_body(self, job_id: str, raw_body: bytes, what: str) -> dict:
-        "A signed worker body as a dict, refused unless it names the job of the URL it was sent to."
-        body = parse_json_object(raw_body, what)
+    def _bound(self, job_id: str, body: dict, what: str) -> dict:
+        "A signed worker body, refused unless it names the job of the URL it was sent to."
         if "job_id" not in body: raise _invalid("job_id", f"missing: {what} must name its job, inside what is signed")
         if body["job_id"] != job_id:
             raise _invalid("job_id", f"{what} is signed for job {body['job_id']!r}, not for job {job_id} of this URL; "
@@ -805,9 +809,8 @@ class Service:
         "A worker's signed report `{job_id, item, attempt, status, …}`: `{ok: true, duplicate: bool}` plus `ignored` (why) "
         "when it changed nothing (a finished job, a superseded attempt)."
         try:
-            webhook_id = verify_callback(headers, raw_body, self.settings.auth.callback_secret,
-                                         self.settings.auth.callback_tolerance_seconds, now=self.now().timestamp())
-            body = self._signed_body(job_id, raw_body, "the callback body")
+            body, webhook_id = self._verified(headers, raw_body, "the callback body")
+            self._bound(job_id, body, "the callback body")
         except (Unauthorized, InvalidRequest): self._count("rejected"); raise
         if self.ledger.seen_receipt(webhook_id): self._count("duplicate"); return {"ok": True, "duplicate": True}
         job = self.ledger.job(job_id) if isinstance(job_id, str) else None
@@ -851,9 +854,7 @@ class Service:
                       raw_body: bytes, # {"job_id", "item", "attempt", "size", "part"?: "result" | "report" | "masks/<concept>"}
                      ) -> dict:
         "For remote workers: a presigned PUT for one output of an item, of exactly `size` bytes: `{item, part, url, method, headers, expires_at}`."
-        verify_callback(headers, raw_body, self.settings.auth.callback_secret, self.settings.auth.callback_tolerance_seconds,
-                        now=self.now().timestamp())
-        body = self._signed_body(job_id, raw_body, "the result-upload body")
+        body = self._bound(job_id, self._verified(headers, raw_body, "the result-upload body")[0], "the result-upload body")
         job = self.ledger.job(job_id) if isinstance(job_id, str) else None
         if job is None: raise NotFound(f"job {job_id} does not exist")
         if job["status"] not in ACTIVE_JOB_STATES: raise InvalidState(f"job {job_id} is {job['status']}; its results are not wanted")
@@ -861,9 +862,7 @@ class Service:
         found = self.ledger.item(job_id, _integer(body["item"], "item", 0))
         if found is None: raise _invalid("item", f"job {job_id} has no item {body['item']}")
         if found["status"] in ("done", "failed"): raise InvalidState(f"item {found['item']} is already {found['status']}")
-        attempt = self._attempt(body, found)
-        if attempt != found["attempts"]:
-            raise InvalidState(f"attempt {attempt} of item {found['item']} was superseded by attempt {found['attempts']}; its results are not wanted")
+        if (unwanted := self._unwanted(job, found, self._attempt(body, found))): raise InvalidState(f"{unwanted}; its results are not wanted")
         part = body.get("part", "result")
         if not isinstance(part, str): raise _invalid("part", f"must be a string, not {json_type(part)}")
         key = output_key(found["result_key"], part)

@@ -29,8 +29,8 @@ from .storage import open_store
 _all_ = ["ItemTask", "Runner"]  # re-exported: what #5's runners and worker nodes import from here
 
 # %% auto #0
-__all__ = ['log', 'RECONNECT_SECONDS', 'TransportError', 'LeaseLost', 'HttpTransport', 'InProcessTransport', 'task_rule',
-           'task_concepts', 'mask_png', 'run_task', 'InlineRunner', 'ExternalRunner', 'Heartbeat', 'work',
+__all__ = ['log', 'RECONNECT_SECONDS', 'TransportError', 'LeaseLost', 'error_message', 'HttpTransport', 'InProcessTransport',
+           'task_rule', 'task_concepts', 'mask_png', 'run_task', 'InlineRunner', 'ExternalRunner', 'Heartbeat', 'work',
            'make_runner', 'store_signing_secret', 'create_service', 'ItemTask', 'Runner']
 
 # %% ../nbs/12_worker.ipynb #323aef9e
@@ -46,7 +46,8 @@ def _about(task: ItemTask) -> dict:
     "What every signed worker body says it is about: the job, the item and the attempt (the coordinator checks all three)."
     return {"job_id": task.job_id, "item": task.item, "attempt": task.attempt}
 
-def _error_message(response) -> str:
+def error_message(response) -> str:
+    "The message of an s3lib error answer (`{'error': {'message'}}`), or its status and start when it is not one."
     try: return response.json()["error"]["message"]
     except (ValueError, KeyError, TypeError): return f"HTTP {response.status_code} {response.text[:200]}"
 
@@ -91,7 +92,7 @@ class HttpTransport:
         raw = json.dumps(body).encode("utf-8")
         headers = sign_callback(raw, self.callback_secret) | {"Content-Type": "application/json"}
         response = self._send("POST", url, what, data=raw, headers=headers, **({"timeout": timeout} if timeout else {}))
-        if response.status_code == 409: raise LeaseLost(f"{what}: {_error_message(response)}")
+        if response.status_code == 409: raise LeaseLost(f"{what}: {error_message(response)}")
         if response.status_code != 200:
             raise TransportError(f"{what}: the coordinator answered HTTP {response.status_code} {response.text[:300]}")
         return response.json()
