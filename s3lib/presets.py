@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .checks import CHECKS
 from .core import PresetError, Settings, load_settings
 
 # %% auto #0
-__all__ = ['CSS_COLORS', 'ACTIONS', 'MAX_PROMPT_CHARS', 'PRESET_KEYS', 'CONCEPT_KEYS', 'SWATCH_KEYS', 'parse_color', 'color_hex',
-           'Concept', 'Preset', 'parse_preset', 'load_preset', 'load_presets']
+__all__ = ['CSS_COLORS', 'ACTIONS', 'MAX_PROMPT_CHARS', 'PRESET_KEYS', 'OPTIONAL_PRESET_KEYS', 'CONCEPT_KEYS', 'SWATCH_KEYS',
+           'parse_color', 'color_hex', 'Concept', 'Preset', 'parse_preset', 'load_preset', 'load_presets']
 
 # %% ../nbs/01_presets.ipynb #e9bf1d4c
 CSS_COLORS: dict[str, tuple[int, int, int]] = {
@@ -81,6 +82,7 @@ class Preset:
     protect_defaults: tuple  # concept ids protected unless the user says otherwise
     swatches: tuple  # {"name", "color": "#RRGGBB"} dicts
     materials: tuple  # material names offered in the palette (known to `s3lib.edit.MATERIALS`)
+    checks: tuple = ()  # ids of `s3lib.checks.CHECKS` run on every result of this domain
 
     @property
     def concept_ids(self) -> tuple:
@@ -105,7 +107,8 @@ class Preset:
         return {"id": self.id, "name": self.display_name(lang), "names": dict(self.name),
                 "concepts": [c.to_dict(lang) for c in self.concepts],
                 "protect_defaults": list(self.protect_defaults),
-                "swatches": [dict(s) for s in self.swatches], "materials": list(self.materials)}
+                "swatches": [dict(s) for s in self.swatches], "materials": list(self.materials),
+                "checks": list(self.checks)}
 
 # %% ../nbs/01_presets.ipynb #8a80534d
 _ID = re.compile(r"[a-z][a-z0-9_]{0,31}")
@@ -113,6 +116,7 @@ _LANG = re.compile(r"[a-z]{2}(-[A-Z]{2})?")
 _PROMPT = re.compile(r"[A-Za-z0-9][A-Za-z0-9 '\-]*")
 MAX_PROMPT_CHARS = 30
 PRESET_KEYS = ("id", "name", "concepts", "protect_defaults", "swatches", "materials")
+OPTIONAL_PRESET_KEYS = ("checks",)  # may be left out: a preset without checks
 CONCEPT_KEYS = ("id", "labels", "prompt", "threshold", "actions")
 SWATCH_KEYS = ("name", "color")
 
@@ -123,10 +127,10 @@ class _Checker:
     def fail(self, field: str, problem: str):
         raise PresetError(f"{self.path}: {field + ': ' if field else ''}{problem}", file=str(self.path), field=field)
 
-    def require_object(self, value, field: str, keys: tuple) -> dict:
+    def require_object(self, value, field: str, keys: tuple, optional: tuple = ()) -> dict:
         if not isinstance(value, dict): self.fail(field, f"must be an object with keys {', '.join(keys)}, not {type(value).__name__}")
         for key in value:
-            if key not in keys: self.fail(_join(field, key), f"unknown key; allowed keys: {', '.join(keys)}")
+            if key not in keys + optional: self.fail(_join(field, key), f"unknown key; allowed keys: {', '.join(keys + optional)}")
         for key in keys:
             if key not in value: self.fail(_join(field, key), "missing")
         return value
@@ -184,7 +188,7 @@ def parse_preset(data: Any, # the decoded JSON of a preset file
                 ) -> Preset:
     "Validate decoded preset JSON and build a `Preset`; `PresetError` names the file and the field."
     check = _Checker(Path(path))
-    check.require_object(data, "", PRESET_KEYS)
+    check.require_object(data, "", PRESET_KEYS, OPTIONAL_PRESET_KEYS)
     preset_id = check.identifier(data["id"], "id")
     if preset_id != Path(path).stem:
         check.fail("id", f"{preset_id!r} does not match the file name; rename the file to {preset_id}.json or set id to {Path(path).stem!r}")
@@ -212,7 +216,11 @@ def parse_preset(data: Any, # the decoded JSON of a preset file
     for i, material in enumerate(materials):
         check.identifier(material, f"materials[{i}]")
         if material in materials[:i]: check.fail(f"materials[{i}]", f"{material!r} is listed twice")
-    return Preset(preset_id, name, tuple(concepts), tuple(protect), tuple(swatches), tuple(materials))
+    checks = check.require_list(data.get("checks", []), "checks", "check ids")
+    for i, check_id in enumerate(checks):
+        if check_id not in CHECKS: check.fail(f"checks[{i}]", f"{check_id!r} is not a check; use one of {', '.join(CHECKS)}")
+        if check_id in checks[:i]: check.fail(f"checks[{i}]", f"{check_id!r} is listed twice")
+    return Preset(preset_id, name, tuple(concepts), tuple(protect), tuple(swatches), tuple(materials), tuple(checks))
 
 def load_preset(path: str | Path, # a preset JSON file
                ) -> Preset:

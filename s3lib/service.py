@@ -23,9 +23,11 @@ import numpy as np
 from PIL import Image
 
 from .auth import issue_token, operator_key, verify_callback, verify_token
+from .checks import run_checks
 from .core import (IdempotencyMismatch, ImageError, InvalidRequest, InvalidState, ModelUnavailable, NotFound, PlanLimit,
                         RateLimited, RuleError, S3libError, Settings, SettingsError, TooLarge, Unauthorized, UploadIncomplete,
                         json_type, load_image, parse_json_object, DECODE_SLOTS, UPLOAD_TYPES, verify_image)
+from .export import export_zip
 from .ledger import ACTIVE_JOB_STATES, FINISHED_JOB_STATES, Ledger, iso, utc
 from .rules import Rule, apply_rule
 
@@ -587,8 +589,10 @@ class Service:
         if job["purged_at"] is not None: raise NotFound(f"the photos of job {job_id} were deleted after the retention period")
         return self.store.get(found["input_key"])
 
-    def export_job(self, user_id: str, job_id: str) -> dict:
-        "Everything to export a finished job: `{job, model, mask_threshold, items: [{item, filename, status, error, input, result, masks, report}]}`."
+    def export_job(self, user_id: str, job_id: str, lang: str = "en" # language of the checks' reasons
+                  ) -> dict:
+        "Everything to export a finished job: `{job, model, mask_threshold, items: [{item, filename, status, error, input, result, masks, report, checks}]}`."
+        lang = self._lang(lang)
         job = self._job(user_id, job_id)
         if job["status"] not in FINISHED_JOB_STATES:
             raise InvalidState(f"job {job_id} is {job['status']}; export it once it is finished (or cancel it)")
@@ -599,7 +603,7 @@ class Service:
         items = []
         for it in self.ledger.items(job_id):
             exported = {"item": it["item"], "filename": it["filename"], "status": it["status"], "error": it["error"],
-                        "input": self._object_or_none(it["input_key"]), "result": None, "masks": {}, "report": []}
+                        "input": self._object_or_none(it["input_key"]), "result": None, "masks": {}, "report": [], "checks": []}
             if it["status"] == "done":
                 exported["result"] = self._object_or_none(it["result_key"])
                 for name in dict.fromkeys([*(e["concept"] for e in job["rule"]["edits"]), "protect"]):
@@ -607,9 +611,24 @@ class Service:
                     if mask is not None: exported["masks"][name] = mask
                 report = self._object_or_none(output_key(it["result_key"], "report"))
                 if report is not None: exported["report"] = json.loads(report)
+                exported["checks"] = self._checks(job, exported, lang)
             items.append(exported)
         return {"job": self.job_status(user_id, job_id), "model": {"id": model.id, "device": device, "dtype": model.dtype},
                 "mask_threshold": model.mask_threshold, "items": items}
+
+    def _checks(self, job: dict, exported: dict, lang: str) -> list[dict]:
+        "The verdicts of the job's preset's checks on one exported result (none when the preset has no checks)."
+        names = self.presets[job["domain"]].checks
+        if not names or exported["result"] is None: return []
+        with Image.open(io.BytesIO(exported["result"])) as picture: result = picture.convert("RGB")
+        masks = {}
+        for name, png in exported["masks"].items():
+            with Image.open(io.BytesIO(png)) as mask: masks[name] = np.asarray(mask.convert("L")) > 127
+        return run_checks(names, result, masks, job["rule"], lang)
+
+    def export_archive(self, user_id: str, job_id: str) -> bytes:
+        "A finished job's export set as ZIP bytes (results, masks, manifest.json): what `GET /jobs/{id}/export` sends."
+        return export_zip(self.export_job(user_id, job_id), self.presets)
 
     def _object_or_none(self, key: str) -> bytes | None:
         try: return self.store.get(key)

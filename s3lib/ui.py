@@ -4,11 +4,10 @@
 
 # %% auto #0
 __all__ = ['LANGUAGES', 'TEXT', 'DISPLAY_SIDE', 'MAX_CARDS', 'CARD_SIDE', 'PROTECTED_COLOR', 'CONCEPT_COLORS', 'TILE_SIDE',
-           'MARKETPLACE_MIN_FILL', 'MARKETPLACE_MIN_SIDE', 'logger', 'GPU_GROUP', 'POLL_SECONDS', 'MODEL_POLL_SECONDS',
-           'SCRATCH_SECONDS', 'INFO_SECONDS', 'CSS', 'text', 'request_token', 'browser_secret', 'fit', 'shrink_mask',
-           'Found', 'Workspace', 'picker_hex', 'edit_from_inputs', 'describe_edit', 'cutout', 'instance_color',
-           'instance_label', 'instance_cards', 'overlay', 'render_overlay', 'swatch_tiles', 'material_tiles',
-           'header_markdown', 'progress_html', 'product_mask', 'marketplace_check', 'safe_stems', 'export_zip',
+           'logger', 'GPU_GROUP', 'POLL_SECONDS', 'MODEL_POLL_SECONDS', 'SCRATCH_SECONDS', 'INFO_SECONDS', 'CSS',
+           'text', 'request_token', 'browser_secret', 'fit', 'shrink_mask', 'Found', 'Workspace', 'picker_hex',
+           'edit_from_inputs', 'describe_edit', 'cutout', 'instance_color', 'instance_label', 'instance_cards',
+           'overlay', 'render_overlay', 'swatch_tiles', 'material_tiles', 'header_markdown', 'progress_html',
            'error_title', 'shown_error', 'guarded', 'upload_folder', 'uploaded_file', 'on_spaces', 'gpu',
            'run_segmenter', 'SpacesSegmenter', 'PaletteApp', 'theme', 'mount_options', 'wire', 'build_demo']
 
@@ -26,7 +25,6 @@ import re
 import tempfile
 import threading
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -36,7 +34,7 @@ from PIL import Image
 
 from .core import UPLOAD_TYPES, InvalidRequest, ModelUnavailable, S3libError, Settings, Unauthorized, load_image
 from .edit import PARAMS, texture
-from .pipeline import build_manifest, sha256_of
+from .export import safe_stems
 from .presets import Preset, color_hex, parse_color
 from .rules import Rule
 
@@ -90,10 +88,6 @@ TEXT = {
         "you are signed in as a new anonymous user.", "pick_rule": "Choose a saved rule first.",
         "pick_edit": "Choose an edit in the list first.",
         "unexpected": "Something went wrong on the server (it was logged). Please try again.",
-        "no_product": "no product found (the rule neither protects nor edits “product”)",
-        "white_ok": "background is pure white", "white_bad": "{share:.1%} of the background is not pure white (RGB 255)",
-        "fill_ok": "product spans {fill:.0%} of the frame", "fill_bad": "product spans {fill:.0%} of the frame (needs ≥ {need:.0%})",
-        "side_ok": "longest side {side} px", "side_bad": "longest side {side} px (needs ≥ {need} px)",
     },
     "ko": {
         "title": "s3lib 팔레트",
@@ -140,10 +134,6 @@ TEXT = {
         "새 익명 사용자로 로그인했습니다.", "pick_rule": "먼저 저장된 규칙을 고르세요.",
         "pick_edit": "먼저 목록에서 편집을 고르세요.",
         "unexpected": "서버에서 문제가 생겼습니다(기록됨). 다시 시도해 주세요.",
-        "no_product": "상품을 찾지 못했습니다 (규칙이 “상품”을 보호하거나 편집하지 않음)",
-        "white_ok": "배경이 완전한 흰색입니다", "white_bad": "배경의 {share:.1%}가 완전한 흰색(RGB 255)이 아닙니다",
-        "fill_ok": "상품이 화면의 {fill:.0%}를 채웁니다", "fill_bad": "상품이 화면의 {fill:.0%}만 채웁니다 ({need:.0%} 이상 필요)",
-        "side_ok": "긴 변 {side}px", "side_bad": "긴 변이 {side}px입니다 ({need}px 이상 필요)",
     },
 }
 
@@ -492,93 +482,6 @@ def progress_html(job: dict | None, # the service's `job_status()`, or None befo
             f'<div class="s3-bar"><span style="width:{percent}%"></span></div>'
             f'<p><b>{html.escape(state)}</b> · {html.escape(" · ".join(details))} · <b class="s3-percent">{percent} %</b></p></div>')
 
-# %% ../nbs/14_ui.ipynb #a7f88c06
-MARKETPLACE_MIN_FILL = 0.85  # share of the frame the product's box must span
-MARKETPLACE_MIN_SIDE = 1000  # pixels on the longest side
-
-def _grow(mask: np.ndarray, radius: int) -> np.ndarray:
-    "The mask grown by `radius` pixels (a square structuring element), with numpy only."
-    grown = mask.copy()
-    for axis in (0, 1):
-        spread = grown.copy()
-        for step in range(1, radius + 1):
-            spread[(slice(step, None),) if axis == 0 else (slice(None), slice(step, None))] |= \
-                grown[(slice(None, -step),) if axis == 0 else (slice(None), slice(None, -step))]
-            spread[(slice(None, -step),) if axis == 0 else (slice(None), slice(None, -step))] |= \
-                grown[(slice(step, None),) if axis == 0 else (slice(None), slice(step, None))]
-        grown = spread
-    return grown
-
-def product_mask(masks: Mapping, # a result's masks: concept id (or "protect") -> bool array
-                 rule: dict, # the rule that made it (JSON form)
-                ) -> np.ndarray | None:
-    "Where the product is in a result: its edit mask, else the protected region when the rule protects it; None if neither."
-    if "product" in masks: return masks["product"]
-    if "product" in rule.get("protect", ()) and "protect" in masks: return masks["protect"]
-    return None
-
-def marketplace_check(image: Image.Image | np.ndarray, # the result (RGB)
-                      product: np.ndarray | None, # bool mask of the product, the image's size
-                      lang: str = "en", # language of the reasons
-                      edge: int = 2, # pixels around the product not judged as background
-                     ) -> dict:
-    "`{'passed': bool, 'reasons': [str]}`: white background, product fills the frame, long enough side."
-    pixels = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
-    height, width = pixels.shape[:2]
-    side = max(height, width)
-    reasons, passed = [], True
-    if product is None or not product.any():
-        reasons.append(text("no_product", lang)); passed = False
-    else:
-        background = ~_grow(product, edge) if edge else ~product
-        not_white = (pixels[background] != 255).any(axis=-1).mean() if background.any() else 0.0
-        passed &= not_white == 0
-        reasons.append(text("white_ok", lang) if not_white == 0 else text("white_bad", lang, share=not_white))
-        rows, cols = np.flatnonzero(product.any(axis=1)), np.flatnonzero(product.any(axis=0))
-        fill = max((rows[-1] - rows[0] + 1) / height, (cols[-1] - cols[0] + 1) / width)
-        passed &= fill >= MARKETPLACE_MIN_FILL
-        reasons.append(text("fill_ok", lang, fill=fill) if fill >= MARKETPLACE_MIN_FILL
-                       else text("fill_bad", lang, fill=fill, need=MARKETPLACE_MIN_FILL))
-    passed &= side >= MARKETPLACE_MIN_SIDE
-    reasons.append(text("side_ok", lang, side=side) if side >= MARKETPLACE_MIN_SIDE
-                   else text("side_bad", lang, side=side, need=MARKETPLACE_MIN_SIDE))
-    return {"passed": bool(passed), "reasons": reasons}
-
-# %% ../nbs/14_ui.ipynb #569d516e
-def safe_stems(filenames: list[str]) -> list[str]:
-    "One unique, filesystem-safe stem per file name ('My photo (1).JPG' → 'My-photo-1')."
-    stems = []
-    for name in filenames:
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(str(name).replace("\\", "/")).stem).strip(".-_") or "photo"
-        candidate, n = stem[:80], 2
-        while candidate in stems: candidate, n = f"{stem[:76]}-{n}", n + 1
-        stems.append(candidate)
-    return stems
-
-def export_zip(export: dict, # {"job", "model", "mask_threshold", "items": [{"item","filename","status","error","input","result","masks","report"}]}
-               presets: Mapping[str, Preset], # the presets (to validate the job's rule and record its prompts)
-              ) -> bytes:
-    "The export set as ZIP bytes: results, masks (PNG) and manifest.json listing every photo."
-    job = export["job"]
-    rule = Rule.from_dict(job["rule"], presets)
-    items, buffer = [], io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for stem, item in zip(safe_stems([i["filename"] for i in export["items"]]), export["items"]):
-            entry = {"input": item["filename"], "sha256": sha256_of(item["input"]) if item.get("input") is not None else None,
-                     "output": None, "masks": {}, "status": item["status"], "error": item.get("error"), "report": item.get("report") or []}
-            if item.get("result") is not None:
-                entry["output"] = f"{stem}.png"
-                archive.writestr(entry["output"], item["result"])
-            for concept, png in sorted((item.get("masks") or {}).items()):
-                entry["masks"][concept] = f"masks/{stem}/{safe_stems([concept])[0]}.png"
-                archive.writestr(entry["masks"][concept], png)
-            items.append(entry)
-        manifest = build_manifest(rule, presets[rule.domain], items, export["model"], job.get("thresholds") or {},
-                                  export.get("mask_threshold", 0.5), {"format": "png"})
-        manifest["job"] = {"id": job["id"], "status": job["status"], "created_at": job.get("created_at")}
-        archive.writestr("manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False))
-    return buffer.getvalue()
-
 # %% ../nbs/14_ui.ipynb #ff8a4bd1
 import gradio as gr
 from gradio.data_classes import FileData
@@ -757,7 +660,7 @@ class PaletteApp:
         view["color"] = preset.swatches[0]["color"] if preset.swatches else "#FFFFFF"
         view["concept"] = gr.update(choices=[(c.label(lang), c.id) for c in preset.concepts],
                                     value=ws.focus or preset.concepts[0].id)
-        view["marketplace"] = gr.update(visible=preset.id == "seller")
+        view["marketplace"] = gr.update(visible=bool(preset.checks))
         return view
 
     def threshold_view(self, ws: Workspace, lang: str):
@@ -1005,7 +908,7 @@ class PaletteApp:
     def results(self, token: str | None, ws: Workspace, lang: str) -> dict:
         "The finished job's results (gallery, before/after data) and, for sellers, the marketplace check."
         if not ws.job_id: return {}
-        export = self.service.export_job(self.user(token), ws.job_id)
+        export = self.service.export_job(self.user(token), ws.job_id, lang)
         gallery, shown, checks = [], [], []
         for item, stem in zip(export["items"], safe_stems([i["filename"] for i in export["items"]])):
             name = item["filename"]
@@ -1014,9 +917,7 @@ class PaletteApp:
             if after is None and before is None: continue
             gallery.append((after, name) if after else (before, f"❌ {name}: {item.get('error') or item['status']}"))
             shown.append({"name": name, "before": before, "after": after})
-            if ws.domain == "seller" and after:
-                masks = {c: np.asarray(Image.open(io.BytesIO(png)).convert("L")) > 127 for c, png in (item.get("masks") or {}).items()}
-                check = marketplace_check(Image.open(io.BytesIO(item["result"])), product_mask(masks, export["job"]["rule"]), lang)
+            for check in item["checks"]:
                 checks.append([name, text("pass" if check["passed"] else "fail", lang), "; ".join(check["reasons"])])
         return {"results": gallery, "results_state": shown, "marketplace": gr.update(value=checks)}
 
@@ -1036,7 +937,7 @@ class PaletteApp:
     def export(self, token: str | None, ws: Workspace, lang: str) -> dict:
         "The export set of the last job as a ZIP download."
         if not ws.job_id: raise gr.Error(text("need_job", lang), print_exception=False)
-        archive = export_zip(self.service.export_job(self.user(token), ws.job_id), self.presets)
+        archive = self.service.export_archive(self.user(token), ws.job_id)
         return {"export_file": gr.update(value=self.scratch_file(f"s3lib-{ws.job_id}.zip", archive), visible=True)}
 
     # ---- API endpoints: named `gr.api`s for gradio_client and the JS client; each checks the caller's token
@@ -1200,7 +1101,7 @@ class PaletteApp:
         Args:
             job_id: the job's id.
         """
-        archive = export_zip(self.service.export_job(self.caller(request), job_id), self.presets)
+        archive = self.service.export_archive(self.caller(request), job_id)
         return FileData(path=self.scratch_file(f"s3lib-{job_id}.zip", archive))
 
 def _suffix(data: bytes) -> str:
@@ -1415,7 +1316,7 @@ def build_demo(service, # the `s3lib.service.Service` (its presets, users, rules
                     named("result_slider", gr.ImageSlider(label=text("result_slider", lang0), type="filepath", format="png",
                                                           visible=False, elem_id="result-slider"), "result_slider")
                     named("marketplace", gr.Dataframe(headers=[text(k, lang0) for k in ("photo", "verdict", "reasons")],
-                                                      label=text("marketplace", lang0), visible=domain0 == "seller",
+                                                      label=text("marketplace", lang0), visible=bool(presets[domain0].checks),
                                                       interactive=False, wrap=True, elem_id="marketplace"), "marketplace")
                     named("export", gr.Button(text("export", lang0), elem_id="export-button"), "export", "value")
                     named("export_file", gr.File(label=text("export_file", lang0), elem_id="export", visible=False), "export_file")
