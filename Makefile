@@ -1,12 +1,12 @@
 # The README's two commands: `make run` (set up, start the app on the embedded defaults) and
-# `make test` (set up, check notebooks ⇄ package, run every notebook test and every pytest test).
+# `make test` (set up, check notebooks ⇄ package, build the docs, run every notebook test and every pytest test).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 export HF_HUB_DISABLE_TELEMETRY := 1
 export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: setup run demo test sync check-sync nbtest pytest browser-deps bench
+.PHONY: setup run demo test sync check-sync docs nbtest pytest browser-deps bench
 
 setup: $(VENV)/.installed
 
@@ -39,6 +39,12 @@ sync: setup
 check-sync: setup
 	VENV=$(VENV) scripts/check_nbdev_sync.sh
 
+# The documentation site in _docs/, from the notebooks (nbs/index.qmd is the home page): nbdev's notebook
+# processing, rendered to HTML by scripts/build_docs.py. Offline, no notebook executed (show_doc cells are read from
+# the exported package), ~10 s. Not Quarto: its PyPI package downloads Quarto from GitHub at install time.
+docs: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python scripts/build_docs.py
+
 # Tests never reach the hub (they build a tiny SAM 3 locally); `make run` may, to download facebook/sam3.
 nbtest: setup
 	HF_HUB_OFFLINE=1 $(BIN)/nbdev-test --n-workers 2
@@ -46,7 +52,7 @@ nbtest: setup
 pytest: setup browser-deps
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q
 
-test: check-sync nbtest pytest
+test: check-sync docs nbtest pytest
 
 bench: setup
 	$(BIN)/python benchmarks/edit.py
