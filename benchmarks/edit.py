@@ -26,8 +26,9 @@ import cv2
 import numpy as np
 from PIL import Image, ImageFilter
 
+from s3lib.core import parse_color
 from s3lib.edit import fill, recolor, remove
-from s3lib.presets import load_presets, parse_color
+from s3lib.presets import load_presets
 from s3lib.rules import Rule, apply_rule
 from s3lib.segment import Instance
 

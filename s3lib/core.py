@@ -10,6 +10,7 @@ import io
 import json
 import math
 import os
+import re
 import struct
 import threading
 import zlib
@@ -21,13 +22,14 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # %% auto #0
-__all__ = ['Choice', 'SCHEMA', 'PLAN_KEYS', 'SHORT_ENV', 'RANGES', 'DEFAULT_MAX_PIXELS', 'DEFAULT_MAX_BYTES', 'UPLOAD_TYPES',
-           'SMALL_PIXELS', 'DECODE_SLOTS', 'PNG_CHANNELS', 'ADAM7', 'FORMATS', 'S3libError', 'SettingsError',
-           'ImageError', 'PresetError', 'RuleError', 'ModelUnavailable', 'InvalidRequest', 'Unauthorized', 'Forbidden',
-           'NotFound', 'PlanLimit', 'InsufficientCredits', 'ConcurrencyLimit', 'RateLimited', 'InvalidState',
-           'UploadIncomplete', 'TooLarge', 'IdempotencyMismatch', 'json_type', 'parse_json_object', 'Section', 'Plan',
-           'Settings', 'default_settings_path', 'load_settings', 'DecodeSlots', 'ImageInfo', 'inspect_image',
-           'verify_image', 'load_image', 'encode_image', 'content_type']
+__all__ = ['CSS_COLORS', 'Choice', 'SCHEMA', 'PLAN_KEYS', 'SHORT_ENV', 'RANGES', 'DEFAULT_MAX_PIXELS', 'DEFAULT_MAX_BYTES',
+           'UPLOAD_TYPES', 'SMALL_PIXELS', 'DECODE_SLOTS', 'PNG_CHANNELS', 'ADAM7', 'FORMATS', 'S3libError',
+           'SettingsError', 'ImageError', 'PresetError', 'RuleError', 'ModelUnavailable', 'InvalidRequest',
+           'Unauthorized', 'Forbidden', 'NotFound', 'PlanLimit', 'InsufficientCredits', 'ConcurrencyLimit',
+           'RateLimited', 'InvalidState', 'UploadIncomplete', 'TooLarge', 'IdempotencyMismatch', 'json_type',
+           'parse_json_object', 'parse_color', 'color_hex', 'Section', 'Plan', 'Settings', 'default_settings_path',
+           'load_settings', 'DecodeSlots', 'ImageInfo', 'inspect_image', 'verify_image', 'load_image', 'encode_image',
+           'content_type']
 
 # %% ../nbs/00_core.ipynb #24e13f04
 class S3libError(Exception):
@@ -155,6 +157,39 @@ def parse_json_object(body: bytes | str, # the raw body
         raise InvalidRequest(f"{what} is nested too deeply") from None
     if not isinstance(value, dict): raise InvalidRequest(f"{what} must be a JSON object, not {json_type(value)}")
     return value
+
+# %% ../nbs/00_core.ipynb #1c917000
+CSS_COLORS: dict[str, tuple[int, int, int]] = {
+    "white": (255, 255, 255), "black": (0, 0, 0), "grey": (128, 128, 128), "gray": (128, 128, 128),
+    "lightgrey": (211, 211, 211), "lightgray": (211, 211, 211), "darkgrey": (169, 169, 169),
+    "darkgray": (169, 169, 169), "silver": (192, 192, 192), "ivory": (255, 255, 240), "beige": (245, 245, 220),
+    "red": (255, 0, 0), "green": (0, 128, 0), "blue": (0, 0, 255), "navy": (0, 0, 128),
+}
+_HEX = re.compile(r"#([0-9a-fA-F]{3}|[0-9a-fA-F]{6})")
+
+def parse_color(value: str, # "#RRGGBB", "#RGB" or a CSS name such as "white", "grey"
+               ) -> tuple[int, int, int]:
+    "The `(r, g, b)` integers (0..255) of a colour written as `#RRGGBB`, `#RGB` or a CSS name."
+    if not isinstance(value, str):
+        raise ValueError(f"a colour must be a string like '#EDE6DA', not {type(value).__name__} {value!r}")
+    text = value.strip()
+    if text.lower() in CSS_COLORS: return CSS_COLORS[text.lower()]
+    match = _HEX.fullmatch(text)
+    if not match:
+        raise ValueError(f"{value!r} is not a colour; write '#RRGGBB' (e.g. '#EDE6DA'), '#RGB' or one of: "
+                         + ", ".join(CSS_COLORS))
+    digits = match.group(1)
+    if len(digits) == 3: digits = "".join(d * 2 for d in digits)
+    return tuple(int(digits[i:i + 2], 16) for i in (0, 2, 4))
+
+def color_hex(value: str | tuple[int, int, int], # any form `parse_color` reads, or an (r, g, b) tuple
+             ) -> str:
+    "The canonical `#RRGGBB` (upper case) form of a colour, as rules and the API store it."
+    rgb = parse_color(value) if isinstance(value, str) else value
+    if (not isinstance(rgb, (tuple, list)) or len(rgb) != 3
+            or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in rgb)):
+        raise ValueError(f"{value!r} is not a colour; pass '#RRGGBB' or three integers 0..255")
+    return "#{:02X}{:02X}{:02X}".format(*rgb)
 
 # %% ../nbs/00_core.ipynb #a6436b7c
 Choice = tuple  # a tuple of strings in the schema means "one of these"

@@ -14,48 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from .checks import CHECKS
-from .core import PresetError, Settings, load_settings
+from .core import PresetError, Settings, color_hex, load_settings
+from .edit import ACTIONS
 
 # %% auto #0
-__all__ = ['CSS_COLORS', 'ACTIONS', 'MAX_PROMPT_CHARS', 'PRESET_KEYS', 'OPTIONAL_PRESET_KEYS', 'CONCEPT_KEYS', 'SWATCH_KEYS',
-           'parse_color', 'color_hex', 'Concept', 'Preset', 'parse_preset', 'load_preset', 'load_presets']
-
-# %% ../nbs/01_presets.ipynb #e9bf1d4c
-CSS_COLORS: dict[str, tuple[int, int, int]] = {
-    "white": (255, 255, 255), "black": (0, 0, 0), "grey": (128, 128, 128), "gray": (128, 128, 128),
-    "lightgrey": (211, 211, 211), "lightgray": (211, 211, 211), "darkgrey": (169, 169, 169),
-    "darkgray": (169, 169, 169), "silver": (192, 192, 192), "ivory": (255, 255, 240), "beige": (245, 245, 220),
-    "red": (255, 0, 0), "green": (0, 128, 0), "blue": (0, 0, 255), "navy": (0, 0, 128),
-}
-_HEX = re.compile(r"#([0-9a-fA-F]{3}|[0-9a-fA-F]{6})")
-
-def parse_color(value: str, # "#RRGGBB", "#RGB" or a CSS name such as "white", "grey"
-               ) -> tuple[int, int, int]:
-    "The `(r, g, b)` integers (0..255) of a colour written as `#RRGGBB`, `#RGB` or a CSS name."
-    if not isinstance(value, str):
-        raise ValueError(f"a colour must be a string like '#EDE6DA', not {type(value).__name__} {value!r}")
-    text = value.strip()
-    if text.lower() in CSS_COLORS: return CSS_COLORS[text.lower()]
-    match = _HEX.fullmatch(text)
-    if not match:
-        raise ValueError(f"{value!r} is not a colour; write '#RRGGBB' (e.g. '#EDE6DA'), '#RGB' or one of: "
-                         + ", ".join(CSS_COLORS))
-    digits = match.group(1)
-    if len(digits) == 3: digits = "".join(d * 2 for d in digits)
-    return tuple(int(digits[i:i + 2], 16) for i in (0, 2, 4))
-
-def color_hex(value: str | tuple[int, int, int], # any form `parse_color` reads, or an (r, g, b) tuple
-             ) -> str:
-    "The canonical `#RRGGBB` (upper case) form of a colour, as rules and the API store it."
-    rgb = parse_color(value) if isinstance(value, str) else value
-    if (not isinstance(rgb, (tuple, list)) or len(rgb) != 3
-            or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in rgb)):
-        raise ValueError(f"{value!r} is not a colour; pass '#RRGGBB' or three integers 0..255")
-    return "#{:02X}{:02X}{:02X}".format(*rgb)
+__all__ = ['MAX_PROMPT_CHARS', 'PRESET_KEYS', 'OPTIONAL_PRESET_KEYS', 'CONCEPT_KEYS', 'SWATCH_KEYS', 'Concept', 'Preset',
+           'parse_preset', 'load_preset', 'load_presets']
 
 # %% ../nbs/01_presets.ipynb #c5dba693
-ACTIONS = ("recolor", "material", "fill", "remove", "blur", "adjust")  # every edit action s3lib.edit implements
-
 @dataclass(frozen=True)
 class Concept:
     "One thing SAM 3 is asked to find, and what may be done to it."
@@ -63,7 +29,7 @@ class Concept:
     labels: dict  # language -> label shown to people; has at least "en" and "ko"
     prompt: str  # SAM 3 text prompt: a short English noun phrase
     threshold: float  # default instance score threshold, 0..1
-    actions: tuple  # allowed actions, a subset of `ACTIONS`, in palette order
+    actions: tuple  # allowed actions, names in `s3lib.edit.ACTIONS`, in palette order
 
     def label(self, lang: str = "en") -> str:
         "The label in `lang`, falling back to English."
@@ -177,7 +143,7 @@ def _parse_concept(check: _Checker, value, field: str) -> Concept:
         check.fail(f"{field}.threshold", f"{threshold!r} is not a score threshold; use a number from 0 to 1, e.g. 0.5")
     actions = check.require_list(value["actions"], f"{field}.actions", "actions", allow_empty=False)
     for i, action in enumerate(actions):
-        if action not in ACTIONS:
+        if not isinstance(action, str) or action not in ACTIONS:
             check.fail(f"{field}.actions[{i}]", f"{action!r} is not an action; use one of {', '.join(ACTIONS)}")
         if action in actions[:i]: check.fail(f"{field}.actions[{i}]", f"{action!r} is listed twice")
     return Concept(concept_id, check.labels(value["labels"], f"{field}.labels"), prompt.strip(), float(threshold),

@@ -16,13 +16,14 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .core import ImageError, PresetError, RuleError, json_type, load_image
-from .presets import ACTIONS, Preset, color_hex, load_presets
-from .edit import FEATHER_PIXELS, MATERIALS, PARAMS, Param, apply_edit
+from .core import ImageError, PresetError, RuleError, color_hex, json_type, load_image
+from .presets import Preset, load_presets
+from .edit import ACTIONS, FEATHER_PIXELS, MATERIALS, Param, apply_edit
 from .segment import Instance
 
 # %% auto #0
-__all__ = ['MAX_EDITS', 'MAX_NAME_CHARS', 'RULE_KEYS', 'Edit', 'Rule', 'check_materials', 'EditResult', 'apply_rule']
+__all__ = ['MAX_EDITS', 'MAX_NAME_CHARS', 'RULE_KEYS', 'Edit', 'Rule', 'check_materials', 'edit_schema', 'rule_schema',
+           'EditResult', 'apply_rule']
 
 # %% ../nbs/05_rules.ipynb #d5c1783f
 MAX_EDITS = 32  # edits in one rule
@@ -33,7 +34,7 @@ RULE_KEYS = ("name", "domain", "edits", "protect")
 class Edit:
     "One step of a rule: do `action` with `params` to every instance of `concept`."
     concept: str  # concept id from the rule's preset
-    action: str  # one of `ACTIONS`, allowed on the concept by the preset
+    action: str  # a name in `s3lib.edit.ACTIONS`, allowed on the concept by the preset
     params: dict = field(default_factory=dict)  # every parameter of the action (defaults filled in)
 
     def to_dict(self) -> dict:
@@ -101,7 +102,7 @@ def _parse_value(value, spec: Param, path: str):
     return value
 
 def _parse_params(given: dict, action: str, path: str) -> dict:
-    specs = PARAMS[action]
+    specs = ACTIONS[action].params
     for key in given:
         if key not in specs:
             takes = f"{action} takes {', '.join(specs)}" if specs else f"{action} takes no parameters"
@@ -176,6 +177,34 @@ def _parse_rule(data, presets) -> Rule:
             _fail(f"protect[{i}]", f"{concept_id!r} is also edited by edits[{targets.index(concept_id)}]; an edit on a "
                   "protected concept changes nothing: drop it from protect or drop the edit")
     return Rule(name.strip(), domain, edits, tuple(protect))
+
+# %% ../nbs/05_rules.ipynb #05bae0f2
+def _param_schema(spec: Param) -> dict:
+    if spec.kind == "color": schema = {"type": "string", "description": "a colour: '#RRGGBB', '#RGB' or a CSS name", "examples": ["#EDE6DA"]}
+    elif spec.kind == "number": schema = {"type": "number", "minimum": spec.low, "maximum": spec.high}
+    else: schema = {"type": "string", "enum": list(spec.choices)}
+    return schema if spec.default is None else {**schema, "default": spec.default}
+
+def edit_schema() -> dict:
+    "JSON Schema of one edit in JSON form, `{concept, action, ...params}`: a `oneOf` with one branch per registered action."
+    return {"oneOf": [{"type": "object", "title": action.name, "description": action.summary,
+                       "properties": {"concept": {"type": "string", "description": "a concept id of the rule's preset"},
+                                      "action": {"const": action.name},
+                                      **{name: _param_schema(spec) for name, spec in action.params.items()}},
+                       "required": ["concept", "action", *(name for name, spec in action.params.items() if spec.required)],
+                       "additionalProperties": False}
+                      for action in ACTIONS.values()]}
+
+def rule_schema() -> dict:
+    "JSON Schema of a rule body `{name, domain, edits, protect}`, as `Rule.from_dict` takes it."
+    return {"type": "object", "title": "Rule",
+            "properties": {"name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_CHARS},
+                           "domain": {"type": "string", "description": "the preset id, e.g. 'interior'"},
+                           "edits": {"type": "array", "minItems": 1, "maxItems": MAX_EDITS, "items": edit_schema(),
+                                     "description": "applied in order"},
+                           "protect": {"type": "array", "items": {"type": "string"}, "uniqueItems": True,
+                                       "description": "concept ids whose pixels stay exactly as they are"}},
+            "required": ["name", "domain", "edits"], "additionalProperties": False}
 
 # %% ../nbs/05_rules.ipynb #c5735b36
 @dataclass

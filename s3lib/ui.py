@@ -32,10 +32,11 @@ from typing import Any, Mapping
 import numpy as np
 from PIL import Image
 
-from .core import UPLOAD_TYPES, InvalidRequest, ModelUnavailable, S3libError, Settings, Unauthorized, load_image
-from .edit import PARAMS, texture
+from .core import (UPLOAD_TYPES, InvalidRequest, ModelUnavailable, S3libError, Settings, Unauthorized, color_hex, load_image,
+                        parse_color)
+from .edit import ACTIONS, MATERIALS, Param, texture
 from .export import safe_stems
-from .presets import Preset, color_hex, parse_color
+from .presets import Preset
 from .rules import Rule
 
 # %% ../nbs/14_ui.ipynb #fc2b2236
@@ -339,8 +340,8 @@ def edit_from_inputs(concept: str, # concept id
     "An edit in the rule's JSON form, with only the parameters `action` takes."
     given = {"color": picker_hex(color) if color else None, "name": material, "radius": radius,
              "brightness": brightness, "contrast": contrast, "saturation": saturation}
-    if action not in PARAMS: raise ValueError(f"unknown action {action!r}; choose one of {', '.join(PARAMS)}")
-    params = {name: given[name] for name in PARAMS[action] if given[name] is not None}
+    if action not in ACTIONS: raise ValueError(f"unknown action {action!r}; choose one of {', '.join(ACTIONS)}")
+    params = {name: given[name] for name in ACTIONS[action].params if given[name] is not None}
     return {"concept": concept, "action": action, **params}
 
 def describe_edit(edit: dict, # an edit in JSON form
@@ -679,7 +680,7 @@ class PaletteApp:
     @staticmethod
     def parameter_view(action: str | None) -> dict:
         "Show the inputs `action` takes."
-        takes = set(PARAMS.get(action, {}))
+        takes = set(ACTIONS[action].params) if action in ACTIONS else set()
         return {"color_group": gr.update(visible="color" in takes), "material_group": gr.update(visible="name" in takes),
                 "radius": gr.update(visible="radius" in takes), "adjust_group": gr.update(visible="brightness" in takes)}
 
