@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import re
 import time
 import uuid
 from http import HTTPStatus
 from typing import Any, Callable
 
-from fastapi import APIRouter, Depends, FastAPI, Request, Response, Security
+from fastapi import APIRouter, FastAPI, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
@@ -25,15 +26,17 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.routing import Match
 
 from .core import InvalidRequest, RateLimited, S3libError, SettingsError, TooLarge, Unauthorized
+from .operations import FileResult, Operation, Upload, caller, decode_image, encode_file, operations, perform
 from .core import parse_json_object as parse_object
 from .service import RateLimiter
 from .storage import LocalStore
 
 # %% auto #0
-__all__ = ['logger', 'DEFAULT_RETRY_AFTER_SECONDS', 'JSON_MEDIA_TYPES', 'LATENCY_BUCKETS', 'RULE_EXAMPLE', 'JOB_EXAMPLE',
-           'CALLBACK_EXAMPLE', 'API_PREFIXES', 'ALL_METHODS', 'CORS_HEADERS', 'SECURITY_HEADERS', 'PREFLIGHT_ANSWER',
-           'GRADIO_UPLOAD_PATH', 'UnsupportedMediaType', 'error_response', 'read_body', 'parse_json_object',
-           'ServiceRoute', 'api_router', 'cors_origins', 'create_api', 'edge_options', 'EdgePolicy']
+__all__ = ['logger', 'DEFAULT_RETRY_AFTER_SECONDS', 'JSON_MEDIA_TYPES', 'LATENCY_BUCKETS', 'IMAGE_BODY_SLACK', 'CALLBACK_EXAMPLE',
+           'API_PREFIXES', 'ALL_METHODS', 'CORS_HEADERS', 'SECURITY_HEADERS', 'PREFLIGHT_ANSWER', 'GRADIO_UPLOAD_PATH',
+           'UnsupportedMediaType', 'error_response', 'read_body', 'parse_json_object', 'ServiceRoute', 'openapi_of',
+           'operation_values', 'operation_answer', 'add_operation', 'api_router', 'cors_origins', 'create_api',
+           'edge_options', 'EdgePolicy']
 
 # %% ../nbs/13_api.ipynb #cf5d4f1d
 logger = logging.getLogger(__name__)
@@ -133,131 +136,102 @@ class ServiceRoute(APIRoute):
             return response
         return handle
 
-# %% ../nbs/13_api.ipynb #91b77b5a
-_bearer = HTTPBearer(auto_error=False, description="the token from POST /auth/anon", scheme_name="token")
+# %% ../nbs/13_api.ipynb #0e2c444c
+_bearer = HTTPBearer(auto_error=False, description="the token from POST /auth/anon (or send it as x-s3lib-token)", scheme_name="token")
+IMAGE_BODY_SLACK = 64 * 1024  # bytes allowed beside the base64 image(s) in a body
 
-def _schema(example: dict, description: str) -> dict:
-    "An OpenAPI request body (for /docs) of a route that reads its JSON itself."
-    return {"requestBody": {"required": True, "description": description,
-                            "content": {"application/json": {"schema": {"type": "object"}, "example": example}}}}
+def _body_schema(operation: Operation) -> dict | None:
+    "The JSON Schema of an operation's request body (None when it takes no body)."
+    whole = [i for i in operation.inputs if i.place == "whole"]
+    if whole: return whole[0].schema
+    fields = [i for i in operation.inputs if i.place == "body"]
+    if not fields: return None
+    return {"type": "object", "additionalProperties": False, "required": [i.name for i in fields if i.required],
+            "properties": {i.name: {**i.schema, "description": i.doc, **({"default": i.default} if i.default is not None else {})}
+                           for i in fields}}
 
-RULE_EXAMPLE = {"name": "warm walls", "domain": "interior",
-                "edits": [{"concept": "wall", "action": "recolor", "color": "#EDE6DA"},
-                          {"concept": "floor", "action": "material", "name": "oak"}],
-                "protect": ["person", "artwork"]}
-JOB_EXAMPLE = {"domain": "interior", "rule": {"edits": [{"concept": "wall", "action": "recolor", "color": "#EDE6DA"}],
-                                              "protect": ["person"]},
-               "items": [{"filename": "living-room.jpg", "content_type": "image/jpeg", "size": 482113}]}
-CALLBACK_EXAMPLE = {"job_id": "…", "item": 0, "attempt": 1, "status": "done", "result_key": "users/…/jobs/…/results/0.png"}
+def openapi_of(operation: Operation) -> dict:
+    "What OpenAPI says about a route beyond its path: parameters, request body, the file answers."
+    extra = {"parameters": [{"name": i.name, "in": i.place, "required": i.place == "path" or i.required, "description": i.doc,
+                             "schema": {**i.schema, **({"default": i.default} if i.default is not None else {})}}
+                            for i in operation.inputs if i.place in ("path", "query")]}
+    body = _body_schema(operation)
+    if body is not None:
+        extra["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    if operation.returns == "file":
+        media = "application/zip" if operation.name == "export" else "image/png"
+        extra["responses"] = {str(operation.status): {"description": "the file", "content": {media: {"schema": {"type": "string", "format": "binary"}}}}}
+    return extra
 
-def _object_field(body: dict, name: str):
-    "The one field an operator body has."
-    if set(body) != {name}: raise InvalidRequest(f"the body must be {{\"{name}\": …}} and nothing else", field=name)
-    return body[name]
+def _body_limit(operation: Operation, settings) -> int:
+    "The largest body this route reads."
+    limit = settings.server.max_body_bytes
+    images = [i for i in operation.inputs if i.image]
+    if images:
+        per_image = math.ceil(settings.images.max_bytes * 4 / 3) + 4
+        count = max(p.max_batch for p in settings.plans.values()) if images[0].schema.get("type") == "array" else 1
+        limit = max(limit, per_image * count + IMAGE_BODY_SLACK)
+    return limit
 
-def api_router(service, # the `s3lib.service.Service` every route calls
-              ) -> APIRouter:
-    "Every route of the REST contract (plus /health, /metrics and, for a local store, /objects) on one router."
-    settings = service.settings
-    body_limit = settings.server.max_body_bytes
-    registry = service.prometheus_registry()
-    from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
-    latency = Histogram("s3lib_request_duration_seconds", "Time spent answering REST requests, by route template",
-                        ["method", "route", "status"], registry=registry, buckets=LATENCY_BUCKETS)
-    route_class = type("Route", (ServiceRoute,),
-                       {"observe": staticmethod(lambda method, route, status, seconds:
-                                                latency.labels(method, route, str(status)).observe(seconds))})
-    router = APIRouter(route_class=route_class)
+# %% ../nbs/13_api.ipynb #7c39ec64
+async def operation_values(operation: Operation, request: Request, body_limit: int) -> dict:
+    "An operation's inputs as REST sends them: path, query string and JSON body (images decoded to `Upload`s)."
+    values = dict(request.path_params)
+    for given in operation.inputs:
+        if given.place == "query" and given.name in request.query_params: values[given.name] = request.query_params[given.name]
+    places = {i.place for i in operation.inputs}
+    raw = await read_body(request, body_limit)
+    if "whole" in places:
+        whole = next(i for i in operation.inputs if i.place == "whole")
+        values[whole.name] = parse_json_object(raw, request.headers.get("content-type"))
+    elif "body" in places:
+        body = parse_json_object(raw, request.headers.get("content-type"))
+        fields = [i.name for i in operation.inputs if i.place == "body"]
+        for key in body:
+            if key not in fields: raise InvalidRequest(f"unknown field {key!r}; {operation.method} {operation.path} takes {', '.join(fields)}", field=key)
+        values.update(body)
+    elif raw.strip():
+        raise InvalidRequest(f"{operation.method} {operation.path} takes no body; send none", field="body")
+    for given in operation.inputs:
+        if given.image and values.get(given.name) is not None:
+            value = values[given.name]
+            if given.schema.get("type") == "array":
+                if not isinstance(value, list): raise InvalidRequest(f"{given.name} must be a list of base64 images", field=given.name)
+                values[given.name] = [Upload(f"{given.name}-{k + 1}", decode_image(v, f"{given.name}[{k}]")) for k, v in enumerate(value)]
+            else: values[given.name] = Upload(given.name, decode_image(value, given.name))
+    return values
 
-    def user(credentials: HTTPAuthorizationCredentials | None = Security(_bearer)) -> str:
-        "The id of the user whose token came in `Authorization: Bearer`."
-        if credentials is None:
-            raise Unauthorized("send Authorization: Bearer <token>; get a token from POST /auth/anon")
-        return service.authenticate(credentials.credentials)
+def operation_answer(operation: Operation, result: Any) -> Response:
+    "The HTTP answer of an operation's result: JSON, a file, or nothing (204)."
+    if operation.status == 204: return Response(status_code=204)
+    if isinstance(result, FileResult):
+        return Response(result.data, operation.status, media_type=result.media_type,
+                        headers={"Content-Disposition": f'attachment; filename="{result.name}"'})
+    if isinstance(result, dict) and any(isinstance(v, FileResult) for v in result.values()):
+        result = {k: encode_file(v) if isinstance(v, FileResult) else v for k, v in result.items()}
+    return JSONResponse(result, operation.status)
 
-    async def json_body(request: Request) -> dict:
-        return parse_json_object(await read_body(request, body_limit), request.headers.get("content-type"))
+def add_operation(router: APIRouter, service, # the `s3lib.service.Service`
+                  operation: Operation) -> None:
+    "One operation of the table as a route of `router`."
+    body_limit = _body_limit(operation, service.settings)
 
-    # ---- users and presets ---------------------------------------------------------------------
-    @router.post("/auth/anon", status_code=201, tags=["users"])
-    def sign_up(request: Request):
-        "Create an anonymous user on the free plan: `{token, user: Me}`. Rate-limited per client address."
-        return JSONResponse(service.sign_up(request.client.host if request.client else "unknown"), 201)
+    async def endpoint(request: Request) -> Response:
+        user_id = await run_in_threadpool(caller, service, operation, request.headers)  # who calls, before any body is read
+        values = await operation_values(operation, request, body_limit)
+        client = request.client.host if request.client else "unknown"
+        result = await run_in_threadpool(perform, service, operation, user_id, values, request.headers, client)
+        return operation_answer(operation, result)
 
-    @router.get("/me", tags=["users"])
-    def me(user_id: str = Depends(user)):
-        "Me: id, plan, credits, active jobs, rule slots used and the plan's limits."
-        return JSONResponse(service.me(user_id))
+    summary, _, _ = operation.summary.partition(": ")
+    router.add_api_route(operation.path, endpoint, methods=[operation.method], status_code=operation.status,
+                         tags=[operation.tag], summary=summary.split(". ")[0][:80], description=operation.summary,
+                         operation_id=operation.name, openapi_extra=openapi_of(operation),
+                         dependencies=[Security(_bearer)] if operation.auth else [])
 
-    @router.get("/presets", tags=["presets"])
-    def presets(lang: str = "en"):
-        "The presets (interior, seller); no token needed."
-        return JSONResponse(service.list_presets(lang))
-
-    @router.get("/presets/{preset_id}", tags=["presets"])
-    def preset(preset_id: str, lang: str = "en"):
-        "One preset: its concepts (id, label, prompt, actions), protect defaults, swatches and materials."
-        return JSONResponse(service.get_preset(preset_id, lang))
-
-    # ---- rules ----------------------------------------------------------------------------------
-    @router.get("/rules", tags=["rules"])
-    def rules(user_id: str = Depends(user)):
-        "My saved rules, oldest first."
-        return JSONResponse(service.list_rules(user_id))
-
-    @router.post("/rules", status_code=201, tags=["rules"], openapi_extra=_schema(RULE_EXAMPLE, "a rule"))
-    def create_rule(user_id: str = Depends(user), body: dict = Depends(json_body)):
-        "Save a rule in a free slot: 422 `invalid_rule` naming the field, 403 `plan_limit` when the slots are full."
-        return JSONResponse(service.create_rule(user_id, body), 201)
-
-    @router.get("/rules/{rule_id}", tags=["rules"])
-    def rule(rule_id: str, user_id: str = Depends(user)):
-        "One of my rules."
-        return JSONResponse(service.get_rule(user_id, rule_id))
-
-    @router.put("/rules/{rule_id}", tags=["rules"], openapi_extra=_schema(RULE_EXAMPLE, "the rule's new content"))
-    def update_rule(rule_id: str, user_id: str = Depends(user), body: dict = Depends(json_body)):
-        "Replace one of my rules."
-        return JSONResponse(service.update_rule(user_id, rule_id, body))
-
-    @router.delete("/rules/{rule_id}", status_code=204, tags=["rules"])
-    def delete_rule(rule_id: str, user_id: str = Depends(user)):
-        "Delete one of my rules; its slot is free again."
-        service.delete_rule(user_id, rule_id)
-        return Response(status_code=204)
-
-    # ---- jobs -----------------------------------------------------------------------------------
-    @router.post("/jobs", status_code=201, tags=["jobs"],
-                 openapi_extra=_schema(JOB_EXAMPLE, "the job: a domain, a saved `rule_id` or a `rule`, and the items to upload"))
-    def create_job(request: Request, user_id: str = Depends(user), body: dict = Depends(json_body)):
-        "Create a job and get one presigned upload per item. `Idempotency-Key` makes retries safe."
-        return JSONResponse(service.create_job(user_id, body, idempotency_key=request.headers.get("idempotency-key")), 201)
-
-    @router.get("/jobs", tags=["jobs"])
-    def jobs(limit: int = 50, user_id: str = Depends(user)):
-        "My jobs, newest first."
-        return JSONResponse(service.list_jobs(user_id, limit))
-
-    @router.get("/jobs/{job_id}", tags=["jobs"])
-    def job(job_id: str, user_id: str = Depends(user)):
-        "A job's status, progress, items (with download URLs for done ones) and credits."
-        return JSONResponse(service.job_status(user_id, job_id))
-
-    @router.post("/jobs/{job_id}/confirm-upload", tags=["jobs"])
-    def confirm_upload(job_id: str, user_id: str = Depends(user)):
-        "Check that every item was uploaded and is an image."
-        return JSONResponse(service.confirm_upload(user_id, job_id))
-
-    @router.post("/jobs/{job_id}/execute", status_code=202, tags=["jobs"])
-    def execute(job_id: str, user_id: str = Depends(user)):
-        "Reserve the credits and queue the job's items."
-        return JSONResponse(service.execute(user_id, job_id), 202)
-
-    @router.post("/jobs/{job_id}/cancel", tags=["jobs"])
-    def cancel(job_id: str, user_id: str = Depends(user)):
-        "Cancel an unfinished job; everything reserved and not charged is refunded."
-        return JSONResponse(service.cancel(user_id, job_id))
-
+# %% ../nbs/13_api.ipynb #acd6c70b
+def _worker_routes(router: APIRouter, service, body_limit: int) -> None:
+    "Routes for workers: signed with the callback secret (Standard Webhooks headers), not a user's token."
     @router.post("/jobs/{job_id}/callback", tags=["workers"],
                  openapi_extra=_schema(CALLBACK_EXAMPLE, "a worker's report, signed with the Standard Webhooks headers "
                                                          "webhook-id, webhook-timestamp and webhook-signature"))
@@ -290,13 +264,14 @@ def api_router(service, # the `s3lib.service.Service` every route calls
         raw_body = await read_body(request, body_limit, "the heartbeat body")
         return JSONResponse(await run_in_threadpool(service.worker_heartbeat, request.headers, raw_body))
 
+def _operator_routes(router: APIRouter, service, body_limit: int) -> None:
+    "Routes for operators (`s3lib users grant|plan`): bodies signed with the operator key; not in the public docs."
     async def operator_call(request: Request, what: str, field: str, call: Callable) -> JSONResponse:
-        "An operator request: its body signed with the operator key and holding one `field`, passed to `call(value, reference)`."
         raw_body = await read_body(request, body_limit, f"the {what} body")
-        def run():
+        def run_signed():
             body, reference = service.operator_request(request.headers, raw_body, f"the {what} body")
             return call(_object_field(body, field), reference)
-        return JSONResponse(await run_in_threadpool(run))
+        return JSONResponse(await run_in_threadpool(run_signed))
 
     @router.post("/operator/users/{user_id}/credits", tags=["operators"], include_in_schema=False)
     async def operator_grant(user_id: str, request: Request):
@@ -308,7 +283,36 @@ def api_router(service, # the `s3lib.service.Service` every route calls
         "Change a user's plan (`s3lib users plan`): `{plan: name}` → Me."
         return await operator_call(request, "plan", "plan", lambda plan, reference: service.change_plan(user_id, plan, reference))
 
-    # ---- operations -----------------------------------------------------------------------------
+# %% ../nbs/13_api.ipynb #dcea68c1
+CALLBACK_EXAMPLE = {"job_id": "…", "item": 0, "attempt": 1, "status": "done", "result_key": "users/…/jobs/…/results/0.png"}
+
+def _schema(example: dict, description: str) -> dict:
+    "An OpenAPI request body (for /docs) of a signed route, which reads its raw bytes itself."
+    return {"requestBody": {"required": True, "description": description,
+                            "content": {"application/json": {"schema": {"type": "object"}, "example": example}}}}
+
+def _object_field(body: dict, name: str):
+    "The one field an operator body has."
+    if set(body) != {name}: raise InvalidRequest(f"the body must be {{\"{name}\": …}} and nothing else", field=name)
+    return body[name]
+
+def api_router(service, # the `s3lib.service.Service` every route calls
+              ) -> APIRouter:
+    "Every route of the REST contract (plus /health, /metrics and, for a local store, /objects) on one router."
+    settings = service.settings
+    body_limit = settings.server.max_body_bytes
+    registry = service.prometheus_registry()
+    from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
+    latency = Histogram("s3lib_request_duration_seconds", "Time spent answering REST requests, by route template",
+                        ["method", "route", "status"], registry=registry, buckets=LATENCY_BUCKETS)
+    route_class = type("Route", (ServiceRoute,),
+                       {"observe": staticmethod(lambda method, route, status, seconds:
+                                                latency.labels(method, route, str(status)).observe(seconds))})
+    router = APIRouter(route_class=route_class)
+    for operation in operations("rest"): add_operation(router, service, operation)
+    _worker_routes(router, service, body_limit)
+    _operator_routes(router, service, body_limit)
+
     @router.get("/health", tags=["operations"])
     def health():
         "Database, storage and model status; 503 when the database or storage does not answer."
