@@ -66,7 +66,7 @@ def task(job_id: str, item: int):
 
 def measure(actors: int, work, items: int, warmup: int) -> dict:
     "Start a pool, warm it up, then time `items` tasks from submission to the last completion."
-    from s3lib.runners import RayRunner
+    from s3lib.runners.ray import RayRunner
     coordinator = Coordinator()
     runner = RayRunner(SECRET, StandInModel, actors=actors, work=work)
     runner.start(coordinator)

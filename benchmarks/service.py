@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 from s3lib.auth import sign_callback  # noqa: E402
 from s3lib.core import load_settings  # noqa: E402
 from s3lib.storage import LocalStore  # noqa: E402
-from s3lib.worker import store_signing_secret  # noqa: E402
+from s3lib.server import store_signing_secret  # noqa: E402
 
 JWT_SECRET = "benchmark-jwt-secret-0123456789-abcdefghij"
 CALLBACK_SECRET = "benchmark-callback-secret-9876543210-zyxwv"

@@ -148,7 +148,7 @@ def cmd_users(args) -> int:
 
 def _users_offline(settings, args) -> dict:
     import uuid
-    from s3lib.worker import create_service
+    from s3lib.server import create_service
     service = create_service(settings, start=False)
     try:
         if args.action == "grant": return service.grant_credits(args.user, args.credits, f"cli-{uuid.uuid4().hex}")

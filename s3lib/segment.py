@@ -20,11 +20,11 @@ from typing import Any, Iterable, Mapping, NamedTuple
 import numpy as np
 from PIL import Image
 
-from .core import DEFAULT_MAX_PIXELS, ImageError, InvalidRequest, ModelUnavailable, color_hex, load_image, parse_color
+from .core import DEFAULT_MAX_PIXELS, ImageError, InvalidRequest, ModelUnavailable, Settings, color_hex, load_image, parse_color
 
 # %% auto #0
 __all__ = ['MODEL_TYPES', 'WEIGHT_FILES', 'HUB_ID', 'LOCAL_FIX', 'DTYPES', 'PROTECTED_COLOR', 'CONCEPT_COLORS', 'Instance',
-           'label_map', 'LRUCache', 'image_key', 'Sam3Segmenter', 'instance_color', 'render_overlay']
+           'label_map', 'LRUCache', 'image_key', 'Sam3Segmenter', 'SegmenterLoader', 'instance_color', 'render_overlay']
 
 # %% ../nbs/03_segment.ipynb #c1ae7e21
 @dataclass(frozen=True, eq=False)
@@ -359,14 +359,7 @@ class Sam3Segmenter:
     @classmethod
     def from_settings(cls, settings) -> Sam3Segmenter:
         "Load the model `settings.model` names, with its device, dtype, thresholds, caches, threads and image limit."
-        model = settings.model
-        if model.threads:
-            import torch
-            torch.set_num_threads(model.threads)
-        return cls.from_pretrained(model.id, device=model.device, dtype=model.dtype,
-                                   vision_cache_size=model.vision_cache_size, text_cache_size=model.text_cache_size,
-                                   threshold=model.threshold, mask_threshold=model.mask_threshold,
-                                   max_pixels=settings.images.max_pixels)
+        return SegmenterLoader.from_settings(settings)()
 
     # ---- pre-process (no model lock)
 
@@ -532,6 +525,38 @@ class Sam3Segmenter:
         with self._lock:
             self.vision_cache.clear()
             self.text_cache.clear()
+
+# %% ../nbs/03_segment.ipynb #bb86d399
+@dataclass(frozen=True)
+class SegmenterLoader:
+    "A picklable recipe for a worker's segmenter: the `[model]` settings as plain values; calling it loads the model."
+    model_id: str  # Hugging Face id or a folder on the worker
+    device: str = "auto"  # auto, cpu, cuda or mps
+    dtype: str = "auto"  # auto, float32, bfloat16 or float16
+    threshold: float = 0.5
+    mask_threshold: float = 0.5
+    vision_cache_size: int = 8
+    text_cache_size: int = 256
+    threads: int = 0  # torch CPU threads (0: torch's default)
+    max_pixels: int = 40_000_000
+
+    @classmethod
+    def from_settings(cls, settings: Settings # `[model]` and `[images] max_pixels` are used
+                     ) -> SegmenterLoader:
+        "The recipe for the model these settings name."
+        model = settings.model
+        return cls(model.id, model.device, model.dtype, model.threshold, model.mask_threshold, model.vision_cache_size,
+                   model.text_cache_size, model.threads, settings.images.max_pixels)
+
+    def __call__(self):
+        "Load the segmenter (`ModelUnavailable` says how to fix a missing or gated model)."
+        if self.threads:
+            import torch
+            torch.set_num_threads(self.threads)
+        return Sam3Segmenter.from_pretrained(self.model_id, device=self.device, dtype=self.dtype,
+                                             vision_cache_size=self.vision_cache_size, text_cache_size=self.text_cache_size,
+                                             threshold=self.threshold, mask_threshold=self.mask_threshold,
+                                             max_pixels=self.max_pixels)
 
 # %% ../nbs/03_segment.ipynb #d9b217dc
 PROTECTED_COLOR = "#9CA3AF"

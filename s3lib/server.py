@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import hmac
 import importlib.util
 import logging
 import os
@@ -18,11 +19,41 @@ from typing import Callable
 
 import anyio
 
+from .auth import ensure_secrets
 from .core import Settings, load_settings
+from .ledger import Ledger
+from .presets import load_presets
+from .runners.registry import make_runner
+from .service import Service
+from .storage import open_store
+from .worker import Runner
 
 # %% auto #0
-__all__ = ['logger', 'QUIET_GRADIO', 'SHUTDOWN_SECONDS', 'load_ui', 'gradio_upload_folder', 'fresh_upload_folder', 'build_app',
-           'serve', 'launch_on_spaces']
+__all__ = ['logger', 'QUIET_GRADIO', 'SHUTDOWN_SECONDS', 'store_signing_secret', 'create_service', 'load_ui',
+           'gradio_upload_folder', 'fresh_upload_folder', 'build_app', 'serve', 'launch_on_spaces']
+
+# %% ../nbs/16_server.ipynb #b9b61a72
+def store_signing_secret(settings: Settings) -> str:
+    "The local store's URL-signing key, derived from the JWT secret."
+    return hmac.new(settings.auth.jwt_secret.encode("utf-8"), b"s3lib local store URLs", hashlib.sha256).hexdigest()
+
+def create_service(settings: Settings | None = None, # default: `load_settings()`
+                   segmenter_factory: Callable | None = None, # default: the configured SAM 3, loaded on first use
+                   runner: Runner | None = None, # default: the runner `[runner] kind` names (`s3lib.runners.registry`)
+                   start: bool = True, # start the runner and resume unfinished work
+                  ) -> Service:
+    "A `Service` over the data dir's DuckDB file, the configured store and presets, with its runner."
+    settings = ensure_secrets(settings or load_settings())
+    ledger = Ledger(settings.path(settings.server.data_dir) / "s3lib.duckdb")
+    try:
+        public_url = (settings.server.public_url or f"http://{settings.server.host}:{settings.server.port}").rstrip("/")
+        store = open_store(settings, public_url, store_signing_secret(settings))
+        service = Service(settings, ledger, store, load_presets(settings), segmenter_factory,
+                          runner if runner is not None else make_runner(settings))
+    except BaseException:
+        ledger.close()
+        raise
+    return service.start() if start else service
 
 # %% ../nbs/16_server.ipynb #9381a706
 logger = logging.getLogger(__name__)
@@ -57,7 +88,6 @@ def build_app(settings: Settings | None = None, # default: `load_settings()`; de
              ) -> tuple:
     "The server's FastAPI app and its `Service`; the service starts and stops with the app's lifespan."
     from s3lib.api import create_api
-    from s3lib.worker import create_service
     service = create_service(settings or load_settings(), segmenter_factory, runner, start=False)  # secrets ensured there
     settings = service.settings
 
@@ -125,10 +155,8 @@ def launch_on_spaces(settings: Settings | None = None, # default: `load_settings
     import signal
     for name, value in QUIET_GRADIO.items(): os.environ.setdefault(name, value)  # before gradio is imported
     from s3lib.api import EdgePolicy, api_router, edge_options
-    from s3lib.auth import ensure_secrets
     from s3lib.segment import Sam3Segmenter
     from s3lib.ui import SpacesSegmenter, build_demo, mount_options
-    from s3lib.worker import create_service
     settings = settings or load_settings()
     host = os.environ.get("SPACE_HOST")  # e.g. "owner-s3lib.hf.space"
     if host and not settings.server.public_url: settings = settings.replace(server={"public_url": f"https://{host}"})

@@ -30,12 +30,13 @@ from .core import (IdempotencyMismatch, ImageError, InvalidRequest, InvalidState
 from .export import export_zip
 from .ledger import ACTIVE_JOB_STATES, FINISHED_JOB_STATES, Ledger, iso, utc
 from .rules import Rule, apply_rule
+from .worker import (INSTANCE_KEY, MAX_PROTECTED, ItemTask, Runner, _invalid, _object, _protected,
+                          output_content_type, output_key)
 
 # %% auto #0
 __all__ = ['CONTENT_TYPES', 'MAX_FILENAME_CHARS', 'IDEMPOTENCY_KEY', 'IDEMPOTENCY_HOURS', 'MAX_ERROR_CHARS', 'MAX_JOB_LIST',
-           'MAX_PROTECTED', 'INSTANCE_KEY', 'MAX_REPORT_BYTES', 'MAX_GRANT', 'MAX_CLAIM_WAIT', 'MAX_CLAIM_TASKS',
-           'MODEL_RETRY_SECONDS', 'log', 'ItemTask', 'Runner', 'output_key', 'output_content_type', 'RateLimiter',
-           'default_segmenter_factory', 'Service', 'MetricsCollector']
+           'MAX_REPORT_BYTES', 'MAX_GRANT', 'MAX_CLAIM_WAIT', 'MAX_CLAIM_TASKS', 'MODEL_RETRY_SECONDS', 'log',
+           'RateLimiter', 'default_segmenter_factory', 'Service', 'MetricsCollector']
 
 # %% ../nbs/11_service.ipynb #8b18e456
 CONTENT_TYPES = ("image/jpeg", "image/png", "image/webp")
@@ -44,27 +45,11 @@ IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII, no space
 IDEMPOTENCY_HOURS = 24  # how long an Idempotency-Key is remembered (and callback receipts kept)
 MAX_ERROR_CHARS = 1000  # longest failure message kept for an item
 MAX_JOB_LIST = 200
-MAX_PROTECTED = 64  # instance keys / concept ids protected in one photo
-INSTANCE_KEY = re.compile(r"([^:]{1,64})(?::([0-9]{1,4}))?")  # "person" (every person) or "person:0" (one instance)
 MAX_REPORT_BYTES = 1024 * 1024
 MAX_GRANT = 1_000_000  # most credits one operator grant gives
 MAX_CLAIM_WAIT = 20  # longest a claim waits for a task, in seconds (a long poll)
 MAX_CLAIM_TASKS = 16  # most tasks one claim leases
 MODEL_RETRY_SECONDS = 60.0  # after a failed model load, the next try waits this long (a gated repo, a full disk, a busy GPU)
-
-def _invalid(field: str, problem: str) -> InvalidRequest:
-    return InvalidRequest(f"{field}: {problem}" if field else problem, field=field)
-
-def _object(value, field: str, required: tuple = (), optional: tuple = ()) -> dict:
-    "`value` as a dict with exactly the allowed keys."
-    where = field or "the request body"
-    if not isinstance(value, dict): raise _invalid(field, f"{where} must be a JSON object, not {json_type(value)}")
-    for key in value:
-        if key not in required and key not in optional:
-            raise _invalid(f"{field}.{key}" if field else str(key), f"unknown field; allowed: {', '.join(required + optional)}")
-    for key in required:
-        if key not in value: raise _invalid(f"{field}.{key}" if field else key, "missing")
-    return value
 
 def _integer(value, field: str, low: int | None = None, high: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int): raise _invalid(field, f"must be a whole number, not {json_type(value)}")
@@ -83,87 +68,6 @@ def _filename(value, field: str) -> str:
     if "/" in name or "\\" in name or name in (".", ".."):
         raise _invalid(field, f"{name!r} is a path; send the file's plain name (it is only kept as a label)")
     return name
-
-def _protected(value, field: str, concept_ids) -> list[str]:
-    "A list of concept ids (`person`) and instance keys (`person:0`) of the given concepts, without repeats."
-    if not isinstance(value, (list, tuple)): raise _invalid(field, f"must be a list of concept ids or instance keys like 'person:0', not {json_type(value)}")
-    if len(value) > MAX_PROTECTED: raise _invalid(field, f"at most {MAX_PROTECTED} entries")
-    for i, entry in enumerate(value):
-        match = INSTANCE_KEY.fullmatch(entry) if isinstance(entry, str) else None
-        if match is None or match[1] not in concept_ids:
-            raise _invalid(f"{field}[{i}]", f"{entry!r} is not one of the concepts {', '.join(concept_ids)} or an instance key like 'person:0'")
-    return list(dict.fromkeys(value))
-
-# %% ../nbs/11_service.ipynb #11c6a67e
-@dataclass(frozen=True)
-class ItemTask:
-    "One item of one job, self-contained: what to fetch, how to edit it, where to put the result, whom to tell."
-    job_id: str
-    item: int  # index of the item in its job
-    attempt: int  # 1 for the first hand-out, then 2, 3, … up to max_attempts
-    max_attempts: int
-    input_key: str  # object key of the photo
-    result_key: str  # object key the result must be written to (and reported in the `done` callback)
-    rule: dict  # the validated rule, `Rule.to_dict()` form
-    concepts: list  # [{"id", "prompt", "threshold"}]: the rule's targets, then its protected concepts
-    callback_url: str  # absolute URL of POST /jobs/{id}/callback
-    mask_threshold: float  # pixel probability threshold for masks
-    max_pixels: int  # decompression-bomb guard for the photo
-    max_bytes: int  # largest photo accepted
-    input_url: str | None = None  # presigned GET of the photo (remote runners)
-    result_upload_url: str | None = None  # signed POST {item, size, part} here returns an output's presigned PUT (remote runners)
-    protected: tuple = ()  # instance keys ("person:0") and concept ids kept unchanged in this photo only
-
-
-    def to_dict(self) -> dict:
-        "JSON-ready form, for queues and HTTP payloads."
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Any # a task as `to_dict` wrote it (e.g. decoded from a Runpod payload)
-                 ) -> "ItemTask":
-        "Rebuild a task, checking every field's presence and type."
-        data = _object(data, "task", required=tuple(f.name for f in fields(cls) if f.default is MISSING),
-                       optional=tuple(f.name for f in fields(cls) if f.default is not MISSING))
-        kinds = {"job_id": str, "item": int, "attempt": int, "max_attempts": int, "input_key": str, "result_key": str,
-                 "rule": dict, "concepts": list, "callback_url": str, "mask_threshold": (int, float), "max_pixels": int,
-                 "max_bytes": int, "input_url": (str, type(None)), "result_upload_url": (str, type(None)), "protected": (list, tuple)}
-        data = {"protected": ()} | data
-        for name, kind in kinds.items():
-            value = data.get(name)
-            if isinstance(value, bool) or not isinstance(value, kind): raise _invalid(f"task.{name}", f"has the wrong type ({json_type(value)})")
-        for i, concept in enumerate(data["concepts"]):
-            _object(concept, f"task.concepts[{i}]", required=("id", "prompt", "threshold"))
-        protected = _protected(data["protected"], "task.protected", [c["id"] for c in data["concepts"]])
-        return cls(**data | {"protected": tuple(protected)})
-
-class Runner(Protocol):
-    "Where the service sends item tasks. Implementations: `s3lib.worker.InlineRunner`, `ExternalRunner`; #5 adds Ray and Runpod."
-    remote: bool  # True when workers run outside this process (tasks then carry presigned URLs)
-
-    def start(self, service: "Service") -> None:
-        "Begin taking tasks; `service` is where in-process work reports (and where `retry_task` lives)."
-    def submit(self, task: ItemTask) -> None:
-        "Queue one task; must not block on the work itself."
-    def cancel(self, job_id: str) -> None:
-        "Drop queued tasks of a job and stop its running ones where possible (their callbacks are ignored anyway)."
-    def stop(self) -> None:
-        "Stop taking tasks and release workers."
-
-# %% ../nbs/11_service.ipynb #a53b2349
-def output_key(result_key: str, # the item's result key (`…/results/{item}.png`)
-               part: str = "result", # "result", "report" or "masks/<concept or protect>"
-              ) -> str:
-    "The object key of one output of an item: its result PNG, its report (JSON) or one of its masks (PNG)."
-    if part == "result": return result_key
-    base = result_key.removesuffix(".png")
-    if part == "report": return f"{base}/report.json"
-    if part.startswith("masks/") and len(part) > len("masks/") and "/" not in part[len("masks/"):]: return f"{base}/{part}.png"
-    raise _invalid("part", f"{part!r} is not an output of an item; use result, report or masks/<concept>")
-
-def output_content_type(part: str) -> str:
-    "The content type an output is stored with."
-    return "application/json" if part == "report" else "image/png"
 
 # %% ../nbs/11_service.ipynb #3be24b58
 class RateLimiter:
@@ -737,7 +641,7 @@ class Service:
     def claim_tasks(self, limit: int = 1, # at most this many tasks
                     timeout: float = 0.0, # seconds to wait for the first one
                    ) -> list[ItemTask]:
-        "For workers elsewhere: take queued tasks from the external runner (`s3lib.worker.ExternalRunner`)."
+        "For workers elsewhere: take queued tasks from the external runner (`s3lib.runners.external.ExternalRunner`)."
         claim = getattr(self.runner, "claim", None)
         if claim is None: raise InvalidState(f"the {type(self.runner).__name__ if self.runner else 'missing'} runner hands out tasks itself")
         return claim(_integer(limit, "limit", 1, 100), timeout)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['SIZES', 'CHECKPOINT_FILES', 'RECIPE_VERSION', 'byte_tokenizer', 'sam3_config', 'random_sam3', 'make_tiny_sam3',
-           'tiny_sam3_path', 'zero_threshold_presets', 'make_demo']
+           'tiny_sam3_path', 'zero_threshold_presets', 'make_demo', 'png', 'sample_task', 'MemoryTransport',
+           'RecordingService']
 
 # %% ../nbs/02_testing.ipynb #652dd310
 def byte_tokenizer():
@@ -145,3 +146,36 @@ def make_demo(folder: str | Path, # where to write `model/` and `presets/`
     "A tiny random SAM 3 and the presets with every threshold at 0, for trying the app without weights: `{model, presets}`."
     folder = Path(folder)
     return {"model": make_tiny_sam3(folder / "model"), "presets": zero_threshold_presets(presets_dir, folder / "presets")}
+
+# %% ../nbs/02_testing.ipynb #0a281f2e
+def png(color=(90, 120, 150), size=(48, 40)) -> bytes:
+    "A plain PNG photo."
+    import io
+    from PIL import Image
+    buffer = io.BytesIO(); Image.new("RGB", size, color).save(buffer, "PNG"); return buffer.getvalue()
+
+def sample_task(item: int = 0, job_id: str = "job1", attempt: int = 1):
+    "A self-contained task that recolors the wall of `png()`, with URLs that lead nowhere."
+    from s3lib.worker import ItemTask
+    return ItemTask(job_id=job_id, item=item, attempt=attempt, max_attempts=3,
+                    input_key=f"users/u/jobs/{job_id}/inputs/{item}", result_key=f"users/u/jobs/{job_id}/results/{item}.png",
+                    rule={"name": "r", "domain": "interior", "edits": [{"concept": "wall", "action": "recolor", "color": "#EDE6DA"}],
+                          "protect": []},
+                    concepts=[{"id": "wall", "prompt": "wall", "threshold": 0.0}],
+                    callback_url=f"http://coordinator.invalid/jobs/{job_id}/callback", mask_threshold=0.5,
+                    max_pixels=10**6, max_bytes=10**6, input_url="http://store.invalid/in")
+
+class MemoryTransport:
+    "Fetch/store/report in memory, recording the reports (the coordinator's answers are `{'ok': True}`)."
+    def __init__(self, photo: bytes | None = None): self.photo, self.results, self.reports = photo or png(), {}, []
+    def fetch(self, task): return self.photo
+    def store_result(self, task, data, part="result"): self.results[(task.item, part)] = data
+    def report(self, task, body): self.reports.append(body); return {"ok": True, "duplicate": False}
+
+class RecordingService:
+    "The parts of `Service` runners use: `public_url`, and `retry_task` (recorded here)."
+    def __init__(self, public_url="https://coordinator.example"): self.public_url, self.retries, self.attempts = public_url, [], []
+    def retry_task(self, job_id, item, error, attempt):
+        self.retries.append((job_id, item, error))
+        self.attempts.append(attempt)
+        return "failed"

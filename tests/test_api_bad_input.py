@@ -93,7 +93,7 @@ def expired_upload_url(w: World) -> str:
     "A URL for alice's upload signed with the server's own key, that expired a second ago."
     from s3lib.core import load_settings
     from s3lib.storage import LocalStore
-    from s3lib.worker import store_signing_secret
+    from s3lib.server import store_signing_secret
     settings = load_settings(env={"S3LIB_JWT_SECRET": JWT_SECRET})
     store = LocalStore(w.server.data_dir / "expired-url-signer", w.url, store_signing_secret(settings))
     key = urlsplit(w.created["uploads"][0]["url"]).path.removeprefix("/objects/")

@@ -159,7 +159,7 @@ class SlowTinySegmenter:
         self.model_path, self.delay = model_path, delay
 
     def __call__(self):
-        from s3lib.runners import SegmenterLoader
+        from s3lib.segment import SegmenterLoader
         self.model = SegmenterLoader(self.model_path, device="cpu", threads=1)()
         self.device = self.model.device
         return self
@@ -184,7 +184,7 @@ def ray_home(tmp_path_factory):
 def ray_server(tmp_path_factory, tiny_sam3, ray_home):
     pytest.importorskip("ray")
     import ray.cloudpickle
-    from s3lib.runners import RayRunner
+    from s3lib.runners.ray import RayRunner
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # actors cannot import this test module
     settings = make_settings(tmp_path_factory.mktemp("ray-server"), tiny_sam3,
                              runner={"kind": "ray", "ray_actors": 2, "ray_gpus_per_actor": 0}, jobs={"max_attempts": 3})
@@ -383,7 +383,8 @@ class LocalRunpodEndpoint:
 def runpod_endpoint(tiny_sam3):
     os.environ.setdefault("RUNPOD_LOG_LEVEL", "ERROR")  # read when runpod is imported
     pytest.importorskip("runpod")
-    from s3lib.runners import RunpodWorker, SegmenterLoader
+    from s3lib.runners.runpod import RunpodWorker
+    from s3lib.segment import SegmenterLoader
     from s3lib.worker import HttpTransport
     factory = lambda: RunpodWorker(SegmenterLoader(str(tiny_sam3), device="cpu", threads=1), HttpTransport(CALLBACK_SECRET))
     with LocalRunpodEndpoint(ENDPOINT_ID, RUNPOD_KEY, factory, workers=2) as endpoint:
@@ -391,7 +392,7 @@ def runpod_endpoint(tiny_sam3):
 
 
 def runpod_runner(settings):
-    from s3lib.runners import RunpodRunner
+    from s3lib.runners.runpod import RunpodRunner
     return RunpodRunner.from_settings(settings, poll_seconds=0.2)
 
 
@@ -477,7 +478,7 @@ def s3_changes(endpoint: str) -> dict:
 def test_s3_seed_flow(tmp_path_factory, tiny_sam3, nanio_endpoint, runpod_endpoint):
     settings = make_settings(tmp_path_factory.mktemp("s3-server"), tiny_sam3, **s3_changes(nanio_endpoint),
                              **runpod_changes(runpod_endpoint))
-    with Server(settings) as server:  # the runner [runner] kind names: make_runner → RunpodRunner.from_settings
+    with Server(settings) as server:  # the runner [runner] kind names: s3lib.runners.registry.make_runner → RunpodRunner.from_settings
         assert type(server.service.runner).__name__ == "RunpodRunner"
         client, stranger = Client(server.url), Client(server.url)
         me = client.call("GET", "/me", 200)

@@ -328,7 +328,7 @@ SERVER_UNTIL_KILLED = textwrap.dedent("""
     sys.path.insert(0, sys.argv[2])
     from pathlib import Path
     from test_service import PHOTO, HalfMaskSegmenter, make_settings, uploaded_job
-    from s3lib.worker import create_service
+    from s3lib.server import create_service
 
     class HangsOnSecondPhoto(HalfMaskSegmenter):
         def segment(self, image, concepts, **kwargs):
@@ -362,7 +362,7 @@ def test_kill_minus_nine_mid_job_then_restart_finishes_it(tmp_path):
         server.wait()
     ids = json.loads(state.read_text())
 
-    from s3lib.worker import create_service
+    from s3lib.server import create_service
     service = create_service(make_settings(tmp_path), segmenter_factory=HalfMaskSegmenter)
     try:
         assert service.runner.join(timeout=60)
