@@ -20,8 +20,8 @@ from s3lib import testing
 
 pytestmark = pytest.mark.timeout(600)
 
-ENDPOINTS = {"auth_anon", "me", "presets", "preset", "segment", "preview", "rules_list", "rules_save", "rules_delete",
-             "job_create", "job_status", "job_cancel", "export"}
+from s3lib.operations import operations
+ENDPOINTS = {o.name for o in operations("gradio")}  # the operation table's, REST's too (tests/test_parity.py)
 RULE = {"name": "Sage walls", "domain": "interior", "edits": [{"concept": "wall", "action": "recolor", "color": "#A8B197"}],
         "protect": ["person"]}
 FINISHED = ("done", "failed", "canceled", "expired")
@@ -102,7 +102,7 @@ def test_the_api_is_the_named_endpoints(server, downloads):
         assert endpoint["description"], f"{name} has no description"
     assert api["named_endpoints"]["/segment"]["description"].startswith("Find concepts on a photo with SAM 3")
     assert [p["parameter_name"] for p in api["named_endpoints"]["/segment"]["parameters"]] == ["image", "domain", "concepts",
-                                                                                               "thresholds"]
+                                                                                               "thresholds", "overlay"]
 
 
 def test_every_endpoint_works_with_a_token(server, photos, downloads):
@@ -161,7 +161,7 @@ def test_cancel_refunds(server, downloads, tmp_path):
 
 
 CALLS = {  # endpoint -> arguments (files are filled in by the test)
-    "me": [], "presets": ["en"], "preset": ["interior", "en"], "segment": ["PHOTO", "interior", ["wall"], None],
+    "me": [], "segment": ["PHOTO", "interior", ["wall"], None],
     "preview": ["PHOTO", RULE, None, None], "rules_list": [], "rules_save": [RULE, None], "rules_delete": ["some-rule"],
     "job_create": [["PHOTO"], "interior", RULE, None, None, None], "job_status": ["some-job"], "job_cancel": ["some-job"],
     "export": ["some-job"],
@@ -177,6 +177,13 @@ def test_without_a_token_every_endpoint_fails_clearly(server, photos, downloads,
         connect(server, downloads).predict(*[fill(v) for v in CALLS[endpoint]], api_name=f"/{endpoint}")
     with pytest.raises(AppError, match="^unauthorized: "):
         connect(server, downloads, "not.a.token").predict(*[fill(v) for v in CALLS[endpoint]], api_name=f"/{endpoint}")
+
+
+def test_presets_need_no_token_on_either_surface(server, downloads):
+    "One policy: the presets are public, on the Gradio API as on GET /presets."
+    assert {p["id"] for p in connect(server, downloads).predict("en", api_name="/presets")} == {"interior", "seller"}
+    assert connect(server, downloads).predict("seller", "en", api_name="/preset")["checks"] == ["marketplace"]
+    assert httpx.get(f"{server.url}/presets/seller").json()["checks"] == ["marketplace"]
 
 
 def test_another_users_token_sees_nothing_of_the_first(server, photos, downloads):
@@ -211,9 +218,9 @@ def call_raw(server, endpoint: str, data: list, token: str) -> str:
 def test_a_file_the_caller_did_not_upload_is_refused(server, downloads):
     _, signed = sign_up(server, downloads)
     target = str(server.data_dir / "secrets.json")  # any file on the server, e.g. another user's result
-    bare = call_raw(server, "segment", [{"path": target}, "interior", ["wall"], None], signed["token"])
+    bare = call_raw(server, "segment", [{"path": target}, "interior", ["wall"], None, True], signed["token"])
     assert "event: error" in bare and "image was not uploaded to this app" in bare
-    tagged = call_raw(server, "segment", [{"path": target, "meta": {"_type": "gradio.FileData"}}, "interior", ["wall"], None],
+    tagged = call_raw(server, "segment", [{"path": target, "meta": {"_type": "gradio.FileData"}}, "interior", ["wall"], None, True],
                       signed["token"])
     assert "event: error" in tagged and "event: complete" not in tagged
 
