@@ -4,12 +4,13 @@
 
 # %% auto #0
 __all__ = ['LANGUAGES', 'TEXT', 'DISPLAY_SIDE', 'MAX_CARDS', 'CARD_SIDE', 'TILE_SIDE', 'logger', 'GPU_GROUP', 'POLL_SECONDS',
-           'MODEL_POLL_SECONDS', 'SCRATCH_SECONDS', 'INFO_SECONDS', 'CSS', 'text', 'browser_secret', 'fit',
-           'shrink_mask', 'Found', 'Workspace', 'picker_hex', 'edit_from_inputs', 'describe_edit', 'cutout',
-           'instance_label', 'instance_cards', 'overlay', 'swatch_tiles', 'material_tiles', 'header_markdown',
-           'progress_html', 'error_title', 'shown_error', 'guarded', 'upload_folder', 'uploaded_file', 'on_spaces',
-           'gpu', 'run_segmenter', 'SpacesSegmenter', 'PaletteApp', 'gradio_endpoint', 'theme', 'mount_options', 'wire',
-           'build_demo']
+           'MODEL_POLL_SECONDS', 'SCRATCH_SECONDS', 'INFO_SECONDS', 'CSS', 'text', 'action_label', 'param_label',
+           'browser_secret', 'fit', 'shrink_mask', 'Found', 'Workspace', 'picker_hex', 'composer_params',
+           'control_name', 'is_material', 'edit_from_inputs', 'describe_edit', 'cutout', 'instance_label',
+           'instance_cards', 'overlay', 'swatch_tiles', 'material_tiles', 'header_markdown', 'progress_html',
+           'error_title', 'shown_error', 'guarded', 'upload_folder', 'uploaded_file', 'on_spaces', 'gpu',
+           'run_segmenter', 'SpacesSegmenter', 'PaletteApp', 'gradio_endpoint', 'theme', 'mount_options', 'wire',
+           'parameter_control', 'tile_gallery', 'build_demo']
 
 # %% ../nbs/14_ui.ipynb #a31ac93b
 import functools
@@ -57,9 +58,9 @@ TEXT = {
         "cards_none": "{concept}: nothing found at threshold {threshold:.2f}; lower the threshold to see more.",
         "protect": "Protect", "protected": "protected", "protecting": "Protected everywhere: {concepts}",
         "protecting_none": "Nothing is protected as a whole.",
-        "composer": "Rule", "concept": "Concept", "action": "Action", "color": "Colour", "swatches": "Swatches",
-        "material": "Material", "materials": "Materials", "radius": "Blur radius",
-        "brightness": "Brightness", "contrast": "Contrast", "saturation": "Saturation",
+        "composer": "Rule", "concept": "Concept", "action": "Action", "swatches": "Swatches", "materials": "Materials",
+        "params": {"color": "Colour", "name": "Material", "radius": "Blur radius", "brightness": "Brightness",
+                   "contrast": "Contrast", "saturation": "Saturation"},
         "add_edit": "Add edit", "edits": "Edits, applied in order",
         "edits_empty": "No edits yet: pick a concept and an action, then Add edit.",
         "up": "↑ Up", "down": "↓ Down", "remove_edit": "✕ Remove", "rule_name": "Rule name", "default_rule_name": "My palette",
@@ -104,9 +105,9 @@ TEXT = {
         "cards_none": "{concept}: 임계값 {threshold:.2f}에서 찾지 못했습니다. 임계값을 낮춰 보세요.",
         "protect": "보호", "protected": "보호됨", "protecting": "항상 보호: {concepts}",
         "protecting_none": "통째로 보호하는 개념이 없습니다.",
-        "composer": "규칙", "concept": "개념", "action": "동작", "color": "색상", "swatches": "색 견본",
-        "material": "재질", "materials": "재질", "radius": "흐림 반경",
-        "brightness": "밝기", "contrast": "대비", "saturation": "채도",
+        "composer": "규칙", "concept": "개념", "action": "동작", "swatches": "색 견본", "materials": "재질",
+        "params": {"color": "색상", "name": "재질", "radius": "흐림 반경", "brightness": "밝기", "contrast": "대비",
+                   "saturation": "채도"},
         "add_edit": "편집 추가", "edits": "편집 목록 (순서대로 적용)",
         "edits_empty": "아직 편집이 없습니다. 개념과 동작을 고른 뒤 ‘편집 추가’를 누르세요.",
         "up": "↑ 위로", "down": "↓ 아래로", "remove_edit": "✕ 빼기", "rule_name": "규칙 이름", "default_rule_name": "내 팔레트",
@@ -147,6 +148,19 @@ def text(key: str, # a key of `TEXT["en"]`
     "The words for `key` in `lang`, with `values` filled in (dicts, such as the action names, are returned as they are)."
     words = TEXT.get(lang, TEXT["en"]).get(key, TEXT["en"][key])
     return words.format(**values) if values and isinstance(words, str) else words
+
+# %% ../nbs/14_ui.ipynb #a8ae3414
+def _readable(name: str) -> str: return name.replace("_", " ").capitalize()
+
+def action_label(action: str, # a name in `s3lib.edit.ACTIONS`
+                 lang: str = "en") -> str:
+    "What people call the action: its words in `lang`, else in English, else its name made readable."
+    return text("actions", lang).get(action) or text("actions").get(action) or _readable(action)
+
+def param_label(name: str, # a parameter name of some action
+                lang: str = "en") -> str:
+    "What people call the parameter: its words in `lang`, else in English, else its name made readable."
+    return text("params", lang).get(name) or text("params").get(name) or _readable(name)
 
 # %% ../nbs/14_ui.ipynb #5194a999
 def browser_secret(jwt_secret: str, # the server's JWT secret
@@ -320,21 +334,41 @@ def picker_hex(value: str, # what gr.ColorPicker gave: "#rrggbb", "#rgb", "rgb(�
     if match: return "#{:02X}{:02X}{:02X}".format(*(min(255, max(0, round(float(v)))) for v in match.groups()))
     return color_hex(value)
 
+def composer_params() -> dict[str, Param]:
+    "Every parameter the composer has a control for, by name, in registry order (the first action to declare a name sets it up)."
+    params = {}
+    for action in ACTIONS.values():
+        for name, param in action.params.items(): params.setdefault(name, param)
+    return params
+
+def control_name(name: str) -> str:
+    "The page's name for the composer's control of parameter `name` (prefixed: a parameter may be called anything)."
+    return f"param_{name}"
+
+def is_material(param: Param) -> bool:
+    "Does the parameter choose among `s3lib.edit.MATERIALS`? (The composer then offers the preset's materials, as tiles too.)"
+    return param.kind == "choice" and tuple(param.choices) == MATERIALS
+
 def edit_from_inputs(concept: str, # concept id
                      action: str, # one of the concept's actions
-                     color: str | None = None, # recolor / fill
-                     material: str | None = None, # material
-                     radius: float | None = None, # blur
-                     brightness: float = 0.0, # adjust
-                     contrast: float = 0.0, # adjust
-                     saturation: float = 0.0, # adjust
+                     values: Mapping, # the composer's values by parameter name; None (or "") for an empty control
                     ) -> dict:
     "An edit in the rule's JSON form, with only the parameters `action` takes."
-    given = {"color": picker_hex(color) if color else None, "name": material, "radius": radius,
-             "brightness": brightness, "contrast": contrast, "saturation": saturation}
     if action not in ACTIONS: raise ValueError(f"unknown action {action!r}; choose one of {', '.join(ACTIONS)}")
-    params = {name: given[name] for name in ACTIONS[action].params if given[name] is not None}
+    params = {}
+    for name, param in ACTIONS[action].params.items():
+        value = values.get(name)
+        if value is None or value == "": continue
+        params[name] = picker_hex(value) if param.kind == "color" else value
     return {"concept": concept, "action": action, **params}
+
+def _detail(name: str, value: Any, param: Param, preset: Preset, lang: str) -> str | None:
+    if param.kind == "color":
+        names = {color_hex(s["color"]): s["name"] for s in preset.swatches}
+        return " ".join(filter(None, [names.get(color_hex(value)), color_hex(value)]))
+    if param.kind == "choice": return str(value)
+    if param.low < 0 < param.high: return f"{param_label(name, lang).lower()} {value:+.2f}" if value else None
+    return f"{param_label(name, lang).lower()} {value:g}"
 
 def describe_edit(edit: dict, # an edit in JSON form
                   preset: Preset, # its preset (for the concept's label and swatch names)
@@ -342,16 +376,10 @@ def describe_edit(edit: dict, # an edit in JSON form
                  ) -> str:
     "One line for the edit list, e.g. 'Wall → Recolour Sage #A8B197'."
     concept = preset.concept(edit["concept"]).label(lang)
-    action = text("actions", lang).get(edit["action"], edit["action"])
-    details = []
-    if "color" in edit:
-        names = {color_hex(s["color"]): s["name"] for s in preset.swatches}
-        details.append(" ".join(filter(None, [names.get(color_hex(edit["color"])), color_hex(edit["color"])])))
-    if "name" in edit: details.append(str(edit["name"]))
-    if "radius" in edit: details.append(f"{text('radius', lang).lower()} {edit['radius']:g}")
-    for name in ("brightness", "contrast", "saturation"):
-        if edit.get(name): details.append(f"{text(name, lang).lower()} {edit[name]:+.2f}")
-    return f"{concept} → {action}" + (f" {', '.join(details)}" if details else "")
+    params = ACTIONS[edit["action"]].params if edit["action"] in ACTIONS else {}
+    details = [_detail(name, edit[name], param, preset, lang) for name, param in params.items() if name in edit]
+    details = [d for d in details if d]
+    return f"{concept} → {action_label(edit['action'], lang)}" + (f" {', '.join(details)}" if details else "")
 
 # %% ../nbs/14_ui.ipynb #cafe1424
 CARD_SIDE = 160  # longest side of a card's thumbnail, in pixels
@@ -621,13 +649,21 @@ class PaletteApp:
         preset = self.preset(ws)
         view = self.button_view(ws, lang, buttons)
         view["threshold"] = self.threshold_view(ws, lang)
-        view["swatches"] = swatch_tiles(preset)
-        view["materials"] = material_tiles(preset)
-        view["material"] = gr.update(choices=list(preset.materials), value=preset.materials[0] if preset.materials else None)
-        view["color"] = preset.swatches[0]["color"] if preset.swatches else "#FFFFFF"
+        view.update(self.composer_view(preset, lang))
         view["concept"] = gr.update(choices=[(c.label(lang), c.id) for c in preset.concepts],
                                     value=ws.focus or preset.concepts[0].id)
         view["marketplace"] = gr.update(visible=bool(preset.checks))
+        return view
+
+    @staticmethod
+    def composer_view(preset: Preset, lang: str) -> dict:
+        "The parameter controls' labels, the preset's swatches and materials, and its first swatch and material chosen."
+        view = {"swatches": swatch_tiles(preset), "materials": material_tiles(preset)}
+        for name, param in composer_params().items():
+            update = {"label": param_label(name, lang)}
+            if param.kind == "color": update["value"] = preset.swatches[0]["color"] if preset.swatches else param.default or "#FFFFFF"
+            if is_material(param): update.update(choices=list(preset.materials), value=preset.materials[0] if preset.materials else None)
+            view[control_name(name)] = gr.update(**update)
         return view
 
     def threshold_view(self, ws: Workspace, lang: str):
@@ -640,15 +676,19 @@ class PaletteApp:
         preset = self.preset(ws)
         if concept not in preset.concept_ids: concept = preset.concepts[0].id
         allowed = preset.concept(concept).actions
-        names = text("actions", lang)
-        return {"action": gr.update(choices=[(names[a], a) for a in allowed], value=action if action in allowed else allowed[0])}
+        return {"action": gr.update(choices=[(action_label(a, lang), a) for a in allowed],
+                                    value=action if action in allowed else allowed[0])}
 
     @staticmethod
     def parameter_view(action: str | None) -> dict:
-        "Show the inputs `action` takes."
-        takes = set(ACTIONS[action].params) if action in ACTIONS else set()
-        return {"color_group": gr.update(visible="color" in takes), "material_group": gr.update(visible="name" in takes),
-                "radius": gr.update(visible="radius" in takes), "adjust_group": gr.update(visible="brightness" in takes)}
+        "Show the controls `action` takes (sliders over its ranges), and the swatches or materials when it takes those."
+        takes = ACTIONS[action].params if action in ACTIONS else {}
+        view = {control_name(name): gr.update(visible=name in takes) for name in composer_params()}
+        for name, param in takes.items():
+            if param.kind == "number": view[control_name(name)] = gr.update(visible=True, minimum=param.low, maximum=param.high)
+        view["swatches"] = gr.update(visible=any(p.kind == "color" for p in takes.values()))
+        view["materials"] = gr.update(visible=any(is_material(p) for p in takes.values()))
+        return view
 
     def editor_view(self, ws: Workspace, lang: str, selected: int | None = None) -> dict:
         "The edit list and what is protected as a whole."
@@ -765,20 +805,31 @@ class PaletteApp:
         return {"ws": ws, "canvas": self.overlay_view(ws, lang), **self.editor_view(ws, lang), **self.button_view(ws, lang, buttons)}
 
     def choose_concept(self, concept: str, ws: Workspace | None, action: str | None, lang: str) -> dict:
-        if ws is None: return {}
+        "The actions of the concept chosen; nothing when the concept and the workspace disagree (a stale event of a domain switch)."
+        if ws is None or concept not in self.preset(ws).concept_ids: return {}
         return self.action_view(ws, concept, lang, action)
 
-    def pick_swatch(self, ws: Workspace, event: gr.SelectData) -> dict:
-        return {"color": color_hex(self.preset(ws).swatches[event.index]["color"])}
+    @staticmethod
+    def _first_control(action: str | None, wanted) -> list:
+        "The control of the chosen action's first parameter for which `wanted(param)` holds: [its name], or [] when none does."
+        takes = ACTIONS[action].params if action in ACTIONS else {}
+        return [control_name(name) for name, param in takes.items() if wanted(param)][:1]
 
-    def pick_material(self, ws: Workspace, event: gr.SelectData) -> dict:
-        return {"material": self.preset(ws).materials[event.index]}
+    def pick_swatch(self, ws: Workspace, action: str | None, event: gr.SelectData) -> dict:
+        "A swatch clicked: it becomes the chosen action's colour."
+        return {name: color_hex(self.preset(ws).swatches[event.index]["color"])
+                for name in self._first_control(action, lambda p: p.kind == "color")}
+
+    def pick_material(self, ws: Workspace, action: str | None, event: gr.SelectData) -> dict:
+        "A material tile clicked: it becomes the chosen action's material."
+        return {name: self.preset(ws).materials[event.index] for name in self._first_control(action, is_material)}
 
     @guarded()
-    def add_edit(self, concept: str, action: str, color: str, material: str, radius: float, brightness: float,
-                 contrast: float, saturation: float, ws: Workspace, lang: str, buttons: int) -> dict:
+    def add_edit(self, concept: str, action: str,
+                 values: Mapping, # the composer's values by parameter name
+                 ws: Workspace, lang: str, buttons: int) -> dict:
         "Append the composed edit, after checking that the rule stays valid (the service checks again when saving)."
-        edit = edit_from_inputs(concept, action, color, material, radius, brightness, contrast, saturation)
+        edit = edit_from_inputs(concept, action, values)
         trial = Workspace(ws.domain, ws.thresholds, list(ws.protect), edits=list(ws.edits))
         trial.add_edit(edit)
         Rule.from_dict(trial.rule_body("check"), self.presets)  # RuleError names the bad field
@@ -1041,6 +1092,31 @@ def wire(trigger, # an event listener such as `button.click`
         def event(*args, **kwargs): return to_components(handler(*args, **kwargs))
     return trigger(event, inputs, [ui[n] for n in names], api_name=f"ui_{name}", api_visibility="private", **options)
 
+# %% ../nbs/14_ui.ipynb #e62683b5
+def parameter_control(name: str, # the parameter's name
+                      param: Param, # its record in `s3lib.edit.ACTIONS`
+                      preset: Preset, # the preset shown first (its swatches and materials)
+                      lang: str = "en", # label language
+                      visible: bool = True,
+                     ):
+    "The composer's input for one parameter, with elem_id `edit-<name>`."
+    options = {"label": param_label(name, lang), "elem_id": f"edit-{name}", "visible": visible}
+    if param.kind == "color":
+        return gr.ColorPicker(preset.swatches[0]["color"] if preset.swatches else param.default or "#FFFFFF", **options)
+    if param.kind == "choice":
+        choices = list(preset.materials) if is_material(param) else list(param.choices)
+        return gr.Dropdown(choices, value=param.default if param.default in choices else next(iter(choices), None), **options)
+    span = param.high - param.low
+    step = float(0.05 * 10 ** np.floor(np.log10(span))) if span > 0 else 1.0
+    return gr.Slider(param.low, param.high, value=param.low if param.default is None else param.default, step=step, **options)
+
+def tile_gallery(tiles: str, # "swatches" or "materials"
+                 preset: Preset, lang: str = "en", visible: bool = True) -> gr.Gallery:
+    "The preset's swatches or materials as tiles to click, with elem_id `tiles`."
+    items, columns = (swatch_tiles(preset), 6) if tiles == "swatches" else (material_tiles(preset), 5)
+    return gr.Gallery(items, label=text(tiles, lang), columns=columns, height=200, allow_preview=False, show_label=False,
+                      elem_id=tiles, interactive=False, visible=visible)
+
 # %% ../nbs/14_ui.ipynb #69303a45
 def build_demo(service, # the `s3lib.service.Service` (its presets, users, rules, jobs and model)
                settings: Settings | None = None, # default: `service.settings`
@@ -1127,20 +1203,13 @@ def build_demo(service, # the `s3lib.service.Service` (its presets, users, rules
                         named("concept", gr.Dropdown([(c.label(lang0), c.id) for c in preset0.concepts], value=preset0.concepts[0].id,
                                                      label=text("concept", lang0), elem_id="edit-concept"), "concept")
                         named("action", gr.Dropdown([], label=text("action", lang0), elem_id="edit-action"), "action")
-                    with named("color_group", gr.Column(visible=True)):
-                        named("color", gr.ColorPicker(preset0.swatches[0]["color"] if preset0.swatches else "#FFFFFF",
-                                                      label=text("color", lang0), elem_id="edit-color"), "color")
-                        named("swatches", gr.Gallery(swatch_tiles(preset0), label=text("swatches", lang0), columns=6, height=200,
-                                                     allow_preview=False, show_label=False, elem_id="swatches", interactive=False), "swatches")
-                    with named("material_group", gr.Column(visible=False)):
-                        named("material", gr.Dropdown(list(preset0.materials), value=preset0.materials[0] if preset0.materials else None,
-                                                      label=text("material", lang0), elem_id="edit-material"), "material")
-                        named("materials", gr.Gallery(material_tiles(preset0), label=text("materials", lang0), columns=5, height=200,
-                                                      allow_preview=False, show_label=False, elem_id="materials", interactive=False), "materials")
-                    named("radius", gr.Slider(0.5, 100, value=8, step=0.5, label=text("radius", lang0), visible=False), "radius")
-                    with named("adjust_group", gr.Column(visible=False)):
-                        for name in ("brightness", "contrast", "saturation"):
-                            named(name, gr.Slider(-1, 1, value=0, step=0.05, label=text(name, lang0)), name)
+                    shown = ACTIONS[preset0.concepts[0].actions[0]].params  # what the first concept's first action takes
+                    for name, param in composer_params().items():  # one control per parameter; tiles after the first they fill
+                        named(control_name(name), parameter_control(name, param, preset0, lang0, visible=name in shown))
+                        tiles = "swatches" if param.kind == "color" else "materials" if is_material(param) else None
+                        if tiles and tiles not in ui: named(tiles, tile_gallery(tiles, preset0, lang0, visible=name in shown), tiles)
+                    for tiles in ("swatches", "materials"):  # always on the page, so every view may name them
+                        if tiles not in ui: named(tiles, tile_gallery(tiles, preset0, lang0, visible=False), tiles)
                     named("add_edit", gr.Button(text("add_edit", lang0), variant="secondary", elem_id="add-edit"), "add_edit", "value")
                     named("edits", gr.Radio([], label=text("edits", lang0), visible=False, elem_id="edits"), "edits")
                     named("edits_empty", gr.Markdown(text("edits_empty", lang0)), "edits_empty", "value")
@@ -1190,7 +1259,10 @@ def build_demo(service, # the `s3lib.service.Service` (its presets, users, rules
         palette = [f"concept_{i}" for i in range(pool)]
         canvas_out = ["canvas", "cards", "cards_note"]
         editor_out = ["edits", "edits_empty", "protect_note"]
-        domain_out = ["ws", *palette, "threshold", "swatches", "materials", "material", "color", "concept", "marketplace", "action",
+        controls = [control_name(name) for name in composer_params()]
+        composer_out = ["swatches", "materials", *controls]
+        # the action before the concept: the concept's change event then reads the new domain's action, not the old one's
+        domain_out = ["ws", *palette, "threshold", *composer_out, "action", "concept", "marketplace",
                       *editor_out, "rule_name", *canvas_out, "slider"]
         header = functools.partial(wire, handler=app.header, inputs=[token, lang], names=["header", "strip"], ui=ui)
         rules = functools.partial(wire, handler=app.rules, inputs=[token, ws, lang], names=["saved_rules"], ui=ui)
@@ -1217,7 +1289,7 @@ def build_demo(service, # the `s3lib.service.Service` (its presets, users, rules
                                                                      "marketplace", "job"})
         relabeled = wire(lang.change, relabel_static, [lang], relabel_names, ui)
         relabeled = wire(relabeled.then, functools.partial(app.relabel, buttons=pool), [lang, ui["rule_name"], ws],
-                         ["ws", *palette, "threshold", "swatches", "materials", "material", "color", "concept", "marketplace",
+                         ["ws", *palette, "threshold", *composer_out, "concept", "marketplace",
                           *editor_out, "rule_name", *canvas_out, "domain"], ui)
         wire(relabeled.then, app.choose_concept, [ui["concept"], ws, ui["action"], lang], ["action"], ui)
         header(relabeled.then)
@@ -1235,11 +1307,16 @@ def build_demo(service, # the `s3lib.service.Service` (its presets, users, rules
         banner(refiltered.then)
 
         wire(ui["concept"].change, app.choose_concept, [ui["concept"], ws, ui["action"], lang], ["action"], ui)
-        wire(ui["action"].change, app.parameter_view, [ui["action"]], ["color_group", "material_group", "radius", "adjust_group"], ui)
-        wire(ui["swatches"].select, app.pick_swatch, [ws], ["color"], ui)
-        wire(ui["materials"].select, app.pick_material, [ws], ["material"], ui)
-        wire(ui["add_edit"].click, functools.partial(app.add_edit, buttons=pool),
-             [ui[n] for n in ("concept", "action", "color", "material", "radius", "brightness", "contrast", "saturation")] + [ws, lang],
+        wire(ui["action"].change, app.parameter_view, [ui["action"]], composer_out, ui)
+        colors = [control_name(name) for name, param in composer_params().items() if param.kind == "color"]
+        materials = [control_name(name) for name, param in composer_params().items() if is_material(param)]
+        wire(ui["swatches"].select, app.pick_swatch, [ws, ui["action"]], colors, ui)
+        wire(ui["materials"].select, app.pick_material, [ws, ui["action"]], materials, ui)
+
+        def add_edit(concept: str, action: str, *values_then_state):  # Gradio passes the controls' values in `controls` order
+            *values, workspace, language = values_then_state
+            return app.add_edit(concept, action, dict(zip(composer_params(), values)), workspace, language, buttons=pool)
+        wire(ui["add_edit"].click, add_edit, [ui["concept"], ui["action"], *[ui[n] for n in controls], ws, lang],
              ["ws", *editor_out, *palette], ui)
         wire(ui["up"].click, functools.partial(app.move_edit, -1), [ui["edits"], ws, lang], ["ws", *editor_out], ui)
         wire(ui["down"].click, functools.partial(app.move_edit, +1), [ui["edits"], ws, lang], ["ws", *editor_out], ui)
