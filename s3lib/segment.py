@@ -18,6 +18,7 @@ from types import SimpleNamespace
 from typing import Any, Iterable, Mapping, NamedTuple
 
 import numpy as np
+from fastcore.basics import patch
 from PIL import Image
 
 from .core import DEFAULT_MAX_PIXELS, ImageError, InvalidRequest, ModelUnavailable, Settings, color_hex, load_image, parse_color
@@ -325,7 +326,6 @@ class Sam3Segmenter:
 
     def __repr__(self): return f"Sam3Segmenter({self.model_id!r}, device={self.device}, dtype={self.dtype})"
 
-    # ---- loading
 
     @classmethod
     def from_pretrained(cls,
@@ -361,170 +361,178 @@ class Sam3Segmenter:
         "Load the model `settings.model` names, with its device, dtype, thresholds, caches, threads and image limit."
         return SegmenterLoader.from_settings(settings)()
 
-    # ---- pre-process (no model lock)
+# %% ../nbs/03_segment.ipynb #4e301f78
+@patch
+def _pixel_values(self: Sam3Segmenter, images: list[Image.Image]) -> list:
+    "Pre-process: each image resized to 1008×1008 and normalised, as one tensor per image (on the GPU if the model is)."
+    on_gpu = {"device": self.device} if self.device.type == "cuda" else {}  # 4× faster than the CPU for 16 photos
+    return list(self.processor.image_processor(images, return_tensors="pt", **on_gpu).pixel_values)
 
-    def _pixel_values(self, images: list[Image.Image]) -> list:
-        "Pre-process: each image resized to 1008×1008 and normalised, as one tensor per image (on the GPU if the model is)."
-        on_gpu = {"device": self.device} if self.device.type == "cuda" else {}  # 4× faster than the CPU for 16 photos
-        return list(self.processor.image_processor(images, return_tensors="pt", **on_gpu).pixel_values)
+@patch
+def _tokens(self: Sam3Segmenter, prompts: Iterable[str]) -> dict:
+    "Pre-process: token ids and attention mask per prompt, padded (and cut) to SAM 3's 32 tokens."
+    with self._tokenizer_lock:  # a fast tokenizer changes its padding state per call: not safe across threads
+        return {prompt: self.processor.tokenizer([prompt], padding="max_length", max_length=32, truncation=True,
+                                                 return_tensors="pt") for prompt in dict.fromkeys(prompts)}
 
-    def _tokens(self, prompts: Iterable[str]) -> dict:
-        "Pre-process: token ids and attention mask per prompt, padded (and cut) to SAM 3's 32 tokens."
-        with self._tokenizer_lock:  # a fast tokenizer changes its padding state per call: not safe across threads
-            return {prompt: self.processor.tokenizer([prompt], padding="max_length", max_length=32, truncation=True,
-                                                     return_tensors="pt") for prompt in dict.fromkeys(prompts)}
+@patch
+def _negative_geometry(self: Sam3Segmenter, ask: _Ask, size: tuple):
+    "Pre-process: an ask's negative boxes, clipped to the image, as the processor's normalised box tensors."
+    if not ask.negative_boxes: return None
+    height, width = size
+    boxes = []
+    for j, (x1, y1, x2, y2) in enumerate(ask.negative_boxes):
+        x1, x2, y1, y2 = min(max(x1, 0), width), min(max(x2, 0), width), min(max(y1, 0), height), min(max(y2, 0), height)
+        if x2 <= x1 or y2 <= y1:
+            raise InvalidRequest(f"negative_boxes[{ask.id}][{j}] lies outside the {width}×{height} image",
+                                 field=f"negative_boxes[{ask.id}][{j}]")
+        boxes.append([x1, y1, x2, y2])
+    with self._tokenizer_lock:  # the processor also tokenizes its default box prompt
+        encoded = self.processor(input_boxes=[boxes], input_boxes_labels=[[0] * len(boxes)],
+                                 original_sizes=[[height, width]], return_tensors="pt")
+    return encoded.input_boxes, encoded.input_boxes_labels
 
-    def _negative_geometry(self, ask: _Ask, size: tuple):
-        "Pre-process: an ask's negative boxes, clipped to the image, as the processor's normalised box tensors."
-        if not ask.negative_boxes: return None
-        height, width = size
-        boxes = []
-        for j, (x1, y1, x2, y2) in enumerate(ask.negative_boxes):
-            x1, x2, y1, y2 = min(max(x1, 0), width), min(max(x2, 0), width), min(max(y1, 0), height), min(max(y2, 0), height)
-            if x2 <= x1 or y2 <= y1:
-                raise InvalidRequest(f"negative_boxes[{ask.id}][{j}] lies outside the {width}×{height} image",
-                                     field=f"negative_boxes[{ask.id}][{j}]")
-            boxes.append([x1, y1, x2, y2])
-        with self._tokenizer_lock:  # the processor also tokenizes its default box prompt
-            encoded = self.processor(input_boxes=[boxes], input_boxes_labels=[[0] * len(boxes)],
-                                     original_sizes=[[height, width]], return_tensors="pt")
-        return encoded.input_boxes, encoded.input_boxes_labels
+@patch
+def _groups(self: Sam3Segmenter, pairs: list[_Pair]) -> list[list[_Pair]]:
+    "Decode batches of at most `batch_size` pairs, in order; a pair with negative boxes is a batch of its own."
+    groups, plain = [[pair] for pair in pairs if pair.geometry is not None], [pair for pair in pairs if pair.geometry is None]
+    return groups + [plain[start:start + self.batch_size] for start in range(0, len(plain), self.batch_size)]
 
-    def _groups(self, pairs: list[_Pair]) -> list[list[_Pair]]:
-        "Decode batches of at most `batch_size` pairs, in order; a pair with negative boxes is a batch of its own."
-        groups, plain = [[pair] for pair in pairs if pair.geometry is not None], [pair for pair in pairs if pair.geometry is None]
-        return groups + [plain[start:start + self.batch_size] for start in range(0, len(plain), self.batch_size)]
+# %% ../nbs/03_segment.ipynb #280d886c
+@patch
+def _vision_features(self: Sam3Segmenter, keys: list[str], images: list[Image.Image], pixel_values: dict) -> dict:
+    "Forward (lock held): (hidden states, position encodings) per key, cached or from one vision pass per new image."
+    import torch
+    features, missing = {}, []
+    for key in dict.fromkeys(keys):
+        cached = self.vision_cache.get(key)
+        if cached is None: missing.append(key)
+        else: features[key] = cached
+    late = [key for key in missing if key not in pixel_values]  # cached at pre-process time, evicted since
+    if late: pixel_values.update(zip(late, self._pixel_values([images[keys.index(key)] for key in late])))
+    for start in range(0, len(missing), self.batch_size):
+        chunk = missing[start:start + self.batch_size]
+        batch = torch.stack([pixel_values[key] for key in chunk]).to(device=self.device, dtype=self.dtype)
+        with torch.inference_mode(): output = self.model.get_vision_features(pixel_values=batch)
+        self.vision_passes += len(chunk)
+        position = tuple(level[:1] for level in output.fpn_position_encoding)
+        if self._position_encoding is None or not all(
+                torch.equal(shared, new) for shared, new in zip(self._position_encoding, position)):
+            self._position_encoding = tuple(level.clone() for level in position)
+        for row, key in enumerate(chunk):  # a row of a batch is cloned, so evicting one image frees its memory
+            hidden = tuple(level[row:row + 1] if len(chunk) == 1 else level[row:row + 1].clone()
+                           for level in output.fpn_hidden_states)
+            features[key] = (hidden, self._position_encoding)
+            self.vision_cache.put(key, features[key])
+    return features
 
-    # ---- forward (model calls only, under the lock)
+@patch
+def _text_features(self: Sam3Segmenter, tokens: dict) -> dict:
+    "Forward (lock held): (projected text embeddings, attention mask) per prompt, cached."
+    import torch
+    features = {}
+    for prompt, encoded in tokens.items():
+        cached = self.text_cache.get(prompt)
+        if cached is None:
+            input_ids, attention_mask = encoded.input_ids.to(self.device), encoded.attention_mask.to(self.device)
+            with torch.inference_mode():
+                embeds = self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
+            cached = (embeds.pooler_output, attention_mask)
+            self.text_cache.put(prompt, cached)
+        features[prompt] = cached
+    return features
 
-    def _vision_features(self, keys: list[str], images: list[Image.Image], pixel_values: dict) -> dict:
-        "Forward (lock held): (hidden states, position encodings) per key, cached or from one vision pass per new image."
-        import torch
-        features, missing = {}, []
-        for key in dict.fromkeys(keys):
-            cached = self.vision_cache.get(key)
-            if cached is None: missing.append(key)
-            else: features[key] = cached
-        late = [key for key in missing if key not in pixel_values]  # cached at pre-process time, evicted since
-        if late: pixel_values.update(zip(late, self._pixel_values([images[keys.index(key)] for key in late])))
-        for start in range(0, len(missing), self.batch_size):
-            chunk = missing[start:start + self.batch_size]
-            batch = torch.stack([pixel_values[key] for key in chunk]).to(device=self.device, dtype=self.dtype)
-            with torch.inference_mode(): output = self.model.get_vision_features(pixel_values=batch)
-            self.vision_passes += len(chunk)
-            position = tuple(level[:1] for level in output.fpn_position_encoding)
-            if self._position_encoding is None or not all(
-                    torch.equal(shared, new) for shared, new in zip(self._position_encoding, position)):
-                self._position_encoding = tuple(level.clone() for level in position)
-            for row, key in enumerate(chunk):  # a row of a batch is cloned, so evicting one image frees its memory
-                hidden = tuple(level[row:row + 1] if len(chunk) == 1 else level[row:row + 1].clone()
-                               for level in output.fpn_hidden_states)
-                features[key] = (hidden, self._position_encoding)
-                self.vision_cache.put(key, features[key])
-        return features
+@patch
+def _forward(self: Sam3Segmenter, pairs: list[_Pair], vision: dict, text: dict):
+    "Forward (lock held): one detector + mask decoder call for a group of pairs."
+    import torch
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+    from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
+    hidden, position = [vision[pair.key][0] for pair in pairs], [vision[pair.key][1] for pair in pairs]
+    features = Sam3VisionEncoderOutput(
+        fpn_hidden_states=tuple(_stack([states[level] for states in hidden]) for level in range(len(hidden[0]))),
+        fpn_position_encoding=tuple(_stack([codes[level] for codes in position]) for level in range(len(position[0]))))
+    embeds = BaseModelOutputWithPooling(pooler_output=_stack([text[pair.ask.prompt][0] for pair in pairs]))
+    attention_mask = _stack([text[pair.ask.prompt][1] for pair in pairs])
+    geometry = {}
+    if pairs[0].geometry is not None:  # decoded alone: see `_groups`
+        boxes, labels = pairs[0].geometry
+        geometry = dict(input_boxes=boxes.to(self.device, self.dtype), input_boxes_labels=labels.to(self.device))
+    with torch.inference_mode():
+        return self.model(vision_embeds=features, text_embeds=embeds, attention_mask=attention_mask, **geometry)
 
-    def _text_features(self, tokens: dict) -> dict:
-        "Forward (lock held): (projected text embeddings, attention mask) per prompt, cached."
-        import torch
-        features = {}
-        for prompt, encoded in tokens.items():
-            cached = self.text_cache.get(prompt)
-            if cached is None:
-                input_ids, attention_mask = encoded.input_ids.to(self.device), encoded.attention_mask.to(self.device)
-                with torch.inference_mode():
-                    embeds = self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
-                cached = (embeds.pooler_output, attention_mask)
-                self.text_cache.put(prompt, cached)
-            features[prompt] = cached
-        return features
+# %% ../nbs/03_segment.ipynb #5bf2262c
+@patch
+def _instances(self: Sam3Segmenter, output, row: int, pair: _Pair, mask_threshold: float) -> list[Instance]:
+    "Post-process one pair: keep scores above its threshold, masks resized to the image and cast to bool, best first."
+    one = SimpleNamespace(**{name: getattr(output, name)[row:row + 1].float()
+                             for name in ("pred_logits", "pred_boxes", "pred_masks", "presence_logits")})
+    result = self.processor.post_process_instance_segmentation(
+        one, threshold=pair.ask.threshold, mask_threshold=mask_threshold, target_sizes=[pair.size])[0]
+    masks = result["masks"].bool().cpu().numpy()
+    masks.setflags(write=False)  # instances are frozen, their masks too: each mask below is a view of this array
+    scores, boxes = result["scores"].cpu().tolist(), result["boxes"].cpu().tolist()
+    instances = []
+    for i in sorted(range(len(scores)), key=lambda i: -scores[i]):
+        if not masks[i].any(): continue
+        instances.append(Instance(pair.ask.id, len(instances), scores[i], tuple(boxes[i]), masks[i]))
+    return instances
 
-    def _forward(self, pairs: list[_Pair], vision: dict, text: dict):
-        "Forward (lock held): one detector + mask decoder call for a group of pairs."
-        import torch
-        from transformers.modeling_outputs import BaseModelOutputWithPooling
-        from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
-        hidden, position = [vision[pair.key][0] for pair in pairs], [vision[pair.key][1] for pair in pairs]
-        features = Sam3VisionEncoderOutput(
-            fpn_hidden_states=tuple(_stack([states[level] for states in hidden]) for level in range(len(hidden[0]))),
-            fpn_position_encoding=tuple(_stack([codes[level] for codes in position]) for level in range(len(position[0]))))
-        embeds = BaseModelOutputWithPooling(pooler_output=_stack([text[pair.ask.prompt][0] for pair in pairs]))
-        attention_mask = _stack([text[pair.ask.prompt][1] for pair in pairs])
-        geometry = {}
-        if pairs[0].geometry is not None:  # decoded alone: see `_groups`
-            boxes, labels = pairs[0].geometry
-            geometry = dict(input_boxes=boxes.to(self.device, self.dtype), input_boxes_labels=labels.to(self.device))
-        with torch.inference_mode():
-            return self.model(vision_embeds=features, text_embeds=embeds, attention_mask=attention_mask, **geometry)
+# %% ../nbs/03_segment.ipynb #7adcbc60
+@patch
+def segment_batch(self: Sam3Segmenter,
+                  images: list, # PIL images, uint8 arrays, bytes, files or paths: anything `load_image` reads
+                  concepts, # Concepts (`.id`, `.prompt`, `.threshold`) or strings (id = prompt)
+                  thresholds: Mapping[str, float] | None = None, # concept id -> score threshold; beats the concept's
+                  negative_boxes: Mapping[str, list] | None = None, # concept id -> [[x1, y1, x2, y2], ...] pixels
+                  mask_threshold: float | None = None, # pixel probability threshold; default: the segmenter's
+                 ) -> list[list[Instance]]:
+    "Instances of every concept in each image: one vision pass per image not cached, then decodes on its features."
+    if isinstance(images, (str, bytes, os.PathLike, Image.Image, np.ndarray)) or not hasattr(images, "__iter__"):
+        raise InvalidRequest("segment_batch takes a list of images; use segment(image, concepts) for one", field="images")
+    mask_threshold = self.mask_threshold if mask_threshold is None else _unit(mask_threshold, "mask_threshold")
+    asks = _asks(concepts, thresholds, negative_boxes, self.threshold)
+    decoded = [_decode(image, self.max_pixels) for image in images]
+    keys = [image_key(image) for image in decoded]
+    results = [[] for _ in decoded]
+    if not asks or not decoded: return results
+    pairs = [_Pair(i, keys[i], (image.height, image.width), ask, self._negative_geometry(ask, (image.height, image.width)))
+             for ask in asks for i, image in enumerate(decoded)]
+    tokens = self._tokens(ask.prompt for ask in asks)
+    with self._lock: uncached = [key for key in dict.fromkeys(keys) if key not in self.vision_cache]
+    pixel_values = dict(zip(uncached, self._pixel_values([decoded[keys.index(key)] for key in uncached]))) if uncached else {}
+    with self._lock:
+        vision = self._vision_features(keys, decoded, pixel_values)
+        text = self._text_features(tokens)
+    for group in self._groups(pairs):
+        with self._lock: output = self._forward(group, vision, text)
+        for row, pair in enumerate(group): results[pair.image].extend(self._instances(output, row, pair, mask_threshold))
+    order = {ask.id: n for n, ask in enumerate(asks)}
+    return [sorted(found, key=lambda instance: (order[instance.concept], instance.index)) for found in results]
 
-    # ---- post-process (no model lock)
+@patch
+def segment(self: Sam3Segmenter,
+            image, # a PIL image, uint8 array, bytes, file or path: anything `load_image` reads
+            concepts, # Concepts (`.id`, `.prompt`, `.threshold`) or strings (id = prompt)
+            thresholds: Mapping[str, float] | None = None, # concept id -> score threshold; beats the concept's
+            negative_boxes: Mapping[str, list] | None = None, # concept id -> [[x1, y1, x2, y2], ...] pixels
+            mask_threshold: float | None = None, # pixel probability threshold; default: the segmenter's (0.5)
+           ) -> list[Instance]:
+    "Instances of every concept in one image; the vision encoder runs only if this image is not cached."
+    return self.segment_batch([image], concepts, thresholds, negative_boxes, mask_threshold)[0]
 
-    def _instances(self, output, row: int, pair: _Pair, mask_threshold: float) -> list[Instance]:
-        "Post-process one pair: keep scores above its threshold, masks resized to the image and cast to bool, best first."
-        one = SimpleNamespace(**{name: getattr(output, name)[row:row + 1].float()
-                                 for name in ("pred_logits", "pred_boxes", "pred_masks", "presence_logits")})
-        result = self.processor.post_process_instance_segmentation(
-            one, threshold=pair.ask.threshold, mask_threshold=mask_threshold, target_sizes=[pair.size])[0]
-        masks = result["masks"].bool().cpu().numpy()
-        masks.setflags(write=False)  # instances are frozen, their masks too: each mask below is a view of this array
-        scores, boxes = result["scores"].cpu().tolist(), result["boxes"].cpu().tolist()
-        instances = []
-        for i in sorted(range(len(scores)), key=lambda i: -scores[i]):
-            if not masks[i].any(): continue
-            instances.append(Instance(pair.ask.id, len(instances), scores[i], tuple(boxes[i]), masks[i]))
-        return instances
+@patch
+def cache_info(self: Sam3Segmenter) -> dict:
+    "Hits, misses, size and capacity of the vision and text caches, and the vision passes so far."
+    with self._lock:
+        return dict(vision=self.vision_cache.info(), text=self.text_cache.info(), vision_passes=self.vision_passes)
 
-    # ---- the public calls
-
-    def segment_batch(self,
-                      images: list, # PIL images, uint8 arrays, bytes, files or paths: anything `load_image` reads
-                      concepts, # Concepts (`.id`, `.prompt`, `.threshold`) or strings (id = prompt)
-                      thresholds: Mapping[str, float] | None = None, # concept id -> score threshold; beats the concept's
-                      negative_boxes: Mapping[str, list] | None = None, # concept id -> [[x1, y1, x2, y2], ...] pixels
-                      mask_threshold: float | None = None, # pixel probability threshold; default: the segmenter's
-                     ) -> list[list[Instance]]:
-        "Instances of every concept in each image: one vision pass per image not cached, then decodes on its features."
-        if isinstance(images, (str, bytes, os.PathLike, Image.Image, np.ndarray)) or not hasattr(images, "__iter__"):
-            raise InvalidRequest("segment_batch takes a list of images; use segment(image, concepts) for one", field="images")
-        mask_threshold = self.mask_threshold if mask_threshold is None else _unit(mask_threshold, "mask_threshold")
-        asks = _asks(concepts, thresholds, negative_boxes, self.threshold)
-        decoded = [_decode(image, self.max_pixels) for image in images]
-        keys = [image_key(image) for image in decoded]
-        results = [[] for _ in decoded]
-        if not asks or not decoded: return results
-        pairs = [_Pair(i, keys[i], (image.height, image.width), ask, self._negative_geometry(ask, (image.height, image.width)))
-                 for ask in asks for i, image in enumerate(decoded)]
-        tokens = self._tokens(ask.prompt for ask in asks)
-        with self._lock: uncached = [key for key in dict.fromkeys(keys) if key not in self.vision_cache]
-        pixel_values = dict(zip(uncached, self._pixel_values([decoded[keys.index(key)] for key in uncached]))) if uncached else {}
-        with self._lock:
-            vision = self._vision_features(keys, decoded, pixel_values)
-            text = self._text_features(tokens)
-        for group in self._groups(pairs):
-            with self._lock: output = self._forward(group, vision, text)
-            for row, pair in enumerate(group): results[pair.image].extend(self._instances(output, row, pair, mask_threshold))
-        order = {ask.id: n for n, ask in enumerate(asks)}
-        return [sorted(found, key=lambda instance: (order[instance.concept], instance.index)) for found in results]
-
-    def segment(self,
-                image, # a PIL image, uint8 array, bytes, file or path: anything `load_image` reads
-                concepts, # Concepts (`.id`, `.prompt`, `.threshold`) or strings (id = prompt)
-                thresholds: Mapping[str, float] | None = None, # concept id -> score threshold; beats the concept's
-                negative_boxes: Mapping[str, list] | None = None, # concept id -> [[x1, y1, x2, y2], ...] pixels
-                mask_threshold: float | None = None, # pixel probability threshold; default: the segmenter's (0.5)
-               ) -> list[Instance]:
-        "Instances of every concept in one image; the vision encoder runs only if this image is not cached."
-        return self.segment_batch([image], concepts, thresholds, negative_boxes, mask_threshold)[0]
-
-    def cache_info(self) -> dict:
-        "Hits, misses, size and capacity of the vision and text caches, and the vision passes so far."
-        with self._lock:
-            return dict(vision=self.vision_cache.info(), text=self.text_cache.info(), vision_passes=self.vision_passes)
-
-    def clear_cache(self) -> None:
-        "Forget cached vision features and text embeddings (the counters stay)."
-        with self._lock:
-            self.vision_cache.clear()
-            self.text_cache.clear()
+@patch
+def clear_cache(self: Sam3Segmenter) -> None:
+    "Forget cached vision features and text embeddings (the counters stay)."
+    with self._lock:
+        self.vision_cache.clear()
+        self.text_cache.clear()
 
 # %% ../nbs/03_segment.ipynb #bb86d399
 @dataclass(frozen=True)

@@ -85,7 +85,7 @@ def test_the_composer_offers_it(presets, tmp_path):
     from s3lib.service import Service
     from s3lib.storage import LocalStore
     from s3lib.ui import PaletteApp, Workspace, build_demo, composer_params, describe_edit, parameter_control
-    from s3lib.worker import InlineRunner
+    from s3lib.runners.inline import InlineRunner
 
     interior = presets["interior"]
     ws = Workspace.start(interior)
