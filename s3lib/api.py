@@ -28,7 +28,7 @@ from starlette.routing import Match
 from .core import InvalidRequest, RateLimited, S3libError, SettingsError, TooLarge, Unauthorized
 from .operations import FileResult, Operation, Upload, caller, decode_image, encode_file, operations, perform
 from .core import parse_json_object as parse_object
-from .service import RateLimiter
+from .service import RateLimiter, WorkerUrls
 from .storage import LocalStore
 
 # %% auto #0
@@ -232,7 +232,7 @@ def add_operation(router: APIRouter, service, # the `s3lib.service.Service`
 # %% ../nbs/13_api.ipynb #acd6c70b
 def _worker_routes(router: APIRouter, service, body_limit: int) -> None:
     "Routes for workers: signed with the callback secret (Standard Webhooks headers), not a user's token."
-    @router.post("/jobs/{job_id}/callback", tags=["workers"],
+    @router.post(WorkerUrls.CALLBACK_ROUTE, tags=["workers"],
                  openapi_extra=_schema(CALLBACK_EXAMPLE, "a worker's report, signed with the Standard Webhooks headers "
                                                          "webhook-id, webhook-timestamp and webhook-signature"))
     async def callback(job_id: str, request: Request):
@@ -240,7 +240,7 @@ def _worker_routes(router: APIRouter, service, body_limit: int) -> None:
         raw_body = await read_body(request, body_limit, "the callback body")
         return JSONResponse(await run_in_threadpool(service.handle_callback, job_id, request.headers, raw_body))
 
-    @router.post("/jobs/{job_id}/result-upload", tags=["workers"],
+    @router.post(WorkerUrls.RESULT_UPLOAD_ROUTE, tags=["workers"],
                  openapi_extra=_schema({"job_id": "…", "item": 0, "attempt": 1, "size": 183245, "part": "result"},
                                        "the job, item and attempt whose output a worker is about to upload and its size, "
                                        "signed like a callback"))

@@ -44,7 +44,7 @@ def _segmenter(settings):
 
 def cmd_segment(args) -> int:
     "Print the instances of each concept found in one image, as JSON."
-    from s3lib.presets import load_presets
+    from s3lib.presets import load_presets, resolve_concepts
     from s3lib.core import load_image
     settings = _settings(args)
     presets = load_presets(settings)
@@ -56,11 +56,12 @@ def cmd_segment(args) -> int:
     unknown = [c for c in wanted if c not in preset.concept_ids]
     if unknown: raise S3libError(f"{', '.join(unknown)} not in preset {preset.id}; its concepts: {', '.join(preset.concept_ids)}")
     default, per_concept = parse_thresholds(args.threshold)
-    stray = [c for c in per_concept if c not in wanted]
-    if stray: raise S3libError(f"--threshold names {', '.join(stray)}, which is not among the concepts asked for ({', '.join(wanted)})")
-    thresholds = {c: per_concept.get(c, default if default is not None else preset.concept(c).threshold) for c in wanted}
+    overrides = ({c: default for c in wanted} if default is not None else {}) | per_concept
+    concepts = resolve_concepts(preset, wanted, overrides, allowed=wanted, allowed_as="among the concepts asked for (--concepts)",
+                                field="--threshold")
+    thresholds = {c.id: c.threshold for c in concepts}
     image = load_image(args.image, max_pixels=settings.images.max_pixels, max_bytes=settings.images.max_bytes)
-    instances = _segmenter(settings).segment(image, [preset.concept(c) for c in wanted], thresholds=thresholds)
+    instances = _segmenter(settings).segment(image, list(concepts), thresholds=thresholds)
     if args.masks:
         from PIL import Image
         Path(args.masks).mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from PIL import Image
 
 from .core import (ImageError, InvalidRequest, RuleError, S3libError, Settings, encode_image, load_image,
                         load_settings)
-from .presets import Preset, load_presets
+from .presets import Preset, load_presets, resolve_concepts
 from .rules import EditResult, Rule, apply_rule
 
 # %% auto #0
@@ -66,16 +66,8 @@ def rule_concepts(rule: Rule, # a validated rule
         if concept not in preset.concept_ids:
             raise RuleError(f"protected: {item!r} is not a concept of preset {preset.id}", field="protected")
         if concept not in wanted: wanted.append(concept)
-    thresholds = dict(thresholds or {})
-    unknown = set(thresholds) - set(wanted)
-    if unknown:
-        raise RuleError(f"thresholds: {', '.join(sorted(unknown))} not in the rule's concepts ({', '.join(wanted)})",
-                        field="thresholds")
-    for concept_id, value in thresholds.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-            raise RuleError(f"thresholds.{concept_id}: {value!r} must be a number from 0 to 1", field=f"thresholds.{concept_id}")
-    concepts = [preset.concept(c) for c in wanted]
-    return concepts, {c.id: float(thresholds.get(c.id, c.threshold)) for c in concepts}
+    concepts = resolve_concepts(preset, wanted, thresholds, allowed=wanted, allowed_as="in the rule's concepts")
+    return list(concepts), {c.id: c.threshold for c in concepts}
 
 # %% ../nbs/06_pipeline.ipynb #1658d3a2
 _default_segmenters: dict = {}

@@ -9,17 +9,17 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 from .checks import CHECKS
-from .core import PresetError, Settings, color_hex, load_settings
+from .core import InvalidRequest, PresetError, Settings, color_hex, json_type, load_settings
 from .edit import ACTIONS
 
 # %% auto #0
 __all__ = ['MAX_PROMPT_CHARS', 'PRESET_KEYS', 'OPTIONAL_PRESET_KEYS', 'CONCEPT_KEYS', 'SWATCH_KEYS', 'Concept', 'Preset',
-           'parse_preset', 'load_preset', 'load_presets']
+           'parse_preset', 'load_preset', 'load_presets', 'resolve_concepts']
 
 # %% ../nbs/01_presets.ipynb #c5dba693
 @dataclass(frozen=True)
@@ -213,3 +213,31 @@ def load_presets(source: str | Path | Settings | None = None, # a folder, a `Set
         raise PresetError(f"{folder}: no preset files (*.json) in the presets folder", file=str(folder), field="")
     presets = [load_preset(p) for p in files]
     return {p.id: p for p in presets}
+
+# %% ../nbs/01_presets.ipynb #ef9609ec
+def resolve_concepts(preset: Preset, # where the concepts and their default thresholds come from
+                     wanted: Iterable[str], # concept ids to segment, in order (repeats dropped): rule targets, protected, extra
+                     overrides: Any = None, # the caller's {concept id: score threshold 0..1}; None: the preset's thresholds
+                     allowed: Iterable[str] | None = None, # ids `overrides` may name; None: every concept of the preset
+                     allowed_as: str | None = None, # how an error names `allowed`, e.g. "in the rule's concepts"
+                     field: str = "thresholds", # the overrides' field in the caller's request, for errors
+                     wanted_field: str = "concepts", # the wanted ids' field in the caller's request, for errors
+                    ) -> tuple[Concept, ...]:
+    "The wanted concepts of the preset, each once and in order, each carrying the threshold it is segmented at."
+    wanted = list(wanted)
+    for i, concept_id in enumerate(wanted):
+        if concept_id not in preset.concept_ids:
+            raise InvalidRequest(f"{wanted_field}[{i}]: {concept_id!r} is not a concept of preset {preset.id!r}; use one of "
+                                 f"{', '.join(preset.concept_ids)}", field=f"{wanted_field}[{i}]")
+    overrides = {} if overrides is None else overrides
+    if not isinstance(overrides, Mapping):
+        raise InvalidRequest(f"{field}: must be a JSON object of concept id -> score threshold, not {json_type(overrides)}", field=field)
+    allowed = tuple(preset.concept_ids if allowed is None else allowed)
+    for concept_id, value in overrides.items():
+        if concept_id not in allowed:
+            raise InvalidRequest(f"{field}.{concept_id}: {concept_id!r} is not {allowed_as or f'a concept of preset {preset.id!r}'}; "
+                                 f"use one of {', '.join(allowed)}", field=f"{field}.{concept_id}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise InvalidRequest(f"{field}.{concept_id}: must be a number from 0 to 1, not {value!r}", field=f"{field}.{concept_id}")
+    return tuple(replace(concept, threshold=float(overrides.get(concept.id, concept.threshold)))
+                 for concept in map(preset.concept, dict.fromkeys(wanted)))

@@ -24,7 +24,7 @@ from .core import Settings, load_settings
 from .ledger import Ledger
 from .presets import load_presets
 from .runners.registry import make_runner
-from .service import Service
+from .service import Service, WorkerUrls
 from .storage import open_store
 from .worker import Runner
 
@@ -49,7 +49,7 @@ def create_service(settings: Settings | None = None, # default: `load_settings()
         public_url = (settings.server.public_url or f"http://{settings.server.host}:{settings.server.port}").rstrip("/")
         store = open_store(settings, public_url, store_signing_secret(settings))
         service = Service(settings, ledger, store, load_presets(settings), segmenter_factory,
-                          runner if runner is not None else make_runner(settings))
+                          runner if runner is not None else make_runner(settings), urls=WorkerUrls.under(public_url))
     except BaseException:
         ledger.close()
         raise

@@ -17,17 +17,20 @@ import uuid
 from collections import Counter, deque
 from dataclasses import MISSING, asdict, dataclass, fields
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, ClassVar, Mapping, Protocol
 
 import numpy as np
+from fastcore.basics import patch
 from PIL import Image
 
 from .auth import issue_token, operator_key, verify_callback, verify_token
 from .checks import run_checks
-from .core import (IdempotencyMismatch, ImageError, InvalidRequest, InvalidState, ModelUnavailable, NotFound, PlanLimit,
+from .core import (Plan, IdempotencyMismatch, ImageError, InvalidRequest, InvalidState, ModelUnavailable, NotFound, PlanLimit,
                         RateLimited, RuleError, S3libError, Settings, SettingsError, TooLarge, Unauthorized, UploadIncomplete,
                         json_type, load_image, parse_json_object, DECODE_SLOTS, UPLOAD_TYPES, verify_image)
 from .export import export_zip
+from .presets import Preset, resolve_concepts
+from .storage import ObjectStore
 from .ledger import ACTIVE_JOB_STATES, FINISHED_JOB_STATES, Ledger, iso, utc
 from .rules import Rule, apply_rule
 from .worker import (INSTANCE_KEY, MAX_PROTECTED, ItemTask, Runner, _invalid, _object, _protected,
@@ -36,7 +39,10 @@ from .worker import (INSTANCE_KEY, MAX_PROTECTED, ItemTask, Runner, _invalid, _o
 # %% auto #0
 __all__ = ['CONTENT_TYPES', 'MAX_FILENAME_CHARS', 'IDEMPOTENCY_KEY', 'IDEMPOTENCY_HOURS', 'MAX_ERROR_CHARS', 'MAX_JOB_LIST',
            'MAX_REPORT_BYTES', 'MAX_GRANT', 'MAX_CLAIM_WAIT', 'MAX_CLAIM_TASKS', 'MODEL_RETRY_SECONDS', 'log',
-           'RateLimiter', 'default_segmenter_factory', 'Service', 'MetricsCollector']
+           'UNEXECUTED_JOB_STATES', 'JOB_MOVES', 'RateLimiter', 'default_segmenter_factory', 'WorkerUrls',
+           'ServiceContext', 'SignedBodies', 'Accounts', 'RuleBook', 'JobRequest', 'Settlement', 'Dispatch',
+           'WorkerLeases', 'Jobs', 'Uploads', 'JobReads', 'Callbacks', 'ResultUploads', 'Retention', 'ModelSlot',
+           'Photos', 'Service', 'MetricsCollector']
 
 # %% ../nbs/11_service.ipynb #8b18e456
 CONTENT_TYPES = ("image/jpeg", "image/png", "image/webp")
@@ -68,6 +74,7 @@ def _filename(value, field: str) -> str:
     if "/" in name or "\\" in name or name in (".", ".."):
         raise _invalid(field, f"{name!r} is a path; send the file's plain name (it is only kept as a label)")
     return name
+
 
 # %% ../nbs/11_service.ipynb #3be24b58
 class RateLimiter:
@@ -105,7 +112,7 @@ def default_segmenter_factory(settings: Settings) -> Callable:
         return Sam3Segmenter.from_settings(settings)
     return load
 
-# %% ../nbs/11_service.ipynb #0cb0557f
+# %% ../nbs/11_service.ipynb #1355f489
 def _hash_body(body) -> str:
     try: text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as e: raise _invalid("", f"the request body is not JSON: {e}") from None
@@ -117,44 +124,920 @@ def _short(message: str) -> str:
 
 def _new_id() -> str: return uuid.uuid4().hex
 
+def _lang(lang) -> str:
+    if lang not in ("en", "ko"): raise _invalid("lang", f"{lang!r} is not a language of the presets; use en or ko")
+    return lang
+
 log = logging.getLogger(__name__)
 
+UNEXECUTED_JOB_STATES = ("created", "uploaded")  # uploads presigned or confirmed; nothing reserved yet
+JOB_MOVES: dict[str, tuple[str, ...]] = {  # a job enters the state on the left only from the states on the right
+    "uploaded": ("created",),  # confirm_upload: every photo arrived and decodes
+    "queued": ("uploaded",),  # execute: credits reserved, the plan's job slot taken
+    "running": ("queued",),  # the first report of a worker
+    "done": ACTIVE_JOB_STATES,  # settled: every item done or failed, at least one done
+    "failed": ACTIVE_JOB_STATES,  # settled: every item failed
+    "canceled": UNEXECUTED_JOB_STATES + ACTIVE_JOB_STATES,  # by its user; an active one is settled
+    "expired": UNEXECUTED_JOB_STATES,  # never executed within unexecuted_ttl_hours
+}
+
+def _moves_from(target: str, among: tuple[str, ...]) -> tuple[str, ...]:
+    "The states among `among` a job may move to `target` from."
+    return tuple(state for state in JOB_MOVES[target] if state in among)
+
+@dataclass(frozen=True)
+class WorkerUrls:
+    "The absolute URLs a worker elsewhere is given for one job; whoever serves the routes makes them."
+    callback: Callable[[str], str]  # job id -> URL taking the worker's signed reports (`handle_callback`)
+    result_upload: Callable[[str], str]  # job id -> URL handing out presigned PUTs for outputs (`result_upload`)
+    CALLBACK_ROUTE: ClassVar[str] = "/jobs/{job_id}/callback"  # the REST routes s3lib serves them at (`s3lib.api`)
+    RESULT_UPLOAD_ROUTE: ClassVar[str] = "/jobs/{job_id}/result-upload"
+
+    @classmethod
+    def under(cls, public_url: str # absolute base URL of the server, e.g. "https://s3lib.example"
+             ) -> "WorkerUrls":
+        "s3lib's own routes, `POST /jobs/{id}/callback` and `POST /jobs/{id}/result-upload`, under `public_url`."
+        base = public_url.rstrip("/")
+        return cls(callback=lambda job_id: base + cls.CALLBACK_ROUTE.format(job_id=job_id),
+                   result_upload=lambda job_id: base + cls.RESULT_UPLOAD_ROUTE.format(job_id=job_id))
+
+@dataclass(frozen=True)
+class ServiceContext:
+    "What every part of the service shares, and the lookups they all make the same way."
+    settings: Settings  # validated, with secrets
+    ledger: Ledger
+    store: ObjectStore
+    presets: dict[str, Preset]
+    runner: Runner | None  # where item tasks go; None: they wait in the database
+    clock: Callable[[], datetime]  # current time (aware UTC)
+    urls: WorkerUrls
+
+    def now(self) -> datetime:
+        "The service's current time (aware UTC)."
+        return utc(self.clock())
+
+    def user(self, user_id: str) -> dict:
+        "The user's row; `NotFound` for an id that is not a user."
+        user = self.ledger.user(user_id) if isinstance(user_id, str) else None
+        if user is None: raise NotFound(f"user {user_id} does not exist")
+        return user
+
+    def plan(self, user: dict) -> Plan:
+        "The plan a user is on, as the settings define it now."
+        try: return self.settings.plans[user["plan"]]
+        except KeyError: raise SettingsError(f"user {user['id']} is on plan {user['plan']!r}, which the settings no longer define") from None
+
+    def preset(self, preset_id) -> Preset:
+        "A preset by id; `NotFound` listing the presets otherwise."
+        if not isinstance(preset_id, str) or preset_id not in self.presets:
+            raise NotFound(f"there is no preset {preset_id!r}; presets: {', '.join(self.presets)}")
+        return self.presets[preset_id]
+
+    def job(self, user_id: str, job_id: str) -> dict:
+        "The user's job row; `NotFound` for anyone else's (ids cannot be probed)."
+        job = self.ledger.job(job_id, user_id) if isinstance(job_id, str) else None
+        if job is None: raise NotFound(f"job {job_id} does not exist")
+        return job
+
+# %% ../nbs/11_service.ipynb #992f3d27
+class SignedBodies:
+    "Bodies signed with a shared secret (workers, operators): verified, strictly parsed, bound to what they may change."
+    def __init__(self, context: ServiceContext): self.context = context
+
+    def verified(self, headers: Mapping, raw_body: bytes, what: str,
+                 key: str | None = None, # default: the callback secret (workers); operators sign with `operator_key`
+                ) -> tuple[dict, str]:
+        "A signed body (Standard Webhooks headers), verified and strictly parsed, with its webhook id."
+        auth = self.context.settings.auth
+        webhook_id = verify_callback(headers, raw_body, key or auth.callback_secret, auth.callback_tolerance_seconds,
+                                     now=self.context.now().timestamp())
+        return parse_json_object(raw_body, what), webhook_id
+
+    @staticmethod
+    def bound(job_id: str, body: dict, what: str) -> dict:
+        "A signed worker body, refused unless it names the job of the URL it was sent to."
+        if "job_id" not in body: raise _invalid("job_id", f"missing: {what} must name its job, inside what is signed")
+        if body["job_id"] != job_id:
+            raise _invalid("job_id", f"{what} is signed for job {body['job_id']!r}, not for job {job_id} of this URL; "
+                                     "send it to its own job's URL")
+        return body
+
+    @staticmethod
+    def attempt(body: dict, found: dict) -> int:
+        "The attempt a worker body names: a whole number ≥ 1 that was handed out for this item."
+        attempt = _integer(body["attempt"], "attempt", 1)
+        if attempt > found["attempts"]:
+            raise _invalid("attempt", f"attempt {attempt} of item {found['item']} was never handed out (latest: {found['attempts']})")
+        return attempt
+
+    @staticmethod
+    def unwanted(job: dict, found: dict, attempt: int) -> str | None:
+        "Why a worker's attempt at an item is no longer wanted (job or item finished, attempt superseded), or None."
+        if job["status"] not in ACTIVE_JOB_STATES: return f"job {job['id']} is {job['status']}"
+        if found["status"] in ("done", "failed"): return f"item {found['item']} is already {found['status']}"
+        if attempt != found["attempts"]: return f"attempt {attempt} of item {found['item']} was superseded by attempt {found['attempts']}"
+        return None
+
+# %% ../nbs/11_service.ipynb #15aa4f29
+class Accounts:
+    "Users, their plans and their credits: who someone is, what they may do, and the operator's decisions about it."
+    def __init__(self, context: ServiceContext, signed: SignedBodies):
+        self.context, self.signed = context, signed
+        self.signups = RateLimiter(context.settings.limits.signups_per_minute, 60, what="sign-ups from this address")
+        self.known_users: set[str] = set()  # user ids `authenticate` found in the ledger
+
+    def sign_up(self, client: str = "local") -> dict:
+        self.signups.hit(str(client))
+        settings, now = self.context.settings, self.context.now()
+        plan, user_id = settings.plans["free"], _new_id()
+        self.context.ledger.create_user(user_id, plan.name, plan.credits_at_signup, now)
+        token = issue_token(user_id, settings.auth.jwt_secret, settings.auth.token_days * 86400, now=now.timestamp())
+        return {"token": token, "user": self.me(user_id)}
+
+    def authenticate(self, token: str) -> str:
+        user_id = verify_token(token, self.context.settings.auth.jwt_secret, now=self.context.now().timestamp())
+        if user_id in self.known_users: return user_id  # users are never deleted: one lookup per user and process
+        if self.context.ledger.user(user_id) is None: raise Unauthorized("the token's user does not exist (was the data reset?); sign up again")
+        self.known_users.add(user_id)
+        return user_id
+
+    def me(self, user_id: str) -> dict:
+        user = self.context.user(user_id)
+        plan = self.context.plan(user)
+        return {"id": user["id"], "plan": user["plan"], "credits": user["credits"], "active_jobs": user["active_jobs"],
+                "rules_used": user["rules_used"],
+                "limits": {"max_concurrent_jobs": plan.max_concurrent_jobs, "max_rules": plan.max_rules,
+                           "max_batch": plan.max_batch, "credits_per_image": plan.credits_per_image},
+                "created_at": iso(user["created_at"])}
+
+    def grant_credits(self, user_id: str, credits: int, reference: str) -> dict:
+        self.context.user(user_id)
+        credits, reference = _integer(credits, "credits", 1, MAX_GRANT), _text(reference, "reference", 300)
+        self.context.ledger.post_entry(user_id, "grant", credits, reference=reference, now=self.context.now())
+        return self.me(user_id)
+
+    def change_plan(self, user_id: str, plan: str, reference: str | None = None) -> dict:
+        self.context.user(user_id)
+        plans = self.context.settings.plans
+        if not isinstance(plan, str) or plan not in plans: raise _invalid("plan", f"{plan!r} is not a plan; plans: {', '.join(plans)}")
+        self.context.ledger.change_plan(user_id, plan, reference, self.context.now())
+        return self.me(user_id)
+
+    def operator_request(self, headers: Mapping, raw_body: bytes, what: str) -> tuple[dict, str]:
+        return self.signed.verified(headers, raw_body, what, operator_key(self.context.settings))
+
+# %% ../nbs/11_service.ipynb #13005d2b
+class RuleBook:
+    "Saved rules: validated against the presets before anything is written, one plan slot each, nobody else's visible."
+    def __init__(self, context: ServiceContext): self.context = context
+
+    def parse(self, body, field: str = "") -> Rule:
+        "A rule body validated against the presets; under `field` its errors name e.g. `rule.edits[0].color`."
+        try: return Rule.from_dict(body, self.context.presets)
+        except RuleError as e:
+            if not field: raise
+            inner = e.details.get("field", "")
+            raise RuleError(f"{field}.{e.message}" if inner else f"{field}: {e.message}", field=f"{field}.{inner}" if inner else field) from None
+
+    @staticmethod
+    def out(row: dict) -> dict:
+        return {"id": row["id"], "name": row["name"], "domain": row["domain"], "edits": row["edits"], "protect": row["protect"],
+                "created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"])}
+
+    def list_rules(self, user_id: str) -> list[dict]:
+        self.context.user(user_id)
+        return [self.out(r) for r in self.context.ledger.rules(user_id)]
+
+    def get_rule(self, user_id: str, rule_id: str) -> dict:
+        found = self.context.ledger.rule(user_id, rule_id) if isinstance(rule_id, str) else None
+        if found is None: raise NotFound(f"rule {rule_id} does not exist")
+        return self.out(found)
+
+    def create_rule(self, user_id: str, body: Any) -> dict:
+        plan = self.context.plan(self.context.user(user_id))
+        rule = self.parse(body)
+        saved = self.context.ledger.insert_rule(user_id, _new_id(), rule.to_dict(), plan.max_rules, self.context.now())
+        if saved is None:
+            raise PlanLimit(f"your plan has {plan.max_rules} rule slot(s) and all are used; delete a rule to save a new one",
+                            max_rules=plan.max_rules)
+        return self.out(saved)
+
+    def update_rule(self, user_id: str, rule_id: str, body: Any) -> dict:
+        self.get_rule(user_id, rule_id)
+        rule = self.parse(body)
+        saved = self.context.ledger.update_rule(user_id, rule_id, rule.to_dict(), self.context.now())
+        if saved is None: raise NotFound(f"rule {rule_id} does not exist")
+        return self.out(saved)
+
+    def delete_rule(self, user_id: str, rule_id: str) -> None:
+        if not isinstance(rule_id, str) or not self.context.ledger.delete_rule(user_id, rule_id): raise NotFound(f"rule {rule_id} does not exist")
+
+# %% ../nbs/11_service.ipynb #19338f03
+@dataclass(frozen=True)
+class JobRequest:
+    "A create-job body, checked once: the job's domain, rule, items and the threshold of every concept it segments."
+    domain: str  # preset id
+    rule: Rule
+    rule_id: str | None  # the saved rule it came from, if any
+    items: tuple  # {filename, content_type, size, protected} per photo
+    thresholds: dict  # concept id -> score threshold, for the rule's concepts and every photo's protected ones
+
+    @classmethod
+    def parse(cls, body: Any, # {"domain", "rule_id" | "rule", "items", "thresholds"?}
+              user_id: str, # the caller (a saved rule must be theirs)
+              plan: Plan, # the caller's plan (max_batch)
+              context: ServiceContext, rules: RuleBook) -> "JobRequest":
+        "Validate a create-job body field by field; the errors name the field (`items[2].size`, `thresholds.wall`)."
+        body = _object(body, "", required=("domain", "items"), optional=("rule_id", "rule", "thresholds"))
+        domain, presets = body["domain"], context.presets
+        if not isinstance(domain, str) or domain not in presets:
+            raise _invalid("domain", f"{domain!r} is not a preset; use one of {', '.join(presets)}")
+        if ("rule_id" in body) == ("rule" in body): raise _invalid("rule", "send exactly one of rule_id (a saved rule) or rule (edits and protect)")
+        rule_id = None
+        if "rule_id" in body:
+            rule_id = _text(body["rule_id"], "rule_id", 100)
+            saved = context.ledger.rule(user_id, rule_id)
+            if saved is None: raise NotFound(f"rule {rule_id} does not exist")
+            if saved["domain"] != domain: raise _invalid("rule_id", f"rule {rule_id} is for {saved['domain']!r}, not {domain!r}")
+            rule = rules.parse({k: saved[k] for k in ("name", "domain", "edits", "protect")})
+        else:
+            given = _object(body["rule"], "rule", required=("edits",), optional=("protect", "name", "domain"))
+            if given.get("domain", domain) != domain: raise _invalid("rule.domain", f"must be the job's domain {domain!r} (or left out)")
+            rule = rules.parse({"name": "job rule", **given, "domain": domain}, field="rule")
+        items, preset = cls._items(body["items"], plan, context.settings.images.max_bytes, presets[domain]), presets[domain]
+        protected = (INSTANCE_KEY.fullmatch(key)[1] for item in items for key in item["protected"])
+        concepts = resolve_concepts(preset, [*rule.concepts, *protected], body.get("thresholds"))
+        return cls(domain, rule, rule_id, items, {c.id: c.threshold for c in concepts})
+
+    @staticmethod
+    def _items(items, plan: Plan, max_bytes: int, preset: Preset) -> tuple:
+        if not isinstance(items, list): raise _invalid("items", f"must be a list of {{filename, content_type, size}}, not {json_type(items)}")
+        if not items: raise _invalid("items", "must not be empty; a job needs at least one image")
+        if len(items) > plan.max_batch:
+            raise PlanLimit(f"your plan allows {plan.max_batch} images per job; this job has {len(items)}", max_batch=plan.max_batch)
+        checked = []
+        for i, item in enumerate(items):
+            item = _object(item, f"items[{i}]", required=("filename", "content_type", "size"), optional=("protected",))
+            filename = _filename(item["filename"], f"items[{i}].filename")
+            kind = item["content_type"]
+            if kind not in CONTENT_TYPES: raise _invalid(f"items[{i}].content_type", f"{kind!r} is not accepted; use one of {', '.join(CONTENT_TYPES)}")
+            size = _integer(item["size"], f"items[{i}].size", low=1)
+            if size > max_bytes: raise TooLarge(f"items[{i}].size: {size:,} bytes is over the limit of {max_bytes:,} bytes",
+                                                field=f"items[{i}].size", max_bytes=max_bytes)
+            protected = _protected(item.get("protected", []), f"items[{i}].protected", preset.concept_ids)
+            checked.append({"filename": filename, "content_type": kind, "size": size, "protected": protected})
+        return tuple(checked)
+
+# %% ../nbs/11_service.ipynb #aa9998ce
+class Settlement:
+    "Ending active jobs: the one place reserved credits come back and job slots are freed, each exactly once."
+    def __init__(self, context: ServiceContext): self.context = context
+
+    def settle(self, job: dict, status: str, now: datetime) -> int:
+        "Inside a transaction: move an active job to `status` (done, failed, canceled), refund what was reserved and not charged, free its slot. Returns the refund."
+        ledger = self.context.ledger
+        if not ledger.set_job_status(job["id"], status, _moves_from(status, ACTIVE_JOB_STATES), now, finished_at=now): return 0
+        credits = ledger.job_credits(job["id"])
+        refund = credits["reserve"] - credits["charge"]
+        if refund > 0: ledger.post_entry(job["user_id"], "refund", refund, job_id=job["id"], now=now)
+        ledger.release_slot(job["user_id"])
+        return max(refund, 0)
+
+    def finish_if_complete(self, job: dict, now: datetime) -> None:
+        "Inside a transaction: once every item is done or failed, the job is done (≥ 1 done) or failed."
+        counts = self.context.ledger.item_counts(job["id"])
+        if counts["pending"] or counts["running"]: return
+        self.settle(job, "done" if counts["done"] else "failed", now)
+
+    def fail_item(self, job: dict, item: int, error: str, now: datetime) -> bool:
+        "Inside a transaction: fail an unfinished item and finish the job if it was the last one."
+        failed = self.context.ledger.set_item_status(job["id"], item, "failed", ("pending", "running"), error=_short(error), now=now)
+        if failed: self.finish_if_complete(job, now)
+        return failed
+
+# %% ../nbs/11_service.ipynb #df7bea21
+class Dispatch:
+    "Handing items to the runner: each hand-out is a counted attempt, an exhausted item fails, a task carries all a worker needs."
+    def __init__(self, context: ServiceContext, settlement: Settlement, signed: SignedBodies):
+        self.context, self.settlement, self.signed = context, settlement, signed
+
+    def concepts(self, job: dict, protected: list[str]) -> list[dict]:
+        "The concepts an item's task segments: the rule's targets, its protected concepts, then the photo's own protected ones."
+        rule = job["rule"]
+        wanted = [*(e["concept"] for e in rule["edits"]), *rule["protect"], *(INSTANCE_KEY.fullmatch(p)[1] for p in protected)]
+        concepts = resolve_concepts(self.context.preset(job["domain"]), wanted, job["thresholds"])
+        return [{"id": c.id, "prompt": c.prompt, "threshold": c.threshold} for c in concepts]
+
+    def task(self, job_id: str, item: int, attempt: int) -> ItemTask:
+        job, found = self.context.ledger.job(job_id), self.context.ledger.item(job_id, item)
+        if job is None or found is None: raise NotFound(f"job {job_id} has no item {item}")
+        return self.build_task(job, found, attempt)
+
+    def build_task(self, job: dict, found: dict, attempt: int) -> ItemTask:
+        "The task for one item from the rows already read (fresh presigned URLs when the runner is remote)."
+        context, jobs, images = self.context, self.context.settings.jobs, self.context.settings.images
+        remote = {}
+        if context.runner is not None and context.runner.remote:
+            remote = {"input_url": context.store.presign_get(found["input_key"], jobs.download_url_seconds),
+                      "result_upload_url": context.urls.result_upload(job["id"])}
+        return ItemTask(job_id=job["id"], item=found["item"], attempt=attempt, max_attempts=jobs.max_attempts,
+                        input_key=found["input_key"], result_key=found["result_key"], rule=job["rule"],
+                        concepts=self.concepts(job, found["protected"]), callback_url=context.urls.callback(job["id"]),
+                        mask_threshold=context.settings.model.mask_threshold, max_pixels=images.max_pixels,
+                        max_bytes=images.max_bytes, protected=tuple(found["protected"]), **remote)
+
+    def hand_out(self, job: dict, items: list[dict], now: datetime, only: list[int] | None = None, reason: str = "",
+                 after_attempt: int | None = None, # only items handed out exactly this often so far (a retry of that attempt)
+                ) -> list[tuple[dict, int]]:
+        "Inside a transaction, for an active job: count the next attempt of each unfinished item (or of `only` these) and fail "
+        "the exhausted ones; returns (item row, attempt) to submit once the transaction is over."
+        limit, sent = self.context.settings.jobs.max_attempts, []
+        for it in items:
+            if it["status"] in ("done", "failed") or (only is not None and it["item"] not in only): continue
+            if after_attempt is not None and it["attempts"] != after_attempt: continue  # another retry of it came first
+            if it["attempts"] >= limit:
+                self.settlement.fail_item(job, it["item"], f"gave up after {limit} attempt(s)" + (f": {reason}" if reason else ""), now)
+            else:
+                sent.append((it, self.context.ledger.count_attempt(job["id"], it["item"])))
+        return sent
+
+    def submit(self, job: dict, sent: list[tuple[dict, int]]) -> int:
+        "Give the runner the tasks `hand_out` counted; a task it refuses is retried as a dead one. Returns tasks sent."
+        for found, attempt in sent:
+            try: self.context.runner.submit(self.build_task(job, found, attempt))
+            except Exception as e:
+                self.retry_task(job["id"], found["item"], f"could not hand the task to the runner: {type(e).__name__}: {e}", attempt)
+        return len(sent)
+
+    def dispatch(self, job_id: str, only: list[int] | None = None, reason: str = "", after_attempt: int | None = None) -> int:
+        "Hand a job's unfinished items (or `only` these) to the runner, the job read under the writer lock. Returns tasks sent."
+        if self.context.runner is None: return 0
+        ledger, now = self.context.ledger, self.context.now()
+        with ledger.transaction():
+            job = ledger.job(job_id)
+            if job is None or job["status"] not in ACTIVE_JOB_STATES: return 0
+            sent = self.hand_out(job, ledger.items(job_id), now, only, reason, after_attempt)
+        return self.submit(job, sent)
+
+    def retry_task(self, job_id: str, item: int, error: str, attempt: int | None = None) -> str:
+        ledger = self.context.ledger
+        job, found = ledger.job(job_id), ledger.item(job_id, item)
+        if job is None or found is None: raise NotFound(f"job {job_id} has no item {item}")
+        if job["status"] not in ACTIVE_JOB_STATES or found["status"] in ("done", "failed"): return "ignored"
+        died = found["attempts"] if attempt is None else attempt
+        if died != found["attempts"]: return "ignored"  # an older attempt: a newer one is already out
+        if self.dispatch(job_id, only=[item], reason=error, after_attempt=died): return "resubmitted"
+        return "failed" if ledger.item(job_id, item)["status"] == "failed" else "ignored"
+
+    def resume(self) -> int:
+        return sum(self.dispatch(job["id"], reason="the worker stopped (restart)") for job in self.context.ledger.jobs_in(ACTIVE_JOB_STATES))
+
+# %% ../nbs/11_service.ipynb #398faaf2
+class WorkerLeases:
+    "Workers elsewhere pull tasks and keep them alive with signed requests; a lost lease or an unwanted attempt tells them to stop."
+    def __init__(self, context: ServiceContext, signed: SignedBodies): self.context, self.signed = context, signed
+
+    def _runner_name(self) -> str: return type(self.context.runner).__name__ if self.context.runner else "missing"
+
+    def claim_tasks(self, limit: int = 1, timeout: float = 0.0) -> list[ItemTask]:
+        claim = getattr(self.context.runner, "claim", None)
+        if claim is None: raise InvalidState(f"the {self._runner_name()} runner hands out tasks itself")
+        return claim(_integer(limit, "limit", 1, 100), timeout)
+
+    def worker_claim(self, headers: Mapping, raw_body: bytes) -> dict:
+        body = _object(self.signed.verified(headers, raw_body, "the claim body")[0], "", optional=("limit", "wait"))
+        wait = body.get("wait", 0)
+        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= MAX_CLAIM_WAIT:
+            raise _invalid("wait", f"must be a number of seconds from 0 to {MAX_CLAIM_WAIT}, not {wait!r}")
+        tasks = self.claim_tasks(_integer(body.get("limit", 1), "limit", 1, MAX_CLAIM_TASKS), float(wait))
+        return {"tasks": [task.to_dict() for task in tasks], "lease_seconds": self.context.runner.lease_seconds}
+
+    def worker_heartbeat(self, headers: Mapping, raw_body: bytes) -> dict:
+        body = _object(self.signed.verified(headers, raw_body, "the heartbeat body")[0], "", required=("job_id", "item", "attempt"))
+        extend = getattr(self.context.runner, "extend", None)
+        if extend is None: raise InvalidState(f"the {self._runner_name()} runner leases no tasks")
+        job_id, item = _text(body["job_id"], "job_id", 100), _integer(body["item"], "item", 0)
+        job, found = self.context.ledger.job(job_id), self.context.ledger.item(job_id, item)
+        if job is None or found is None: raise NotFound(f"job {job_id} has no item {item}")
+        attempt = self.signed.attempt(body, found)
+        if (unwanted := self.signed.unwanted(job, found, attempt)): raise InvalidState(f"{unwanted}; stop working on it")
+        if not extend(job_id, item, attempt):
+            raise InvalidState(f"the lease of attempt {attempt} of item {item} has ended and the task went back to the queue")
+        return {"ok": True, "lease_seconds": self.context.runner.lease_seconds}
+
+# %% ../nbs/11_service.ipynb #6c5a2c62
+class Jobs:
+    "A job's life before its results: create (uploads presigned), execute (credits reserved, tasks handed out), cancel "
+    "(settled); each step is one guarded move of `JOB_MOVES`."
+    def __init__(self, context: ServiceContext, rules: RuleBook, dispatch: Dispatch, settlement: Settlement):
+        self.context, self.rules, self.dispatch, self.settlement = context, rules, dispatch, settlement
+        self.creations = RateLimiter(context.settings.limits.jobs_per_minute, 60, what="new jobs")
+
+    def create_job(self, user_id: str, body: Any, idempotency_key: str | None = None) -> dict:
+        context, ledger = self.context, self.context.ledger
+        user = context.user(user_id)
+        body_hash = None
+        if idempotency_key is not None:
+            if not isinstance(idempotency_key, str) or not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+                raise _invalid("Idempotency-Key", "must be 1 to 255 printable ASCII characters without spaces")
+            body_hash = _hash_body(body)
+            if (replay := self._replay(user_id, idempotency_key, body_hash)) is not None: return replay
+        request = JobRequest.parse(body, user_id, context.plan(user), context, self.rules)
+        job_id, now = _new_id(), context.now()
+        prefix = f"users/{user_id}/jobs/{job_id}/"
+        items = [item | {"input_key": f"{prefix}inputs/{i}", "result_key": f"{prefix}results/{i}.png"} for i, item in enumerate(request.items)]
+        uploads = [{"item": i, **context.store.presign_put(item["input_key"], item["content_type"], item["size"],
+                                                           context.settings.jobs.upload_url_seconds).to_dict()}
+                   for i, item in enumerate(items)]
+        response = {"id": job_id, "status": "created", "uploads": uploads}
+        with ledger.transaction():
+            if body_hash is not None:
+                if (replay := self._replay(user_id, idempotency_key, body_hash)) is not None: return replay
+            self.creations.hit(user_id)  # here, under the writer lock: a replayed request is not a new job
+            if body_hash is not None: ledger.remember_response(user_id, idempotency_key, body_hash, response, now)
+            ledger.insert_job({"id": job_id, "user_id": user_id, "domain": request.domain, "rule_id": request.rule_id,
+                               "rule": request.rule.to_dict(), "thresholds": request.thresholds}, items, now)
+        return response
+
+    def _replay(self, user_id: str, key: str, body_hash: str) -> dict | None:
+        remembered = self.context.ledger.idempotent_response(user_id, key)
+        if remembered is None: return None
+        if remembered["body_hash"] != body_hash:
+            raise IdempotencyMismatch("this Idempotency-Key was already used with a different body; use a new key for a new job")
+        return remembered["response"]
+
+    def execute(self, user_id: str, job_id: str) -> dict:
+        "Reserve, take the slot and count the first attempts in one transaction; the job and item rows read once serve every task."
+        context, ledger = self.context, self.context.ledger
+        job = self.context.job(user_id, job_id)
+        if job["status"] not in JOB_MOVES["queued"]:
+            hint = "confirm the uploads first" if job["status"] == "created" else "it cannot be executed again"
+            raise InvalidState(f"job {job_id} is {job['status']}; {hint}")
+        plan, items = context.plan(context.user(user_id)), ledger.items(job_id)
+        credits, now = len(items) * plan.credits_per_image, context.now()
+        with ledger.transaction():
+            if not ledger.set_job_status(job_id, "queued", JOB_MOVES["queued"], now, credits_per_image=plan.credits_per_image, queued_at=now):
+                raise InvalidState(f"job {job_id} is {ledger.job(job_id)['status']}; it cannot be executed again")
+            ledger.reserve(user_id, job_id, credits, plan.max_concurrent_jobs, now)
+            sent = self.dispatch.hand_out(job, items, now) if context.runner is not None else []
+        self.dispatch.submit(job, sent)
+        return {"id": job_id, "status": "queued", "credits_reserved": credits}
+
+    def cancel(self, user_id: str, job_id: str) -> dict:
+        "An active job is settled (everything not charged refunded) and its open items fail; one never executed just ends."
+        ledger = self.context.ledger
+        self.context.job(user_id, job_id)
+        now = self.context.now()
+        with ledger.transaction():
+            job = ledger.job(job_id)  # read under the writer lock: a worker's last report may have finished it meanwhile
+            if job["status"] in ACTIVE_JOB_STATES:
+                refunded = self.settlement.settle(job, "canceled", now)
+                ledger.fail_unfinished_items(job_id, "job canceled", now)
+            elif ledger.set_job_status(job_id, "canceled", _moves_from("canceled", UNEXECUTED_JOB_STATES), now, finished_at=now):
+                refunded = 0
+            else:
+                raise InvalidState(f"job {job_id} is already {job['status']}; only unfinished jobs can be canceled")
+        if self.context.runner is not None and job["status"] in ACTIVE_JOB_STATES: self.context.runner.cancel(job_id)
+        return {"id": job_id, "status": "canceled", "credits_refunded": refunded}
+
+# %% ../nbs/11_service.ipynb #3aceda81
+class Uploads:
+    "Confirming uploads: a job moves on only with every photo present, of its declared type and decodable, and what was "
+    "verified is what gets processed."
+    def __init__(self, context: ServiceContext): self.context = context
+
+    def confirm_upload(self, user_id: str, job_id: str) -> dict:
+        ledger, confirmed = self.context.ledger, {"id": job_id, "status": "uploaded"}
+        job = self.context.job(user_id, job_id)
+        if job["status"] == "uploaded": return confirmed
+        if job["status"] not in JOB_MOVES["uploaded"]: raise InvalidState(f"job {job_id} is {job['status']}; only a created job's uploads can be confirmed")
+        items = ledger.items(job_id)
+        missing = [it["item"] for it in items if self.context.store.head(it["input_key"]) is None]
+        if missing:
+            raise UploadIncomplete(f"item(s) {', '.join(map(str, missing))} have not been uploaded; PUT each file to its upload URL "
+                                   "with the given headers, then confirm again", items=missing)
+        problems, kept = {}, {}
+        for it in items:
+            try: kept[it["item"]] = self._keep_photo(it)
+            except (ImageError, NotFound) as e: problems[it["item"]] = e.message
+        if problems:
+            raise ImageError("item(s) that are not photos s3lib accepts: " + "; ".join(f"{i}: {m}" for i, m in problems.items()),
+                             items=list(problems))
+        if not ledger.confirm_inputs(job_id, kept, self.context.now()):
+            status = ledger.job(job_id)["status"]  # another confirmation won the race
+            if status != "uploaded": raise InvalidState(f"job {job_id} is {status}; only a created job's uploads can be confirmed")
+            return confirmed
+        for it in items: self.context.store.delete(it["input_key"])  # an upload URL still valid now writes where nothing reads
+        return confirmed
+
+    def _keep_photo(self, item: dict) -> str:
+        "Verify one upload at bounded memory, then store exactly the verified bytes under the item's photo key; returns that key."
+        store, images = self.context.store, self.context.settings.images
+        data = store.get(item["input_key"])
+        verify_image(data, item["content_type"], images.max_pixels, images.max_bytes)
+        photo = item["input_key"].replace("/inputs/", "/photos/")
+        store.put(photo, data, item["content_type"])
+        return photo
+
+# %% ../nbs/11_service.ipynb #a6f25df1
+class JobReads:
+    "What a user sees of their jobs: status with progress and credits, expiring result URLs, photos, and the export set."
+    def __init__(self, context: ServiceContext, model: "ModelSlot"): self.context, self.model = context, model
+
+    def thresholds(self, job: dict) -> dict:
+        "The score threshold of each concept the job segments (jobs from before thresholds were kept: the preset's)."
+        if job["thresholds"] is not None: return job["thresholds"]
+        rule = job["rule"]
+        concepts = resolve_concepts(self.context.preset(job["domain"]), [*(e["concept"] for e in rule["edits"]), *rule["protect"]])
+        return {c.id: c.threshold for c in concepts}
+
+    def out(self, job: dict, progress: dict, credits: dict) -> dict:
+        return {"id": job["id"], "status": job["status"], "domain": job["domain"], "rule_id": job["rule_id"], "rule": job["rule"],
+                "thresholds": self.thresholds(job), "progress": progress, "credits_reserved": credits["reserve"],
+                "credits_charged": credits["charge"], "credits_refunded": credits["refund"], "created_at": iso(job["created_at"]),
+                "updated_at": iso(job["updated_at"]), "finished_at": iso(job["finished_at"]), "purged_at": iso(job["purged_at"])}
+
+    def job_status(self, user_id: str, job_id: str) -> dict:
+        ledger = self.context.ledger
+        job = ledger.job_with_credits(job_id, user_id) if isinstance(job_id, str) else None
+        if job is None: raise NotFound(f"job {job_id} does not exist")
+        items = ledger.items(job_id)
+        progress = {"total": len(items), "done": sum(it["status"] == "done" for it in items),
+                    "failed": sum(it["status"] == "failed" for it in items)}
+        seconds = self.context.settings.jobs.download_url_seconds
+        out = self.out(job, progress, job)
+        out["items"] = [{"item": it["item"], "filename": it["filename"], "status": it["status"], "error": it["error"],
+                         "result_url": self.context.store.presign_get(it["result_key"], seconds)
+                                       if it["status"] == "done" and job["purged_at"] is None else None}
+                        for it in items]
+        return out
+
+    def list_jobs(self, user_id: str, limit: int = 50) -> list[dict]:
+        self.context.user(user_id)
+        limit = _integer(limit, "limit", 1, MAX_JOB_LIST)
+        return [self.out(j, {"total": j["total"], "done": j["done"], "failed": j["failed"]}, {k: j[k] for k in ("reserve", "charge", "refund")})
+                for j in self.context.ledger.job_overviews(user_id, limit)]
+
+    def _item(self, user_id: str, job_id: str, item: int) -> tuple[dict, dict]:
+        job = self.context.job(user_id, job_id)
+        found = self.context.ledger.item(job_id, item) if isinstance(item, int) and not isinstance(item, bool) else None
+        if found is None: raise NotFound(f"job {job_id} has no item {item}")
+        return job, found
+
+    def job_result(self, user_id: str, job_id: str, item: int) -> bytes:
+        job, found = self._item(user_id, job_id, item)
+        if found["status"] != "done" or job["purged_at"] is not None: raise NotFound(f"job {job_id} has no result for item {item}")
+        return self.context.store.get(found["result_key"])
+
+    def job_input(self, user_id: str, job_id: str, item: int) -> bytes:
+        job, found = self._item(user_id, job_id, item)
+        if job["purged_at"] is not None: raise NotFound(f"the photos of job {job_id} were deleted after the retention period")
+        return self.context.store.get(found["input_key"])
+
+    def export_job(self, user_id: str, job_id: str, lang: str = "en") -> dict:
+        lang = _lang(lang)
+        job = self.context.job(user_id, job_id)
+        if job["status"] not in FINISHED_JOB_STATES:
+            raise InvalidState(f"job {job_id} is {job['status']}; export it once it is finished (or cancel it)")
+        if job["purged_at"] is not None: raise NotFound(f"the photos and results of job {job_id} were deleted after the retention period")
+        model = self.context.settings.model
+        device = str(getattr(self.model.loaded, "device", None) or model.device)
+        items = [self._exported(job, it, lang) for it in self.context.ledger.items(job_id)]
+        return {"job": self.job_status(user_id, job_id), "model": {"id": model.id, "device": device, "dtype": model.dtype},
+                "mask_threshold": model.mask_threshold, "items": items}
+
+    def _exported(self, job: dict, it: dict, lang: str) -> dict:
+        "One item of an export: its photo and, when done, its result, masks, report and the preset's checks on it."
+        exported = {"item": it["item"], "filename": it["filename"], "status": it["status"], "error": it["error"],
+                    "input": self._object_or_none(it["input_key"]), "result": None, "masks": {}, "report": [], "checks": []}
+        if it["status"] != "done": return exported
+        exported["result"] = self._object_or_none(it["result_key"])
+        for name in dict.fromkeys([*(e["concept"] for e in job["rule"]["edits"]), "protect"]):
+            mask = self._object_or_none(output_key(it["result_key"], f"masks/{name}"))
+            if mask is not None: exported["masks"][name] = mask
+        report = self._object_or_none(output_key(it["result_key"], "report"))
+        if report is not None: exported["report"] = json.loads(report)
+        exported["checks"] = self._checks(job, exported, lang)
+        return exported
+
+    def _checks(self, job: dict, exported: dict, lang: str) -> list[dict]:
+        "The verdicts of the job's preset's checks on one exported result (none when the preset has no checks)."
+        names = self.context.presets[job["domain"]].checks
+        if not names or exported["result"] is None: return []
+        with Image.open(io.BytesIO(exported["result"])) as picture: result = picture.convert("RGB")
+        masks = {}
+        for name, png in exported["masks"].items():
+            with Image.open(io.BytesIO(png)) as mask: masks[name] = np.asarray(mask.convert("L")) > 127
+        return run_checks(names, result, masks, job["rule"], lang)
+
+    def export_archive(self, user_id: str, job_id: str) -> bytes:
+        return export_zip(self.export_job(user_id, job_id), self.context.presets)
+
+    def _object_or_none(self, key: str) -> bytes | None:
+        try: return self.context.store.get(key)
+        except NotFound: return None
+
+# %% ../nbs/11_service.ipynb #f78a5a6a
+class Callbacks:
+    "Workers' signed reports, the only way work comes back: verified, de-duplicated by webhook id, bound to their job, item "
+    "and attempt, applied under the writer lock; a done item is charged once."
+    def __init__(self, context: ServiceContext, signed: SignedBodies, settlement: Settlement):
+        self.context, self.signed, self.settlement = context, signed, settlement
+        self.outcomes, self._lock = Counter(), threading.Lock()  # callbacks by outcome since start (metrics)
+
+    def count(self, outcome: str) -> None:
+        with self._lock: self.outcomes[outcome] += 1
+
+    def counts(self) -> dict:
+        with self._lock: return {k: self.outcomes[k] for k in ("accepted", "duplicate", "ignored", "rejected")}
+
+    def handle_callback(self, job_id: str, headers: Mapping, raw_body: bytes) -> dict:
+        ledger = self.context.ledger
+        try:
+            body, webhook_id = self.signed.verified(headers, raw_body, "the callback body")
+            self.signed.bound(job_id, body, "the callback body")
+        except (Unauthorized, InvalidRequest): self.count("rejected"); raise
+        if ledger.seen_receipt(webhook_id): self.count("duplicate"); return {"ok": True, "duplicate": True}
+        job = ledger.job(job_id) if isinstance(job_id, str) else None
+        if job is None: raise NotFound(f"job {job_id} does not exist")
+        update = None  # a finished job's reports are ignored before their body is judged
+        if job["status"] not in FINISHED_JOB_STATES:
+            if job["status"] not in ACTIVE_JOB_STATES: raise InvalidState(f"job {job['id']} is {job['status']}; it was never executed")
+            update = self._update(body, job)
+            if update["status"] == "done" and self.context.store.head(update["result_key"]) is None:
+                raise _invalid("result_key", f"there is no object at {update['result_key']}; upload the result before reporting done")
+        now = self.context.now()
+        with ledger.transaction():
+            if not ledger.record_receipt(webhook_id, job["id"], now): self.count("duplicate"); return {"ok": True, "duplicate": True}
+            job = ledger.job(job["id"])  # active when checked above, so now active or finished (states never go back)
+            ignored = f"job is {job['status']}" if job["status"] in FINISHED_JOB_STATES else self._apply(job, update, now)
+        self.count("ignored" if ignored else "accepted")
+        return {"ok": True, "duplicate": False, **({"ignored": ignored} if ignored else {})}
+
+    def _update(self, body: dict, job: dict) -> dict:
+        "A report's body checked against its item: `{item, attempt, status, result_key, error}`."
+        body = _object(body, "", required=("job_id", "item", "attempt", "status"), optional=("result_key", "error"))
+        item = _integer(body["item"], "item", 0)
+        found = self.context.ledger.item(job["id"], item)
+        if found is None: raise _invalid("item", f"job {job['id']} has no item {item}")
+        attempt = self.signed.attempt(body, found)
+        status = body["status"]
+        if status not in ("running", "done", "failed"): raise _invalid("status", f"{status!r} is not running, done or failed")
+        result_key, error = body.get("result_key"), body.get("error")
+        if status == "done":
+            if result_key != found["result_key"]: raise _invalid("result_key", f"must be {found['result_key']!r}, the key the task was given")
+        elif result_key is not None: raise _invalid("result_key", "only a done callback carries a result_key")
+        if status == "failed":
+            if error is not None and not isinstance(error, str): raise _invalid("error", f"must be a string, not {json_type(error)}")
+        elif error is not None: raise _invalid("error", "only a failed callback carries an error")
+        return {"item": item, "attempt": attempt, "status": status, "result_key": result_key,
+                "error": error or "the worker reported a failure"}
+
+    def _apply(self, job: dict, update: dict, now: datetime) -> str | None:
+        "Inside a transaction: apply one item report to an active job; returns why it was ignored, if it was."
+        ledger, job_id, item, status = self.context.ledger, job["id"], update["item"], update["status"]
+        latest = ledger.item(job_id, item)["attempts"]  # read under the writer lock: no attempt can start meanwhile
+        if update["attempt"] != latest: return f"attempt {update['attempt']} of item {item} was superseded by attempt {latest}"
+        if job["status"] in JOB_MOVES["running"]: ledger.set_job_status(job_id, "running", JOB_MOVES["running"], now)
+        if status == "running":
+            if ledger.set_item_status(job_id, item, "running", ("pending",), now=now): return None
+            current = ledger.item(job_id, item)["status"]
+            return None if current == "running" else f"item {item} is already {current}"
+        if status == "done":
+            if not ledger.set_item_status(job_id, item, "done", ("pending", "running"), now=now):
+                return f"item {item} is already {ledger.item(job_id, item)['status']}"
+            if job["credits_per_image"]:
+                ledger.post_entry(job["user_id"], "charge", job["credits_per_image"], job_id=job_id, item=item, now=now)
+        elif not ledger.set_item_status(job_id, item, "failed", ("pending", "running"), error=_short(update["error"]), now=now):
+            return f"item {item} is already {ledger.item(job_id, item)['status']}"
+        self.settlement.finish_if_complete(job, now)
+        return None
+
+# %% ../nbs/11_service.ipynb #af0af6ca
+class ResultUploads:
+    "Remote workers write their outputs through presigned PUTs of a bounded size, only for an attempt still wanted and only "
+    "under the item's own keys."
+    def __init__(self, context: ServiceContext, signed: SignedBodies, dispatch: Dispatch):
+        self.context, self.signed, self.dispatch = context, signed, dispatch
+
+    def result_upload(self, job_id: str, headers: Mapping, raw_body: bytes) -> dict:
+        context = self.context
+        body = self.signed.bound(job_id, self.signed.verified(headers, raw_body, "the result-upload body")[0], "the result-upload body")
+        job = context.ledger.job(job_id) if isinstance(job_id, str) else None
+        if job is None: raise NotFound(f"job {job_id} does not exist")
+        if job["status"] not in ACTIVE_JOB_STATES: raise InvalidState(f"job {job_id} is {job['status']}; its results are not wanted")
+        body = _object(body, "", required=("job_id", "item", "attempt", "size"), optional=("part",))
+        found = context.ledger.item(job_id, _integer(body["item"], "item", 0))
+        if found is None: raise _invalid("item", f"job {job_id} has no item {body['item']}")
+        if found["status"] in ("done", "failed"): raise InvalidState(f"item {found['item']} is already {found['status']}")
+        if (unwanted := self.signed.unwanted(job, found, self.signed.attempt(body, found))): raise InvalidState(f"{unwanted}; its results are not wanted")
+        part = body.get("part", "result")
+        if not isinstance(part, str): raise _invalid("part", f"must be a string, not {json_type(part)}")
+        key = output_key(found["result_key"], part)
+        masks = ["protect", *(c["id"] for c in self.dispatch.concepts(job, found["protected"]))]
+        if part.startswith("masks/") and part[len("masks/"):] not in masks:
+            raise _invalid("part", f"{part!r}: this item has masks of {', '.join(masks)} only")
+        pixels = context.settings.images.max_pixels
+        # worst cases with room for the headers: an RGB result PNG, an 8-bit mask PNG, a report of ≤ 32 edits
+        limit = {"result": 4 * pixels + 1024 * 1024, "report": MAX_REPORT_BYTES}.get(part, pixels + 1024 * 1024)
+        size = _integer(body["size"], "size", 1, limit)
+        upload = context.store.presign_put(key, output_content_type(part), size, context.settings.jobs.upload_url_seconds)
+        return {"item": found["item"], "part": part, **upload.to_dict()}
+
+# %% ../nbs/11_service.ipynb #9fe6d0b8
+class Retention:
+    "Nothing is kept forever: unexecuted jobs expire, jobs a worker never finished are ended and refunded, and photos and "
+    "results are deleted after the retention period (the job record stays)."
+    def __init__(self, context: ServiceContext, settlement: Settlement): self.context, self.settlement = context, settlement
+
+    def purge_expired(self, now: datetime | None = None) -> dict:
+        context, ledger = self.context, self.context.ledger
+        now = utc(now) if now is not None else context.now()
+        jobs = context.settings.jobs
+        counts = {"expired_jobs": 0, "timed_out_jobs": 0, "purged_jobs": 0, "objects_deleted": 0}
+        cutoff = now - timedelta(days=jobs.retention_days)
+        for job in ledger.jobs_in(ACTIVE_JOB_STATES, before=cutoff):
+            with ledger.transaction():
+                current = ledger.job(job["id"])
+                if current["status"] not in ACTIVE_JOB_STATES: continue
+                ledger.fail_unfinished_items(job["id"], f"not finished within the retention period ({jobs.retention_days:g} days)", now)
+                self.settlement.finish_if_complete(current, now)
+            counts["timed_out_jobs"] += 1
+            if context.runner is not None: context.runner.cancel(job["id"])
+        for job in ledger.jobs_in(JOB_MOVES["expired"], before=now - timedelta(hours=jobs.unexecuted_ttl_hours)):
+            if ledger.set_job_status(job["id"], "expired", JOB_MOVES["expired"], now, finished_at=now):
+                counts["expired_jobs"] += 1
+                counts["objects_deleted"] += self._purge(job, now)
+        for job in ledger.jobs_in(FINISHED_JOB_STATES, before=cutoff, purged=False):
+            counts["purged_jobs"] += 1
+            counts["objects_deleted"] += self._purge(job, now)
+        counts |= ledger.forget_before(now - timedelta(hours=IDEMPOTENCY_HOURS))
+        return counts
+
+    def _purge(self, job: dict, now: datetime) -> int:
+        deleted = self.context.store.delete_prefix(f"users/{job['user_id']}/jobs/{job['id']}/")
+        self.context.ledger.mark_purged(job["id"], now)
+        return deleted
+
+# %% ../nbs/11_service.ipynb #0c55cafa
+class ModelSlot:
+    "The one shared segmenter, loaded on first use; a failed load is remembered with its reason and tried again after a cooldown."
+    def __init__(self, settings: Settings, factory: Callable[[], Any]):
+        self.settings, self.factory = settings, factory
+        self.loaded = None  # the segmenter once loaded
+        self.error: str | None = None  # why the last load failed
+        self.failed_at = 0.0  # time.monotonic() of the last failed load
+        self.retry_seconds = MODEL_RETRY_SECONDS
+        self._loading = threading.Lock()
+
+    def retry_in(self) -> float:
+        "Seconds until a failed model load may be tried again (0: now)."
+        return max(0.0, self.failed_at + self.retry_seconds - time.monotonic())
+
+    def status(self) -> dict:
+        status = "loaded" if self.loaded is not None else "unavailable" if self.error else "not_loaded"
+        retry_in = math.ceil(self.retry_in()) if status == "unavailable" else None
+        return {"status": status, "model": self.settings.model.id, "message": self.error, "retry_in": retry_in}
+
+    def segmenter(self):
+        def should_load(): return self.loaded is None and (self.error is None or self.retry_in() == 0)
+        if should_load():
+            with self._loading:
+                if should_load():
+                    try: self.loaded, self.error = self.factory(), None
+                    except Exception as e:
+                        self.error = e.message if isinstance(e, ModelUnavailable) else \
+                            f"the model {self.settings.model.id} could not be loaded: {type(e).__name__}: {e}"
+                        self.failed_at = time.monotonic()
+        if self.loaded is None: raise ModelUnavailable(f"{self.error} (next try in {math.ceil(self.retry_in())} s)")
+        return self.loaded
+
+# %% ../nbs/11_service.ipynb #8dfb5d7d
+class Photos:
+    "The model on photos sent in the request (the UI): segment, preview a rule without a job or credits, or run a whole job "
+    "from images in one call. Every image is decoded under the same pixel and byte limits as an upload."
+    def __init__(self, context: ServiceContext, model: ModelSlot, rules: RuleBook, jobs: Jobs, uploads: Uploads, reads: JobReads):
+        self.context, self.model, self.rules, self.jobs, self.uploads, self.reads = context, model, rules, jobs, uploads, reads
+
+    def image(self, image) -> Image.Image:
+        "A PIL image from bytes, a PIL image or a uint8 array, within the configured limits."
+        if isinstance(image, np.ndarray):
+            if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
+                raise ImageError(f"an image array must be uint8 H×W, H×W×3 or H×W×4, not {image.dtype} {image.shape}")
+            image = Image.fromarray(image)
+        if not isinstance(image, (bytes, bytearray, memoryview, Image.Image)):
+            raise ImageError(f"cannot read an image from {json_type(image)}; pass bytes, a PIL image or a uint8 array")
+        images = self.context.settings.images
+        return load_image(image, max_pixels=images.max_pixels, max_bytes=images.max_bytes, formats=UPLOAD_TYPES)
+
+    def segment(self, user_id: str, image, domain: str, concepts: list[str] | None = None, thresholds: dict | None = None) -> list:
+        self.context.user(user_id)
+        preset = self.context.preset(domain)
+        ids = preset.concept_ids if concepts is None else concepts
+        if not isinstance(ids, (list, tuple)) or not ids: raise _invalid("concepts", "must be a non-empty list of concept ids")
+        wanted = resolve_concepts(preset, ids, thresholds)
+        picture = self.image(image)
+        return self.model.segmenter().segment(picture, list(wanted), thresholds={c.id: c.threshold for c in wanted},
+                                              mask_threshold=self.context.settings.model.mask_threshold)
+
+    def preview(self, user_id: str, image, rule: Any, protected: list[str] = (), thresholds: dict | None = None) -> Any:
+        body = _object(rule, "rule", required=("domain", "edits"), optional=("name", "protect"))
+        parsed = self.rules.parse({"name": "preview", **body}, field="rule")
+        protected = _protected(protected, "protected", self.context.presets[parsed.domain].concept_ids)
+        extra = [INSTANCE_KEY.fullmatch(entry)[1] for entry in protected]
+        picture = self.image(image)
+        instances = self.segment(user_id, picture, parsed.domain, list(dict.fromkeys([*parsed.concepts, *extra])), thresholds)
+        return apply_rule(picture, instances, parsed, protected=protected)
+
+    def create_job_from_images(self, user_id: str, images: list, domain: str, rule_id: str | None = None, rule: dict | None = None,
+                               filenames: list[str] | None = None, thresholds: dict | None = None, protected: list | None = None) -> dict:
+        if not isinstance(images, (list, tuple)) or not images: raise _invalid("images", "must be a non-empty list of images")
+        if filenames is not None and (not isinstance(filenames, (list, tuple)) or len(filenames) != len(images)):
+            raise _invalid("filenames", "must be a list with one name per image")
+        if protected is not None and (not isinstance(protected, (list, tuple)) or len(protected) != len(images)):
+            raise _invalid("protected", "must be a list with one list of instance keys per image")
+        files = [self._upload_bytes(image, f"images[{i}]") for i, image in enumerate(images)]
+        body = {"domain": domain, "items": [{"filename": filenames[i] if filenames else f"image-{i + 1}.{kind.split('/')[1]}",
+                                              "content_type": kind, "size": len(data)} for i, (data, kind) in enumerate(files)]}
+        if protected is not None:
+            for item, keys in zip(body["items"], protected): item["protected"] = keys
+        body |= {k: v for k, v in (("rule_id", rule_id), ("rule", rule), ("thresholds", thresholds)) if v is not None}
+        created = self.jobs.create_job(user_id, body)
+        try:
+            for upload, (data, kind) in zip(created["uploads"], files):
+                self.context.store.put(f"users/{user_id}/jobs/{created['id']}/inputs/{upload['item']}", data, kind)
+            self.uploads.confirm_upload(user_id, created["id"])
+            self.jobs.execute(user_id, created["id"])
+        except S3libError:
+            self.jobs.cancel(user_id, created["id"])
+            self.context.store.delete_prefix(f"users/{user_id}/jobs/{created['id']}/")
+            raise
+        return self.reads.job_status(user_id, created["id"])
+
+    def _upload_bytes(self, image, field: str) -> tuple[bytes, str]:
+        if isinstance(image, (bytes, bytearray, memoryview)):
+            data = bytes(image)
+            try: kind = UPLOAD_TYPES.get(Image.open(io.BytesIO(data)).format)
+            except Exception: kind = None
+            if kind: return data, kind  # kept as sent; confirm_upload judges it
+        try: picture = self.image(image)
+        except ImageError as e: raise ImageError(f"{field}: {e.message}", field=field) from None
+        buffer = io.BytesIO()
+        picture.save(buffer, "PNG")
+        return buffer.getvalue(), "image/png"
+
+# %% ../nbs/11_service.ipynb #94f49973
 class Service:
     "Users, plans, credits, rules, jobs, callbacks, retention and limits; REST, Gradio and the CLI only adapt it."
     def __init__(self, settings: Settings, # validated settings with secrets (`ensure_secrets`)
                  ledger: Ledger, # the database
-                 store, # an `s3lib.storage.ObjectStore`
+                 store: ObjectStore, # where photos and results live (`s3lib.storage`)
                  presets: Mapping, # preset id -> `Preset` (`load_presets`)
                  segmenter_factory: Callable | None = None, # () -> segmenter, called once on first model use; None: from settings
                  runner: Runner | None = None, # where item tasks go; None: they wait in the database until a runner starts
                  clock: Callable[[], datetime] | None = None, # current time (aware UTC); default: the system clock
+                 urls: WorkerUrls | None = None, # the URLs workers are given; None: s3lib's routes under the public URL
                 ):
         for name in ("jwt_secret", "callback_secret"):
             if not settings.auth[name]: raise SettingsError(f"settings.auth.{name} is empty; pass the settings through "
                                                             "s3lib.auth.ensure_secrets(settings) first")
         if "free" not in settings.plans: raise SettingsError("settings have no free plan; new users need one")
         DECODE_SLOTS.resize(settings.images.concurrent_decodes)  # memory is per process, and so is this bound
-        self.settings, self.ledger, self.store, self.presets, self.runner = settings, ledger, store, dict(presets), runner
-        self.clock = clock or (lambda: datetime.now(timezone.utc))
         server = settings.server
         self.public_url = (server.public_url or f"http://{server.host}:{server.port}").rstrip("/")
-        self._segmenter_factory = segmenter_factory or default_segmenter_factory(settings)
-        self._model = None
-        self._model_error: str | None = None
-        self._model_failed_at = 0.0  # time.monotonic() of the last failed load
-        self.model_retry_seconds = MODEL_RETRY_SECONDS
-        self._model_loading = threading.Lock()
-        self._signups = RateLimiter(settings.limits.signups_per_minute, 60, what="sign-ups from this address")
-        self._job_creations = RateLimiter(settings.limits.jobs_per_minute, 60, what="new jobs")
-        self._callbacks = Counter()
-        self._known_users: set[str] = set()  # user ids `authenticate` found in the ledger
-        self._callbacks_lock = threading.Lock()
+        self.context = context = ServiceContext(settings, ledger, store, dict(presets), runner,
+                                                clock or (lambda: datetime.now(timezone.utc)), urls or WorkerUrls.under(self.public_url))
+        signed, settlement = SignedBodies(context), Settlement(context)
+        self.model = ModelSlot(settings, segmenter_factory or default_segmenter_factory(settings))
+        self.accounts, self.rules = Accounts(context, signed), RuleBook(context)
+        self.dispatch, self.workers = Dispatch(context, settlement, signed), WorkerLeases(context, signed)
+        self.jobs, self.uploads = Jobs(context, self.rules, self.dispatch, settlement), Uploads(context)
+        self.reads = JobReads(context, self.model)
+        self.callbacks, self.result_uploads = Callbacks(context, signed, settlement), ResultUploads(context, signed, self.dispatch)
+        self.retention = Retention(context, settlement)
+        self.photos = Photos(context, self.model, self.rules, self.jobs, self.uploads, self.reads)
         self.started = False
         self._stopping, self._maintenance = threading.Event(), None
 
     def __repr__(self): return f"Service({self.ledger!r}, {self.store!r}, runner={type(self.runner).__name__ if self.runner else None})"
 
-    # ---- lifecycle -------------------------------------------------------------------------------
+    @property
+    def settings(self) -> Settings: return self.context.settings
+    @property
+    def ledger(self) -> Ledger: return self.context.ledger
+    @property
+    def store(self) -> ObjectStore: return self.context.store
+    @property
+    def presets(self) -> dict[str, Preset]: return self.context.presets
+    @property
+    def runner(self) -> Runner | None: return self.context.runner
+    @property
+    def model_retry_seconds(self) -> float:
+        "Seconds a failed model load waits before the next try (`MODEL_RETRY_SECONDS`; tests set it to 0)."
+        return self.model.retry_seconds
+    @model_retry_seconds.setter
+    def model_retry_seconds(self, seconds: float): self.model.retry_seconds = seconds
+
     def start(self, maintenance_seconds: float | None = 600.0, # run `purge_expired` this often in a thread; None: never
              ) -> "Service":
         "Start the runner, hand it the work a previous process left unfinished, and start retention."
@@ -181,805 +1064,270 @@ class Service:
 
     def now(self) -> datetime:
         "The service's current time (aware UTC)."
-        return utc(self.clock())
+        return self.context.now()
 
-    # ---- users -------------------------------------------------------------------------------------
-    def sign_up(self, client: str = "local", # the caller's address, for the sign-up rate limit
-               ) -> dict:
-        "Create an anonymous user on the free plan: `{'token', 'user': Me}`."
-        self._signups.hit(str(client))
-        plan, now = self.settings.plans["free"], self.now()
-        user_id = _new_id()
-        self.ledger.create_user(user_id, plan.name, plan.credits_at_signup, now)
-        token = issue_token(user_id, self.settings.auth.jwt_secret, self.settings.auth.token_days * 86400, now=now.timestamp())
-        return {"token": token, "user": self.me(user_id)}
-
-    def authenticate(self, token: str # the bearer token
-                    ) -> str:
-        "The user id a token stands for; `Unauthorized` if the token is bad or its user is gone."
-        user_id = verify_token(token, self.settings.auth.jwt_secret, now=self.now().timestamp())
-        if user_id in self._known_users: return user_id  # users are never deleted: one lookup per user and process
-        if self.ledger.user(user_id) is None: raise Unauthorized("the token's user does not exist (was the data reset?); sign up again")
-        self._known_users.add(user_id)
-        return user_id
-
-    def me(self, user_id: str) -> dict:
-        "Me: `{id, plan, credits, active_jobs, rules_used, limits: {max_concurrent_jobs, max_rules, max_batch, credits_per_image}, created_at}`."
-        user = self._user(user_id)
-        plan = self._plan(user)
-        return {"id": user["id"], "plan": user["plan"], "credits": user["credits"], "active_jobs": user["active_jobs"],
-                "rules_used": user["rules_used"],
-                "limits": {"max_concurrent_jobs": plan.max_concurrent_jobs, "max_rules": plan.max_rules,
-                           "max_batch": plan.max_batch, "credits_per_image": plan.credits_per_image},
-                "created_at": iso(user["created_at"])}
-
-    # ---- plans and credits: operators --------------------------------------------------------------
-    def grant_credits(self, user_id: str, credits: int, # 1..MAX_GRANT
-                      reference: str, # what asked for it (the operator request's id): a retried request grants once
-                     ) -> dict:
-        "Give a user credits (an operator's decision, recorded as a `grant` entry); `Me` after it."
-        self._user(user_id)
-        credits, reference = _integer(credits, "credits", 1, MAX_GRANT), _text(reference, "reference", 300)
-        self.ledger.post_entry(user_id, "grant", credits, reference=reference, now=self.now())
-        return self.me(user_id)
-
-    def change_plan(self, user_id: str, plan: str, # a plan of the settings, e.g. "pro"
-                    reference: str | None = None, # what asked for it
-                   ) -> dict:
-        "Put a user on another plan (recorded); its limits hold from the next request on: `Me` after it."
-        self._user(user_id)
-        if not isinstance(plan, str) or plan not in self.settings.plans:
-            raise _invalid("plan", f"{plan!r} is not a plan; plans: {', '.join(self.settings.plans)}")
-        self.ledger.change_plan(user_id, plan, reference, self.now())
-        return self.me(user_id)
-
-    def operator_request(self, headers: Mapping, # signed like a callback, with `s3lib.auth.operator_key`
-                         raw_body: bytes, what: str) -> tuple[dict, str]:
-        "An operator's signed body and its webhook id (the reference that makes a retried request count once)."
-        return self._verified(headers, raw_body, what, operator_key(self.settings))
-
-    def _user(self, user_id: str) -> dict:
-        user = self.ledger.user(user_id) if isinstance(user_id, str) else None
-        if user is None: raise NotFound(f"user {user_id} does not exist")
-        return user
-
-    def _plan(self, user: dict):
-        try: return self.settings.plans[user["plan"]]
-        except KeyError: raise SettingsError(f"user {user['id']} is on plan {user['plan']!r}, which the settings no longer define") from None
-
-    # ---- presets -----------------------------------------------------------------------------------
     def list_presets(self, lang: str = "en") -> list[dict]:
         "Summaries of the presets: `[{id, name, names, concept_count}]`."
-        return [preset.summary(self._lang(lang)) for preset in self.presets.values()]
+        return [preset.summary(_lang(lang)) for preset in self.presets.values()]
 
     def get_preset(self, preset_id: str, lang: str = "en") -> dict:
         "One preset in full (`Preset.to_dict`); `NotFound` for an unknown id."
-        return self._preset(preset_id).to_dict(self._lang(lang))
+        return self.context.preset(preset_id).to_dict(_lang(lang))
 
-    def _preset(self, preset_id):
-        if not isinstance(preset_id, str) or preset_id not in self.presets:
-            raise NotFound(f"there is no preset {preset_id!r}; presets: {', '.join(self.presets)}")
-        return self.presets[preset_id]
+# %% ../nbs/11_service.ipynb #995e8174
+@patch
+def model_status(self: Service) -> dict:
+    "`{status: not_loaded | loaded | unavailable, model, message, retry_in}`; `retry_in`: seconds until the next load try."
+    return self.model.status()
 
-    def _lang(self, lang) -> str:
-        if lang not in ("en", "ko"): raise _invalid("lang", f"{lang!r} is not a language of the presets; use en or ko")
-        return lang
+@patch
+def segmenter(self: Service):
+    "The shared model, loaded on first use; `ModelUnavailable` (with the reason and fix) if it cannot be loaded (tried again after a cooldown)."
+    return self.model.segmenter()
 
-    # ---- rules -------------------------------------------------------------------------------------
-    def _rule(self, body, field: str = "") -> Rule:
-        try: return Rule.from_dict(body, self.presets)
-        except RuleError as e:
-            if not field: raise
-            inner = e.details.get("field", "")
-            raise RuleError(f"{field}.{e.message}" if inner else f"{field}: {e.message}", field=f"{field}.{inner}" if inner else field) from None
+@patch
+def health(self: Service) -> dict:
+    "`{ok, database: {ok, error}, storage: {ok, error}, model: model_status(), runner}`; ok needs database and storage."
+    def probe(check) -> dict:
+        try: check(); return {"ok": True, "error": None}
+        except Exception as e: return {"ok": False, "error": f"{type(e).__name__}: {e}"}
+    database = probe(lambda: self.ledger.value("SELECT 1"))
+    storage = probe(lambda: self.store.head("health/probe"))
+    return {"ok": database["ok"] and storage["ok"], "database": database, "storage": storage, "model": self.model_status(),
+            "runner": type(self.runner).__name__ if self.runner is not None else None}
 
-    def _rule_out(self, row: dict) -> dict:
-        return {"id": row["id"], "name": row["name"], "domain": row["domain"], "edits": row["edits"], "protect": row["protect"],
-                "created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"])}
+@patch
+def metrics(self: Service) -> dict:
+    "Numbers for monitoring: jobs and items by state, credits by kind, callbacks by outcome, users."
+    counts = self.ledger.counts()
+    credits = counts["credits"]
+    return {"jobs": counts["jobs"], "items": counts["items"], "users": counts["users"], "callbacks": self.callbacks.counts(),
+            "credits": {"granted": credits["signup"] + credits["grant"], "reserved": credits["reserve"], "charged": credits["charge"],
+                        "refunded": credits["refund"]}}
 
-    def list_rules(self, user_id: str) -> list[dict]:
-        "The user's saved rules, oldest first: `[Rule]`, Rule = `{id, name, domain, edits, protect, created_at, updated_at}`."
-        self._user(user_id)
-        return [self._rule_out(r) for r in self.ledger.rules(user_id)]
+@patch
+def prometheus_registry(self: Service):
+    "A new `prometheus_client.CollectorRegistry` exposing `metrics()` (the API adds its request latency to it)."
+    from prometheus_client import CollectorRegistry
+    registry = CollectorRegistry()
+    registry.register(MetricsCollector(self))
+    return registry
 
-    def get_rule(self, user_id: str, rule_id: str) -> dict:
-        "One of the user's rules; `NotFound` for anyone else's."
-        found = self.ledger.rule(user_id, rule_id) if isinstance(rule_id, str) else None
-        if found is None: raise NotFound(f"rule {rule_id} does not exist")
-        return self._rule_out(found)
+# %% ../nbs/11_service.ipynb #7c2c49ce
+@patch
+def sign_up(self: Service, client: str = "local", # the caller's address, for the sign-up rate limit
+           ) -> dict:
+    "Create an anonymous user on the free plan: `{'token', 'user': Me}`."
+    return self.accounts.sign_up(client)
 
-    def create_rule(self, user_id: str, body: Any # {"name", "domain", "edits": [...], "protect": [...]}
-                   ) -> dict:
-        "Validate and save a rule in a free slot; `RuleError` (422) naming the field, `PlanLimit` (403) when slots are full."
-        plan = self._plan(self._user(user_id))
-        rule = self._rule(body)
-        saved = self.ledger.insert_rule(user_id, _new_id(), rule.to_dict(), plan.max_rules, self.now())
-        if saved is None:
-            raise PlanLimit(f"your plan has {plan.max_rules} rule slot(s) and all are used; delete a rule to save a new one",
-                            max_rules=plan.max_rules)
-        return self._rule_out(saved)
+@patch
+def authenticate(self: Service, token: str # the bearer token
+                ) -> str:
+    "The user id a token stands for; `Unauthorized` if the token is bad or its user is gone."
+    return self.accounts.authenticate(token)
 
-    def update_rule(self, user_id: str, rule_id: str, body: Any) -> dict:
-        "Replace one of the user's rules with a validated body."
-        self.get_rule(user_id, rule_id)
-        rule = self._rule(body)
-        saved = self.ledger.update_rule(user_id, rule_id, rule.to_dict(), self.now())
-        if saved is None: raise NotFound(f"rule {rule_id} does not exist")
-        return self._rule_out(saved)
+@patch
+def me(self: Service, user_id: str) -> dict:
+    "Me: `{id, plan, credits, active_jobs, rules_used, limits: {max_concurrent_jobs, max_rules, max_batch, credits_per_image}, created_at}`."
+    return self.accounts.me(user_id)
 
-    def delete_rule(self, user_id: str, rule_id: str) -> None:
-        "Delete one of the user's rules; its slot is free again."
-        if not isinstance(rule_id, str) or not self.ledger.delete_rule(user_id, rule_id): raise NotFound(f"rule {rule_id} does not exist")
+@patch
+def grant_credits(self: Service, user_id: str, credits: int, # 1..MAX_GRANT
+                  reference: str, # what asked for it (the operator request's id): a retried request grants once
+                 ) -> dict:
+    "Give a user credits (an operator's decision, recorded as a `grant` entry); `Me` after it."
+    return self.accounts.grant_credits(user_id, credits, reference)
 
-    # ---- jobs: create, confirm, execute ------------------------------------------------------------------
-    def _job_request(self, user_id: str, body: Any, plan) -> tuple[str, Rule, str | None, list, dict]:
-        body = _object(body, "", required=("domain", "items"), optional=("rule_id", "rule", "thresholds"))
-        domain = body["domain"]
-        if not isinstance(domain, str) or domain not in self.presets:
-            raise _invalid("domain", f"{domain!r} is not a preset; use one of {', '.join(self.presets)}")
-        if ("rule_id" in body) == ("rule" in body): raise _invalid("rule", "send exactly one of rule_id (a saved rule) or rule (edits and protect)")
-        rule_id = None
-        if "rule_id" in body:
-            rule_id = _text(body["rule_id"], "rule_id", 100)
-            saved = self.ledger.rule(user_id, rule_id)
-            if saved is None: raise NotFound(f"rule {rule_id} does not exist")
-            if saved["domain"] != domain: raise _invalid("rule_id", f"rule {rule_id} is for {saved['domain']!r}, not {domain!r}")
-            rule = self._rule({k: saved[k] for k in ("name", "domain", "edits", "protect")})
-        else:
-            given = _object(body["rule"], "rule", required=("edits",), optional=("protect", "name", "domain"))
-            if given.get("domain", domain) != domain: raise _invalid("rule.domain", f"must be the job's domain {domain!r} (or left out)")
-            rule = self._rule({"name": "job rule", **given, "domain": domain}, field="rule")
-        items = body["items"]
-        if not isinstance(items, list): raise _invalid("items", f"must be a list of {{filename, content_type, size}}, not {json_type(items)}")
-        if not items: raise _invalid("items", "must not be empty; a job needs at least one image")
-        if len(items) > plan.max_batch:
-            raise PlanLimit(f"your plan allows {plan.max_batch} images per job; this job has {len(items)}", max_batch=plan.max_batch)
-        checked, limit, preset = [], self.settings.images.max_bytes, self.presets[domain]
-        for i, item in enumerate(items):
-            item = _object(item, f"items[{i}]", required=("filename", "content_type", "size"), optional=("protected",))
-            filename = _filename(item["filename"], f"items[{i}].filename")
-            kind = item["content_type"]
-            if kind not in CONTENT_TYPES: raise _invalid(f"items[{i}].content_type", f"{kind!r} is not accepted; use one of {', '.join(CONTENT_TYPES)}")
-            size = _integer(item["size"], f"items[{i}].size", low=1)
-            if size > limit: raise TooLarge(f"items[{i}].size: {size:,} bytes is over the limit of {limit:,} bytes",
-                                            field=f"items[{i}].size", max_bytes=limit)
-            protected = _protected(item.get("protected", []), f"items[{i}].protected", preset.concept_ids)
-            checked.append({"filename": filename, "content_type": kind, "size": size, "protected": protected})
-        concept_ids = dict.fromkeys([*rule.concepts, *(INSTANCE_KEY.fullmatch(p)[1] for it in checked for p in it["protected"])])
-        overrides = self._thresholds(body.get("thresholds"), preset.concept_ids)
-        thresholds = {c: overrides.get(c, preset.concept(c).threshold) for c in concept_ids}
-        return domain, rule, rule_id, checked, thresholds
+@patch
+def change_plan(self: Service, user_id: str, plan: str, # a plan of the settings, e.g. "pro"
+                reference: str | None = None, # what asked for it
+               ) -> dict:
+    "Put a user on another plan (recorded); its limits hold from the next request on: `Me` after it."
+    return self.accounts.change_plan(user_id, plan, reference)
 
-    def create_job(self, user_id: str, body: Any, # {"domain", "rule_id" | "rule": {edits, protect}, "items": [{filename, content_type, size, protected?}], "thresholds"?}
-                   idempotency_key: str | None = None, # the Idempotency-Key header, if any
-                  ) -> dict:
-        "Create a job and presign its uploads: `{id, status: 'created', uploads: [{item, method, url, headers, expires_at}]}`."
-        user = self._user(user_id)
-        body_hash = None
-        if idempotency_key is not None:
-            if not isinstance(idempotency_key, str) or not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
-                raise _invalid("Idempotency-Key", "must be 1 to 255 printable ASCII characters without spaces")
-            body_hash = _hash_body(body)
-            if (replay := self._replay(user_id, idempotency_key, body_hash)) is not None: return replay
-        domain, rule, rule_id, items, thresholds = self._job_request(user_id, body, self._plan(user))
-        job_id, now = _new_id(), self.now()
-        prefix = f"users/{user_id}/jobs/{job_id}/"
-        for i, item in enumerate(items): item.update(input_key=f"{prefix}inputs/{i}", result_key=f"{prefix}results/{i}.png")
-        uploads = [{"item": i, **self.store.presign_put(item["input_key"], item["content_type"], item["size"],
-                                                        self.settings.jobs.upload_url_seconds).to_dict()}
-                   for i, item in enumerate(items)]
-        response = {"id": job_id, "status": "created", "uploads": uploads}
-        with self.ledger.transaction():
-            if body_hash is not None:
-                if (replay := self._replay(user_id, idempotency_key, body_hash)) is not None: return replay
-            self._job_creations.hit(user_id)  # here, under the writer lock: a replayed request is not a new job
-            if body_hash is not None: self.ledger.remember_response(user_id, idempotency_key, body_hash, response, now)
-            self.ledger.insert_job({"id": job_id, "user_id": user_id, "domain": domain, "rule_id": rule_id, "rule": rule.to_dict(),
-                                    "thresholds": thresholds}, items, now)
-        return response
+@patch
+def operator_request(self: Service, headers: Mapping, # signed like a callback, with `s3lib.auth.operator_key`
+                     raw_body: bytes, what: str) -> tuple[dict, str]:
+    "An operator's signed body and its webhook id (the reference that makes a retried request count once)."
+    return self.accounts.operator_request(headers, raw_body, what)
 
-    def _replay(self, user_id: str, key: str, body_hash: str) -> dict | None:
-        remembered = self.ledger.idempotent_response(user_id, key)
-        if remembered is None: return None
-        if remembered["body_hash"] != body_hash:
-            raise IdempotencyMismatch("this Idempotency-Key was already used with a different body; use a new key for a new job")
-        return remembered["response"]
+# %% ../nbs/11_service.ipynb #0d8c59f1
+@patch
+def list_rules(self: Service, user_id: str) -> list[dict]:
+    "The user's saved rules, oldest first: `[Rule]`, Rule = `{id, name, domain, edits, protect, created_at, updated_at}`."
+    return self.rules.list_rules(user_id)
 
-    def _job(self, user_id: str, job_id: str) -> dict:
-        job = self.ledger.job(job_id, user_id) if isinstance(job_id, str) else None
-        if job is None: raise NotFound(f"job {job_id} does not exist")
-        return job
+@patch
+def get_rule(self: Service, user_id: str, rule_id: str) -> dict:
+    "One of the user's rules; `NotFound` for anyone else's."
+    return self.rules.get_rule(user_id, rule_id)
 
-    def confirm_upload(self, user_id: str, job_id: str) -> dict:
-        "Check every upload arrived, is the photo it was declared as and decodes, and keep exactly those bytes for processing: "
-        "`{id, status: 'uploaded'}`; `UploadIncomplete`/`ImageError` list the items."
-        job = self._job(user_id, job_id)
-        if job["status"] == "uploaded": return {"id": job_id, "status": "uploaded"}
-        if job["status"] != "created": raise InvalidState(f"job {job_id} is {job['status']}; only a created job's uploads can be confirmed")
-        items = self.ledger.items(job_id)
-        missing = [it["item"] for it in items if self.store.head(it["input_key"]) is None]
-        if missing:
-            raise UploadIncomplete(f"item(s) {', '.join(map(str, missing))} have not been uploaded; PUT each file to its upload URL "
-                                   "with the given headers, then confirm again", items=missing)
-        problems, kept = {}, {}
-        for it in items:
-            try: kept[it["item"]] = self._keep_photo(it)
-            except (ImageError, NotFound) as e: problems[it["item"]] = e.message
-        if problems:
-            raise ImageError("item(s) that are not photos s3lib accepts: " + "; ".join(f"{i}: {m}" for i, m in problems.items()),
-                             items=list(problems))
-        if not self.ledger.confirm_inputs(job_id, kept, self.now()):
-            status = self.ledger.job(job_id)["status"]
-            if status != "uploaded": raise InvalidState(f"job {job_id} is {status}; only a created job's uploads can be confirmed")
-            return {"id": job_id, "status": "uploaded"}
-        for it in items: self.store.delete(it["input_key"])  # an upload URL still valid now writes where nothing reads
-        return {"id": job_id, "status": "uploaded"}
+@patch
+def create_rule(self: Service, user_id: str, body: Any # {"name", "domain", "edits": [...], "protect": [...]}
+               ) -> dict:
+    "Validate and save a rule in a free slot; `RuleError` (422) naming the field, `PlanLimit` (403) when slots are full."
+    return self.rules.create_rule(user_id, body)
 
-    def _keep_photo(self, item: dict) -> str:
-        "Verify one upload at bounded memory, then store exactly the verified bytes under the item's photo key; returns that key."
-        data, images = self.store.get(item["input_key"]), self.settings.images
-        verify_image(data, item["content_type"], images.max_pixels, images.max_bytes)
-        photo = item["input_key"].replace("/inputs/", "/photos/")
-        self.store.put(photo, data, item["content_type"])
-        return photo
+@patch
+def update_rule(self: Service, user_id: str, rule_id: str, body: Any) -> dict:
+    "Replace one of the user's rules with a validated body."
+    return self.rules.update_rule(user_id, rule_id, body)
 
-    def execute(self, user_id: str, job_id: str) -> dict:
-        "Reserve credits, claim a job slot and queue the items: `{id, status: 'queued', credits_reserved}`."
-        job = self._job(user_id, job_id)
-        if job["status"] != "uploaded":
-            hint = "confirm the uploads first" if job["status"] == "created" else "it cannot be executed again"
-            raise InvalidState(f"job {job_id} is {job['status']}; {hint}")
-        plan = self._plan(self._user(user_id))
-        credits, now = len(self.ledger.items(job_id)) * plan.credits_per_image, self.now()
-        with self.ledger.transaction():
-            if not self.ledger.set_job_status(job_id, "queued", ("uploaded",), now, credits_per_image=plan.credits_per_image, queued_at=now):
-                raise InvalidState(f"job {job_id} is {self.ledger.job(job_id)['status']}; it cannot be executed again")
-            self.ledger.reserve(user_id, job_id, credits, plan.max_concurrent_jobs, now)
-        self._dispatch(job_id)
-        return {"id": job_id, "status": "queued", "credits_reserved": credits}
+@patch
+def delete_rule(self: Service, user_id: str, rule_id: str) -> None:
+    "Delete one of the user's rules; its slot is free again."
+    return self.rules.delete_rule(user_id, rule_id)
 
-    # ---- jobs: reading -----------------------------------------------------------------------------------------
-    def _job_thresholds(self, job: dict) -> dict:
-        "The score threshold of each concept the job segments (jobs from before thresholds were kept: the preset's)."
-        if job["thresholds"] is not None: return job["thresholds"]
-        preset = self._preset(job["domain"])
-        return {c: preset.concept(c).threshold for c in dict.fromkeys([e["concept"] for e in job["rule"]["edits"]] + list(job["rule"]["protect"]))}
+# %% ../nbs/11_service.ipynb #df331624
+@patch
+def create_job(self: Service, user_id: str, body: Any, # {"domain", "rule_id" | "rule": {edits, protect}, "items": [{filename, content_type, size, protected?}], "thresholds"?}
+               idempotency_key: str | None = None, # the Idempotency-Key header, if any
+              ) -> dict:
+    "Create a job and presign its uploads: `{id, status: 'created', uploads: [{item, method, url, headers, expires_at}]}`."
+    return self.jobs.create_job(user_id, body, idempotency_key)
 
-    def _job_out(self, job: dict, progress: dict, credits: dict) -> dict:
-        return {"id": job["id"], "status": job["status"], "domain": job["domain"], "rule_id": job["rule_id"], "rule": job["rule"],
-                "thresholds": self._job_thresholds(job), "progress": progress, "credits_reserved": credits["reserve"], "credits_charged": credits["charge"],
-                "credits_refunded": credits["refund"], "created_at": iso(job["created_at"]), "updated_at": iso(job["updated_at"]),
-                "finished_at": iso(job["finished_at"]), "purged_at": iso(job["purged_at"])}
+@patch
+def confirm_upload(self: Service, user_id: str, job_id: str) -> dict:
+    "Check every upload arrived, is the photo it was declared as and decodes, and keep exactly those bytes for processing: "
+    return self.uploads.confirm_upload(user_id, job_id)
 
-    def job_status(self, user_id: str, job_id: str) -> dict:
-        "A job with its items (`result_url`: an absolute, expiring download URL for done items) and its credits."
-        job = self.ledger.job_with_credits(job_id, user_id) if isinstance(job_id, str) else None
-        if job is None: raise NotFound(f"job {job_id} does not exist")
-        items = self.ledger.items(job_id)
-        progress = {"total": len(items), "done": sum(it["status"] == "done" for it in items),
-                    "failed": sum(it["status"] == "failed" for it in items)}
-        seconds = self.settings.jobs.download_url_seconds
-        out = self._job_out(job, progress, job)
-        out["items"] = [{"item": it["item"], "filename": it["filename"], "status": it["status"], "error": it["error"],
-                         "result_url": self.store.presign_get(it["result_key"], seconds)
-                                       if it["status"] == "done" and job["purged_at"] is None else None}
-                        for it in items]
-        return out
+@patch
+def execute(self: Service, user_id: str, job_id: str) -> dict:
+    "Reserve credits, claim a job slot and queue the items: `{id, status: 'queued', credits_reserved}`."
+    return self.jobs.execute(user_id, job_id)
 
-    def list_jobs(self, user_id: str, limit: int = 50 # at most this many, newest first (1..200)
-                 ) -> list[dict]:
-        "The user's jobs, newest first, without their items."
-        self._user(user_id)
-        limit = _integer(limit, "limit", 1, MAX_JOB_LIST)
-        return [self._job_out(j, {"total": j["total"], "done": j["done"], "failed": j["failed"]},
-                              {k: j[k] for k in ("reserve", "charge", "refund")})
-                for j in self.ledger.job_overviews(user_id, limit)]
+@patch
+def cancel(self: Service, user_id: str, job_id: str) -> dict:
+    "Cancel a job that has not finished: `{id, status: 'canceled', credits_refunded}` (everything not charged)."
+    return self.jobs.cancel(user_id, job_id)
 
-    def _item(self, user_id: str, job_id: str, item: int) -> tuple[dict, dict]:
-        job = self._job(user_id, job_id)
-        found = self.ledger.item(job_id, item) if isinstance(item, int) and not isinstance(item, bool) else None
-        if found is None: raise NotFound(f"job {job_id} has no item {item}")
-        return job, found
+# %% ../nbs/11_service.ipynb #5fe0a1be
+@patch
+def job_status(self: Service, user_id: str, job_id: str) -> dict:
+    "A job with its items (`result_url`: an absolute, expiring download URL for done items) and its credits."
+    return self.reads.job_status(user_id, job_id)
 
-    def job_result(self, user_id: str, job_id: str, item: int) -> bytes:
-        "The result PNG of one done item of the user's job."
-        job, found = self._item(user_id, job_id, item)
-        if found["status"] != "done" or job["purged_at"] is not None: raise NotFound(f"job {job_id} has no result for item {item}")
-        return self.store.get(found["result_key"])
+@patch
+def list_jobs(self: Service, user_id: str, limit: int = 50 # at most this many, newest first (1..200)
+             ) -> list[dict]:
+    "The user's jobs, newest first, without their items."
+    return self.reads.list_jobs(user_id, limit)
 
-    def job_input(self, user_id: str, job_id: str, item: int) -> bytes:
-        "The uploaded photo of one item of the user's job (e.g. for an export's manifest and masks)."
-        job, found = self._item(user_id, job_id, item)
-        if job["purged_at"] is not None: raise NotFound(f"the photos of job {job_id} were deleted after the retention period")
-        return self.store.get(found["input_key"])
+@patch
+def job_result(self: Service, user_id: str, job_id: str, item: int) -> bytes:
+    "The result PNG of one done item of the user's job."
+    return self.reads.job_result(user_id, job_id, item)
 
-    def export_job(self, user_id: str, job_id: str, lang: str = "en" # language of the checks' reasons
-                  ) -> dict:
-        "Everything to export a finished job: `{job, model, mask_threshold, items: [{item, filename, status, error, input, result, masks, report, checks}]}`."
-        lang = self._lang(lang)
-        job = self._job(user_id, job_id)
-        if job["status"] not in FINISHED_JOB_STATES:
-            raise InvalidState(f"job {job_id} is {job['status']}; export it once it is finished (or cancel it)")
-        if job["purged_at"] is not None: raise NotFound(f"the photos and results of job {job_id} were deleted after the retention period")
-        model = self.settings.model
-        loaded = self._model
-        device = str(getattr(loaded, "device", None) or model.device)
-        items = []
-        for it in self.ledger.items(job_id):
-            exported = {"item": it["item"], "filename": it["filename"], "status": it["status"], "error": it["error"],
-                        "input": self._object_or_none(it["input_key"]), "result": None, "masks": {}, "report": [], "checks": []}
-            if it["status"] == "done":
-                exported["result"] = self._object_or_none(it["result_key"])
-                for name in dict.fromkeys([*(e["concept"] for e in job["rule"]["edits"]), "protect"]):
-                    mask = self._object_or_none(output_key(it["result_key"], f"masks/{name}"))
-                    if mask is not None: exported["masks"][name] = mask
-                report = self._object_or_none(output_key(it["result_key"], "report"))
-                if report is not None: exported["report"] = json.loads(report)
-                exported["checks"] = self._checks(job, exported, lang)
-            items.append(exported)
-        return {"job": self.job_status(user_id, job_id), "model": {"id": model.id, "device": device, "dtype": model.dtype},
-                "mask_threshold": model.mask_threshold, "items": items}
+@patch
+def job_input(self: Service, user_id: str, job_id: str, item: int) -> bytes:
+    "The uploaded photo of one item of the user's job (e.g. for an export's manifest and masks)."
+    return self.reads.job_input(user_id, job_id, item)
 
-    def _checks(self, job: dict, exported: dict, lang: str) -> list[dict]:
-        "The verdicts of the job's preset's checks on one exported result (none when the preset has no checks)."
-        names = self.presets[job["domain"]].checks
-        if not names or exported["result"] is None: return []
-        with Image.open(io.BytesIO(exported["result"])) as picture: result = picture.convert("RGB")
-        masks = {}
-        for name, png in exported["masks"].items():
-            with Image.open(io.BytesIO(png)) as mask: masks[name] = np.asarray(mask.convert("L")) > 127
-        return run_checks(names, result, masks, job["rule"], lang)
+@patch
+def export_job(self: Service, user_id: str, job_id: str, lang: str = "en" # language of the checks' reasons
+              ) -> dict:
+    "Everything to export a finished job: `{job, model, mask_threshold, items: [{item, filename, status, error, input, result, masks, report, checks}]}`."
+    return self.reads.export_job(user_id, job_id, lang)
 
-    def export_archive(self, user_id: str, job_id: str) -> bytes:
-        "A finished job's export set as ZIP bytes (results, masks, manifest.json): what `GET /jobs/{id}/export` sends."
-        return export_zip(self.export_job(user_id, job_id), self.presets)
+@patch
+def export_archive(self: Service, user_id: str, job_id: str) -> bytes:
+    "A finished job's export set as ZIP bytes (results, masks, manifest.json): what `GET /jobs/{id}/export` sends."
+    return self.reads.export_archive(user_id, job_id)
 
-    def _object_or_none(self, key: str) -> bytes | None:
-        try: return self.store.get(key)
-        except NotFound: return None
+# %% ../nbs/11_service.ipynb #1fc4b257
+@patch
+def task(self: Service, job_id: str, item: int, attempt: int) -> ItemTask:
+    "Build the task for one item (fresh presigned URLs when the runner is remote)."
+    return self.dispatch.task(job_id, item, attempt)
 
-    # ---- jobs: cancel and settle ---------------------------------------------------------------------------------
-    def cancel(self, user_id: str, job_id: str) -> dict:
-        "Cancel a job that has not finished: `{id, status: 'canceled', credits_refunded}` (everything not charged)."
-        self._job(user_id, job_id)
-        now = self.now()
-        with self.ledger.transaction():
-            job = self.ledger.job(job_id)
-            if job["status"] in ACTIVE_JOB_STATES:
-                refunded = self._settle(job, "canceled", now)
-                self.ledger.fail_unfinished_items(job_id, "job canceled", now)
-            elif self.ledger.set_job_status(job_id, "canceled", ("created", "uploaded"), now, finished_at=now):
-                refunded = 0
-            else:
-                raise InvalidState(f"job {job_id} is already {job['status']}; only unfinished jobs can be canceled")
-        if self.runner is not None and job["status"] in ACTIVE_JOB_STATES: self.runner.cancel(job_id)
-        return {"id": job_id, "status": "canceled", "credits_refunded": refunded}
+@patch
+def retry_task(self: Service, job_id: str, # the task's job
+               item: int, # the task's item
+               error: str, # what went wrong (kept on the item if it finally fails)
+               attempt: int | None = None, # the attempt that died (`task.attempt`); None: the latest one handed out
+              ) -> str:
+    "For runners: a task died without reporting. Re-queue it as the next attempt, or fail and refund it after max_attempts."
+    return self.dispatch.retry_task(job_id, item, error, attempt)
 
-    def _settle(self, job: dict, status: str, now: datetime) -> int:
-        "Inside a transaction: finish an active job, refund what was reserved and not charged, free its slot. Returns the refund."
-        if not self.ledger.set_job_status(job["id"], status, ACTIVE_JOB_STATES, now, finished_at=now): return 0
-        credits = self.ledger.job_credits(job["id"])
-        refund = credits["reserve"] - credits["charge"]
-        if refund > 0: self.ledger.post_entry(job["user_id"], "refund", refund, job_id=job["id"], now=now)
-        self.ledger.release_slot(job["user_id"])
-        return max(refund, 0)
+@patch
+def resume(self: Service) -> int:
+    "Re-queue the unfinished items of queued and running jobs (after a restart), each as its next attempt. Returns tasks sent."
+    return self.dispatch.resume()
 
-    def _finish_if_complete(self, job: dict, now: datetime) -> None:
-        "Inside a transaction: once every item is done or failed, the job is done (≥ 1 done) or failed."
-        counts = self.ledger.item_counts(job["id"])
-        if counts["pending"] or counts["running"]: return
-        self._settle(job, "done" if counts["done"] else "failed", now)
+@patch
+def claim_tasks(self: Service, limit: int = 1, # at most this many tasks
+                timeout: float = 0.0, # seconds to wait for the first one
+               ) -> list[ItemTask]:
+    "For workers elsewhere: take queued tasks from the external runner (`s3lib.runners.external.ExternalRunner`)."
+    return self.workers.claim_tasks(limit, timeout)
 
-    def _fail_item(self, job: dict, item: int, error: str, now: datetime) -> bool:
-        "Inside a transaction: fail an unfinished item and finish the job if it was the last one."
-        failed = self.ledger.set_item_status(job["id"], item, "failed", ("pending", "running"), error=_short(error), now=now)
-        if failed: self._finish_if_complete(job, now)
-        return failed
+@patch
+def worker_claim(self: Service, headers: Mapping, # signed like a callback (webhook-id, webhook-timestamp, webhook-signature)
+                 raw_body: bytes, # {"limit"?: 1..16, "wait"?: seconds 0..MAX_CLAIM_WAIT}
+                ) -> dict:
+    "For workers elsewhere: lease up to `limit` queued tasks, waiting up to `wait` s for the first: `{tasks: [task], lease_seconds}`."
+    return self.workers.worker_claim(headers, raw_body)
 
-    # ---- dispatch to the runner -------------------------------------------------------------------------------------
-    def _concepts(self, job: dict, protected: list[str]) -> list[dict]:
-        "The concepts an item's task segments: the rule's targets, its protected concepts, then the photo's own protected ones."
-        preset, thresholds = self._preset(job["domain"]), self._job_thresholds(job)
-        rule = job["rule"]
-        ids = dict.fromkeys([e["concept"] for e in rule["edits"]] + list(rule["protect"]) + [INSTANCE_KEY.fullmatch(p)[1] for p in protected])
-        return [{"id": c.id, "prompt": c.prompt, "threshold": thresholds.get(c.id, c.threshold)} for c in map(preset.concept, ids)]
-
-    def task(self, job_id: str, item: int, attempt: int) -> ItemTask:
-        "Build the task for one item (fresh presigned URLs when the runner is remote)."
-        job, found = self.ledger.job(job_id), self.ledger.item(job_id, item)
-        if job is None or found is None: raise NotFound(f"job {job_id} has no item {item}")
-        jobs, images = self.settings.jobs, self.settings.images
-        remote = {}
-        if self.runner is not None and self.runner.remote:
-            remote = {"input_url": self.store.presign_get(found["input_key"], jobs.download_url_seconds),
-                      "result_upload_url": f"{self.public_url}/jobs/{job_id}/result-upload"}
-        return ItemTask(job_id=job_id, item=item, attempt=attempt, max_attempts=jobs.max_attempts,
-                        input_key=found["input_key"], result_key=found["result_key"], rule=job["rule"],
-                        concepts=self._concepts(job, found["protected"]), callback_url=f"{self.public_url}/jobs/{job_id}/callback",
-                        mask_threshold=self.settings.model.mask_threshold, max_pixels=images.max_pixels,
-                        max_bytes=images.max_bytes, protected=tuple(found["protected"]), **remote)
-
-    def _dispatch(self, job_id: str, only: list[int] | None = None, reason: str = "",
-                  after_attempt: int | None = None, # only items handed out exactly this often so far (a retry of that attempt)
-                 ) -> int:
-        "Hand the job's unfinished items (or `only` these) to the runner, counting attempts; exhausted items fail. Returns tasks sent."
-        if self.runner is None: return 0
-        limit, now, sent = self.settings.jobs.max_attempts, self.now(), []
-        with self.ledger.transaction():
-            job = self.ledger.job(job_id)
-            if job is None or job["status"] not in ACTIVE_JOB_STATES: return 0
-            for it in self.ledger.items(job_id):
-                if it["status"] in ("done", "failed") or (only is not None and it["item"] not in only): continue
-                if after_attempt is not None and it["attempts"] != after_attempt: continue  # another retry of it came first
-                if it["attempts"] >= limit:
-                    self._fail_item(job, it["item"], f"gave up after {limit} attempt(s)" + (f": {reason}" if reason else ""), now)
-                else:
-                    sent.append((it["item"], self.ledger.count_attempt(job_id, it["item"])))
-        for item, attempt in sent:
-            try: task = self.task(job_id, item, attempt); self.runner.submit(task)
-            except Exception as e: self.retry_task(job_id, item, f"could not hand the task to the runner: {type(e).__name__}: {e}", attempt)
-        return len(sent)
-
-    def retry_task(self, job_id: str, # the task's job
-                   item: int, # the task's item
-                   error: str, # what went wrong (kept on the item if it finally fails)
-                   attempt: int | None = None, # the attempt that died (`task.attempt`); None: the latest one handed out
-                  ) -> str:
-        "For runners: a task died without reporting. Re-queue it as the next attempt, or fail and refund it after max_attempts."
-        job, found = self.ledger.job(job_id), self.ledger.item(job_id, item)
-        if job is None or found is None: raise NotFound(f"job {job_id} has no item {item}")
-        if job["status"] not in ACTIVE_JOB_STATES or found["status"] in ("done", "failed"): return "ignored"
-        died = found["attempts"] if attempt is None else attempt
-        if died != found["attempts"]: return "ignored"  # an older attempt: a newer one is already out
-        if self._dispatch(job_id, only=[item], reason=error, after_attempt=died): return "resubmitted"
-        return "failed" if self.ledger.item(job_id, item)["status"] == "failed" else "ignored"
-
-    def resume(self) -> int:
-        "Re-queue the unfinished items of queued and running jobs (after a restart), each as its next attempt. Returns tasks sent."
-        return sum(self._dispatch(job["id"], reason="the worker stopped (restart)") for job in self.ledger.jobs_in(ACTIVE_JOB_STATES))
-
-    def claim_tasks(self, limit: int = 1, # at most this many tasks
-                    timeout: float = 0.0, # seconds to wait for the first one
-                   ) -> list[ItemTask]:
-        "For workers elsewhere: take queued tasks from the external runner (`s3lib.runners.external.ExternalRunner`)."
-        claim = getattr(self.runner, "claim", None)
-        if claim is None: raise InvalidState(f"the {type(self.runner).__name__ if self.runner else 'missing'} runner hands out tasks itself")
-        return claim(_integer(limit, "limit", 1, 100), timeout)
-
-    def _verified(self, headers: Mapping, raw_body: bytes, what: str,
-                  key: str | None = None, # default: the callback secret (workers); operators sign with `operator_key`
-                 ) -> tuple[dict, str]:
-        "A signed body (Standard Webhooks headers), verified and strictly parsed, with its webhook id."
-        webhook_id = verify_callback(headers, raw_body, key or self.settings.auth.callback_secret,
-                                     self.settings.auth.callback_tolerance_seconds, now=self.now().timestamp())
-        return parse_json_object(raw_body, what), webhook_id
-
-    def _unwanted(self, job: dict, found: dict, attempt: int) -> str | None:
-        "Why a worker's attempt at an item is no longer wanted (job or item finished, attempt superseded), or None."
-        if job["status"] not in ACTIVE_JOB_STATES: return f"job {job['id']} is {job['status']}"
-        if found["status"] in ("done", "failed"): return f"item {found['item']} is already {found['status']}"
-        if attempt != found["attempts"]: return f"attempt {attempt} of item {found['item']} was superseded by attempt {found['attempts']}"
-        return None
-
-    def worker_claim(self, headers: Mapping, # signed like a callback (webhook-id, webhook-timestamp, webhook-signature)
-                     raw_body: bytes, # {"limit"?: 1..16, "wait"?: seconds 0..MAX_CLAIM_WAIT}
+@patch
+def worker_heartbeat(self: Service, headers: Mapping, # signed like a callback
+                     raw_body: bytes, # {"job_id", "item", "attempt"}: the task being worked on
                     ) -> dict:
-        "For workers elsewhere: lease up to `limit` queued tasks, waiting up to `wait` s for the first: `{tasks: [task], lease_seconds}`."
-        body = _object(self._verified(headers, raw_body, "the claim body")[0], "", optional=("limit", "wait"))
-        wait = body.get("wait", 0)
-        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= MAX_CLAIM_WAIT:
-            raise _invalid("wait", f"must be a number of seconds from 0 to {MAX_CLAIM_WAIT}, not {wait!r}")
-        tasks = self.claim_tasks(_integer(body.get("limit", 1), "limit", 1, MAX_CLAIM_TASKS), float(wait))
-        return {"tasks": [task.to_dict() for task in tasks], "lease_seconds": self.runner.lease_seconds}
+    "Renew a claimed task's lease: `{ok, lease_seconds}`; `InvalidState` (409) once it is lost, which tells the worker to stop."
+    return self.workers.worker_heartbeat(headers, raw_body)
 
-    def worker_heartbeat(self, headers: Mapping, # signed like a callback
-                         raw_body: bytes, # {"job_id", "item", "attempt"}: the task being worked on
-                        ) -> dict:
-        "Renew a claimed task's lease: `{ok, lease_seconds}`; `InvalidState` (409) once it is lost, which tells the worker to stop."
-        body = _object(self._verified(headers, raw_body, "the heartbeat body")[0], "", required=("job_id", "item", "attempt"))
-        extend = getattr(self.runner, "extend", None)
-        if extend is None: raise InvalidState(f"the {type(self.runner).__name__ if self.runner else 'missing'} runner leases no tasks")
-        job_id, item = _text(body["job_id"], "job_id", 100), _integer(body["item"], "item", 0)
-        job, found = self.ledger.job(job_id), self.ledger.item(job_id, item)
-        if job is None or found is None: raise NotFound(f"job {job_id} has no item {item}")
-        attempt = self._attempt(body, found)
-        if (unwanted := self._unwanted(job, found, attempt)): raise InvalidState(f"{unwanted}; stop working on it")
-        if not extend(job_id, item, attempt):
-            raise InvalidState(f"the lease of attempt {attempt} of item {item} has ended and the task went back to the queue")
-        return {"ok": True, "lease_seconds": self.runner.lease_seconds}
+# %% ../nbs/11_service.ipynb #eaec2075
+@patch
+def handle_callback(self: Service, job_id: str, # from the URL path
+                    headers: Mapping, # request headers (webhook-id, webhook-timestamp, webhook-signature)
+                    raw_body: bytes, # the body exactly as received
+                   ) -> dict:
+    "A worker's signed report `{job_id, item, attempt, status, …}`: `{ok: true, duplicate: bool}` plus `ignored` (why) "
+    return self.callbacks.handle_callback(job_id, headers, raw_body)
 
-    # ---- callbacks ------------------------------------------------------------------------------------------------
-    def _count(self, outcome: str) -> None:
-        with self._callbacks_lock: self._callbacks[outcome] += 1
+@patch
+def result_upload(self: Service, job_id: str, # from the URL path
+                  headers: Mapping, # signed like a callback (webhook-id, webhook-timestamp, webhook-signature)
+                  raw_body: bytes, # {"job_id", "item", "attempt", "size", "part"?: "result" | "report" | "masks/<concept>"}
+                 ) -> dict:
+    "For remote workers: a presigned PUT for one output of an item, of exactly `size` bytes: `{item, part, url, method, headers, expires_at}`."
+    return self.result_uploads.result_upload(job_id, headers, raw_body)
 
-    def _bound(self, job_id: str, body: dict, what: str) -> dict:
-        "A signed worker body, refused unless it names the job of the URL it was sent to."
-        if "job_id" not in body: raise _invalid("job_id", f"missing: {what} must name its job, inside what is signed")
-        if body["job_id"] != job_id:
-            raise _invalid("job_id", f"{what} is signed for job {body['job_id']!r}, not for job {job_id} of this URL; "
-                                     "send it to its own job's URL")
-        return body
+@patch
+def purge_expired(self: Service, now: datetime | None = None # default: the service clock
+                 ) -> dict:
+    "Expire never-executed jobs after `unexecuted_ttl_hours`, end jobs still unfinished after `retention_days` (failing and "
+    return self.retention.purge_expired(now)
 
-    def _attempt(self, body: dict, found: dict) -> int:
-        "The attempt a worker body names: a whole number ≥ 1 that was handed out for this item."
-        attempt = _integer(body["attempt"], "attempt", 1)
-        if attempt > found["attempts"]:
-            raise _invalid("attempt", f"attempt {attempt} of item {found['item']} was never handed out (latest: {found['attempts']})")
-        return attempt
+# %% ../nbs/11_service.ipynb #f80ceeef
+@patch
+def segment(self: Service, user_id: str, image, # bytes, PIL image or uint8 array
+            domain: str, # preset id
+            concepts: list[str] | None = None, # concept ids of the preset; None: all of them
+            thresholds: dict | None = None, # concept id -> score threshold 0..1, overriding the preset's
+           ) -> list:
+    "Find the concepts' instances on an image (`s3lib.segment.Instance`s, masks at the image's size)."
+    return self.photos.segment(user_id, image, domain, concepts, thresholds)
 
-    def _callback_update(self, body: dict, job: dict) -> dict:
-        body = _object(body, "", required=("job_id", "item", "attempt", "status"), optional=("result_key", "error"))
-        item = _integer(body["item"], "item", 0)
-        found = self.ledger.item(job["id"], item)
-        if found is None: raise _invalid("item", f"job {job['id']} has no item {item}")
-        attempt = self._attempt(body, found)
-        status = body["status"]
-        if status not in ("running", "done", "failed"): raise _invalid("status", f"{status!r} is not running, done or failed")
-        result_key, error = body.get("result_key"), body.get("error")
-        if status == "done":
-            if result_key != found["result_key"]: raise _invalid("result_key", f"must be {found['result_key']!r}, the key the task was given")
-        elif result_key is not None: raise _invalid("result_key", "only a done callback carries a result_key")
-        if status == "failed":
-            if error is not None and not isinstance(error, str): raise _invalid("error", f"must be a string, not {json_type(error)}")
-        elif error is not None: raise _invalid("error", "only a failed callback carries an error")
-        return {"item": item, "attempt": attempt, "status": status, "result_key": result_key,
-                "error": error or "the worker reported a failure"}
+@patch
+def preview(self: Service, user_id: str, image, # bytes, PIL image or uint8 array
+            rule: Any, # a rule body {"name"?, "domain", "edits", "protect"} (validated like a saved rule)
+            protected: list[str] = (), # more to keep unchanged: concept ids or instance keys like "person:0"
+            thresholds: dict | None = None, # as for `segment` (use the same ones so instance keys match)
+           ) -> Any:
+    "Apply a rule to one image without a job (no credits): an `s3lib.rules.EditResult` (image, masks, report)."
+    return self.photos.preview(user_id, image, rule, protected, thresholds)
 
-    def handle_callback(self, job_id: str, # from the URL path
-                        headers: Mapping, # request headers (webhook-id, webhook-timestamp, webhook-signature)
-                        raw_body: bytes, # the body exactly as received
-                       ) -> dict:
-        "A worker's signed report `{job_id, item, attempt, status, …}`: `{ok: true, duplicate: bool}` plus `ignored` (why) "
-        "when it changed nothing (a finished job, a superseded attempt)."
-        try:
-            body, webhook_id = self._verified(headers, raw_body, "the callback body")
-            self._bound(job_id, body, "the callback body")
-        except (Unauthorized, InvalidRequest): self._count("rejected"); raise
-        if self.ledger.seen_receipt(webhook_id): self._count("duplicate"); return {"ok": True, "duplicate": True}
-        job = self.ledger.job(job_id) if isinstance(job_id, str) else None
-        if job is None: raise NotFound(f"job {job_id} does not exist")
-        update = None  # a finished job's reports are ignored before their body is judged
-        if job["status"] not in FINISHED_JOB_STATES:
-            if job["status"] not in ACTIVE_JOB_STATES: raise InvalidState(f"job {job['id']} is {job['status']}; it was never executed")
-            update = self._callback_update(body, job)
-            if update["status"] == "done" and self.store.head(update["result_key"]) is None:
-                raise _invalid("result_key", f"there is no object at {update['result_key']}; upload the result before reporting done")
-        now = self.now()
-        with self.ledger.transaction():
-            if not self.ledger.record_receipt(webhook_id, job["id"], now): self._count("duplicate"); return {"ok": True, "duplicate": True}
-            job = self.ledger.job(job["id"])  # active when checked above, so now active or finished (states never go back)
-            ignored = f"job is {job['status']}" if job["status"] in FINISHED_JOB_STATES else self._apply(job, update, now)
-        self._count("ignored" if ignored else "accepted")
-        return {"ok": True, "duplicate": False, **({"ignored": ignored} if ignored else {})}
-
-    def _apply(self, job: dict, update: dict, now: datetime) -> str | None:
-        "Inside a transaction: apply one item report to an active job; returns why it was ignored, if it was."
-        job_id, item, status = job["id"], update["item"], update["status"]
-        latest = self.ledger.item(job_id, item)["attempts"]  # read under the writer lock: no attempt can start meanwhile
-        if update["attempt"] != latest: return f"attempt {update['attempt']} of item {item} was superseded by attempt {latest}"
-        if job["status"] == "queued": self.ledger.set_job_status(job_id, "running", ("queued",), now)
-        if status == "running":
-            if self.ledger.set_item_status(job_id, item, "running", ("pending",), now=now): return None
-            current = self.ledger.item(job_id, item)["status"]
-            return None if current == "running" else f"item {item} is already {current}"
-        if status == "done":
-            if not self.ledger.set_item_status(job_id, item, "done", ("pending", "running"), now=now):
-                return f"item {item} is already {self.ledger.item(job_id, item)['status']}"
-            if job["credits_per_image"]:
-                self.ledger.post_entry(job["user_id"], "charge", job["credits_per_image"], job_id=job_id, item=item, now=now)
-        elif not self.ledger.set_item_status(job_id, item, "failed", ("pending", "running"), error=_short(update["error"]), now=now):
-            return f"item {item} is already {self.ledger.item(job_id, item)['status']}"
-        self._finish_if_complete(job, now)
-        return None
-
-    def result_upload(self, job_id: str, # from the URL path
-                      headers: Mapping, # signed like a callback (webhook-id, webhook-timestamp, webhook-signature)
-                      raw_body: bytes, # {"job_id", "item", "attempt", "size", "part"?: "result" | "report" | "masks/<concept>"}
-                     ) -> dict:
-        "For remote workers: a presigned PUT for one output of an item, of exactly `size` bytes: `{item, part, url, method, headers, expires_at}`."
-        body = self._bound(job_id, self._verified(headers, raw_body, "the result-upload body")[0], "the result-upload body")
-        job = self.ledger.job(job_id) if isinstance(job_id, str) else None
-        if job is None: raise NotFound(f"job {job_id} does not exist")
-        if job["status"] not in ACTIVE_JOB_STATES: raise InvalidState(f"job {job_id} is {job['status']}; its results are not wanted")
-        body = _object(body, "", required=("job_id", "item", "attempt", "size"), optional=("part",))
-        found = self.ledger.item(job_id, _integer(body["item"], "item", 0))
-        if found is None: raise _invalid("item", f"job {job_id} has no item {body['item']}")
-        if found["status"] in ("done", "failed"): raise InvalidState(f"item {found['item']} is already {found['status']}")
-        if (unwanted := self._unwanted(job, found, self._attempt(body, found))): raise InvalidState(f"{unwanted}; its results are not wanted")
-        part = body.get("part", "result")
-        if not isinstance(part, str): raise _invalid("part", f"must be a string, not {json_type(part)}")
-        key = output_key(found["result_key"], part)
-        masks = ["protect", *(c["id"] for c in self._concepts(job, found["protected"]))]
-        if part.startswith("masks/") and part[len("masks/"):] not in masks:
-            raise _invalid("part", f"{part!r}: this item has masks of {', '.join(masks)} only")
-        pixels = self.settings.images.max_pixels
-        # worst cases with room for the headers: an RGB result PNG, an 8-bit mask PNG, a report of ≤ 32 edits
-        limit = {"result": 4 * pixels + 1024 * 1024, "report": MAX_REPORT_BYTES}.get(part, pixels + 1024 * 1024)
-        size = _integer(body["size"], "size", 1, limit)
-        upload = self.store.presign_put(key, output_content_type(part), size, self.settings.jobs.upload_url_seconds)
-        return {"item": found["item"], "part": part, **upload.to_dict()}
-
-    # ---- retention ----------------------------------------------------------------------------------------------------------
-    def purge_expired(self, now: datetime | None = None # default: the service clock
-                     ) -> dict:
-        "Expire never-executed jobs after `unexecuted_ttl_hours`, end jobs still unfinished after `retention_days` (failing and "
-        "refunding their open items), and delete photos/results after `retention_days`; returns counts."
-        now = utc(now) if now is not None else self.now()
-        jobs = self.settings.jobs
-        counts = {"expired_jobs": 0, "timed_out_jobs": 0, "purged_jobs": 0, "objects_deleted": 0}
-        cutoff = now - timedelta(days=jobs.retention_days)
-        for job in self.ledger.jobs_in(ACTIVE_JOB_STATES, before=cutoff):
-            with self.ledger.transaction():
-                current = self.ledger.job(job["id"])
-                if current["status"] not in ACTIVE_JOB_STATES: continue
-                self.ledger.fail_unfinished_items(job["id"], f"not finished within the retention period ({jobs.retention_days:g} days)", now)
-                self._finish_if_complete(current, now)
-            counts["timed_out_jobs"] += 1
-            if self.runner is not None: self.runner.cancel(job["id"])
-        for job in self.ledger.jobs_in(("created", "uploaded"), before=now - timedelta(hours=jobs.unexecuted_ttl_hours)):
-            if self.ledger.set_job_status(job["id"], "expired", ("created", "uploaded"), now, finished_at=now):
-                counts["expired_jobs"] += 1
-                counts["objects_deleted"] += self._purge(job, now)
-        for job in self.ledger.jobs_in(FINISHED_JOB_STATES, before=cutoff, purged=False):
-            counts["purged_jobs"] += 1
-            counts["objects_deleted"] += self._purge(job, now)
-        counts |= self.ledger.forget_before(now - timedelta(hours=IDEMPOTENCY_HOURS))
-        return counts
-
-    def _purge(self, job: dict, now: datetime) -> int:
-        deleted = self.store.delete_prefix(f"users/{job['user_id']}/jobs/{job['id']}/")
-        self.ledger.mark_purged(job["id"], now)
-        return deleted
-
-    # ---- health and metrics -------------------------------------------------------------------------------------------------
-    def _model_retry_in(self) -> float:
-        "Seconds until a failed model load may be tried again (0: now)."
-        return max(0.0, self._model_failed_at + self.model_retry_seconds - time.monotonic())
-
-    def model_status(self) -> dict:
-        "`{status: not_loaded | loaded | unavailable, model, message, retry_in}`; `retry_in`: seconds until the next load try."
-        status = "loaded" if self._model is not None else "unavailable" if self._model_error else "not_loaded"
-        retry_in = math.ceil(self._model_retry_in()) if status == "unavailable" else None
-        return {"status": status, "model": self.settings.model.id, "message": self._model_error, "retry_in": retry_in}
-
-    def health(self) -> dict:
-        "`{ok, database: {ok, error}, storage: {ok, error}, model: model_status(), runner}`; ok needs database and storage."
-        def probe(check) -> dict:
-            try: check(); return {"ok": True, "error": None}
-            except Exception as e: return {"ok": False, "error": f"{type(e).__name__}: {e}"}
-        database = probe(lambda: self.ledger.value("SELECT 1"))
-        storage = probe(lambda: self.store.head("health/probe"))
-        return {"ok": database["ok"] and storage["ok"], "database": database, "storage": storage, "model": self.model_status(),
-                "runner": type(self.runner).__name__ if self.runner is not None else None}
-
-    def metrics(self) -> dict:
-        "Numbers for monitoring: jobs and items by state, credits by kind, callbacks by outcome, users."
-        counts = self.ledger.counts()
-        with self._callbacks_lock: callbacks = {k: self._callbacks[k] for k in ("accepted", "duplicate", "ignored", "rejected")}
-        credits = counts["credits"]
-        return {"jobs": counts["jobs"], "items": counts["items"], "users": counts["users"], "callbacks": callbacks,
-                "credits": {"granted": credits["signup"] + credits["grant"], "reserved": credits["reserve"], "charged": credits["charge"],
-                            "refunded": credits["refund"]}}
-
-    def prometheus_registry(self):
-        "A new `prometheus_client.CollectorRegistry` exposing `metrics()` (the API adds its request latency to it)."
-        from prometheus_client import CollectorRegistry
-        registry = CollectorRegistry()
-        registry.register(MetricsCollector(self))
-        return registry
-
-    # ---- the model: segment and preview (UI) -------------------------------------------------------------------------------------
-    def segmenter(self):
-        "The shared model, loaded on first use; `ModelUnavailable` (with the reason and fix) if it cannot be loaded (tried again after a cooldown)."
-        def should_load(): return self._model is None and (self._model_error is None or self._model_retry_in() == 0)
-        if should_load():
-            with self._model_loading:
-                if should_load():
-                    try: self._model, self._model_error = self._segmenter_factory(), None
-                    except Exception as e:
-                        self._model_error = e.message if isinstance(e, ModelUnavailable) else \
-                            f"the model {self.settings.model.id} could not be loaded: {type(e).__name__}: {e}"
-                        self._model_failed_at = time.monotonic()
-        if self._model is None:
-            raise ModelUnavailable(f"{self._model_error} (next try in {math.ceil(self._model_retry_in())} s)")
-        return self._model
-
-    def _image(self, image) -> Image.Image:
-        if isinstance(image, np.ndarray):
-            if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
-                raise ImageError(f"an image array must be uint8 H×W, H×W×3 or H×W×4, not {image.dtype} {image.shape}")
-            image = Image.fromarray(image)
-        if not isinstance(image, (bytes, bytearray, memoryview, Image.Image)):
-            raise ImageError(f"cannot read an image from {json_type(image)}; pass bytes, a PIL image or a uint8 array")
-        return load_image(image, max_pixels=self.settings.images.max_pixels, max_bytes=self.settings.images.max_bytes,
-                          formats=UPLOAD_TYPES)
-
-    def _thresholds(self, thresholds, concept_ids) -> dict:
-        if thresholds is None: return {}
-        thresholds = _object(thresholds, "thresholds", optional=tuple(concept_ids))
-        for key, value in thresholds.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-                raise _invalid(f"thresholds.{key}", f"must be a number from 0 to 1, not {value!r}")
-        return {k: float(v) for k, v in thresholds.items()}
-
-    def segment(self, user_id: str, image, # bytes, PIL image or uint8 array
-                domain: str, # preset id
-                concepts: list[str] | None = None, # concept ids of the preset; None: all of them
-                thresholds: dict | None = None, # concept id -> score threshold 0..1, overriding the preset's
-               ) -> list:
-        "Find the concepts' instances on an image (`s3lib.segment.Instance`s, masks at the image's size)."
-        self._user(user_id)
-        preset = self._preset(domain)
-        ids = preset.concept_ids if concepts is None else concepts
-        if not isinstance(ids, (list, tuple)) or not ids: raise _invalid("concepts", "must be a non-empty list of concept ids")
-        for i, concept_id in enumerate(ids):
-            if concept_id not in preset.concept_ids:
-                raise _invalid(f"concepts[{i}]", f"{concept_id!r} is not a concept of {domain!r}; use one of {', '.join(preset.concept_ids)}")
-        ids = list(dict.fromkeys(ids))
-        overrides = {k: v for k, v in self._thresholds(thresholds, preset.concept_ids).items() if k in ids}
-        picture = self._image(image)
-        return self.segmenter().segment(picture, [preset.concept(c) for c in ids], thresholds=overrides,
-                                        mask_threshold=self.settings.model.mask_threshold)
-
-    def preview(self, user_id: str, image, # bytes, PIL image or uint8 array
-                rule: Any, # a rule body {"name"?, "domain", "edits", "protect"} (validated like a saved rule)
-                protected: list[str] = (), # more to keep unchanged: concept ids or instance keys like "person:0"
-                thresholds: dict | None = None, # as for `segment` (use the same ones so instance keys match)
-               ) -> Any:
-        "Apply a rule to one image without a job (no credits): an `s3lib.rules.EditResult` (image, masks, report)."
-        body = _object(rule, "rule", required=("domain", "edits"), optional=("name", "protect"))
-        parsed = self._rule({"name": "preview", **body}, field="rule")
-        protected = _protected(protected, "protected", self.presets[parsed.domain].concept_ids)
-        extra = [INSTANCE_KEY.fullmatch(entry)[1] for entry in protected]
-        picture = self._image(image)
-        instances = self.segment(user_id, picture, parsed.domain, list(dict.fromkeys([*parsed.concepts, *extra])), thresholds)
-        return apply_rule(picture, instances, parsed, protected=protected)
-
-    def create_job_from_images(self, user_id: str, images: list, # bytes (JPEG/PNG/WebP kept as sent), PIL images or uint8 arrays
-                               domain: str, # preset id
-                               rule_id: str | None = None, # a saved rule …
-                               rule: dict | None = None, # … or {edits, protect}
-                               filenames: list[str] | None = None, # labels for the items
-                               thresholds: dict | None = None, # concept id -> score threshold 0..1 (use the preview's, so instances match)
-                               protected: list | None = None, # per image, instance keys ("person:0") or concept ids kept unchanged in that photo
-                              ) -> dict:
-        "Create, upload (in-process), confirm and execute a job in one call (the Gradio `job_create`); returns `job_status`."
-        if not isinstance(images, (list, tuple)) or not images: raise _invalid("images", "must be a non-empty list of images")
-        if filenames is not None and (not isinstance(filenames, (list, tuple)) or len(filenames) != len(images)):
-            raise _invalid("filenames", "must be a list with one name per image")
-        if protected is not None and (not isinstance(protected, (list, tuple)) or len(protected) != len(images)):
-            raise _invalid("protected", "must be a list with one list of instance keys per image")
-        files = [self._upload_bytes(image, f"images[{i}]") for i, image in enumerate(images)]
-        body = {"domain": domain, "items": [{"filename": filenames[i] if filenames else f"image-{i + 1}.{kind.split('/')[1]}",
-                                              "content_type": kind, "size": len(data)} for i, (data, kind) in enumerate(files)]}
-        if protected is not None:
-            for item, keys in zip(body["items"], protected): item["protected"] = keys
-        if rule_id is not None: body["rule_id"] = rule_id
-        if rule is not None: body["rule"] = rule
-        if thresholds is not None: body["thresholds"] = thresholds
-        created = self.create_job(user_id, body)
-        try:
-            for upload, (data, kind) in zip(created["uploads"], files):
-                self.store.put(f"users/{user_id}/jobs/{created['id']}/inputs/{upload['item']}", data, kind)
-            self.confirm_upload(user_id, created["id"])
-            self.execute(user_id, created["id"])
-        except S3libError:
-            self.cancel(user_id, created["id"])
-            self.store.delete_prefix(f"users/{user_id}/jobs/{created['id']}/")
-            raise
-        return self.job_status(user_id, created["id"])
-
-    def _upload_bytes(self, image, field: str) -> tuple[bytes, str]:
-        if isinstance(image, (bytes, bytearray, memoryview)):
-            data = bytes(image)
-            try: kind = UPLOAD_TYPES.get(Image.open(io.BytesIO(data)).format)
-            except Exception: kind = None
-            if kind: return data, kind  # kept as sent; confirm_upload judges it
-        try: picture = self._image(image)
-        except ImageError as e: raise ImageError(f"{field}: {e.message}", field=field) from None
-        buffer = io.BytesIO()
-        picture.save(buffer, "PNG")
-        return buffer.getvalue(), "image/png"
+@patch
+def create_job_from_images(self: Service, user_id: str, images: list, # bytes (JPEG/PNG/WebP kept as sent), PIL images or uint8 arrays
+                           domain: str, # preset id
+                           rule_id: str | None = None, # a saved rule …
+                           rule: dict | None = None, # … or {edits, protect}
+                           filenames: list[str] | None = None, # labels for the items
+                           thresholds: dict | None = None, # concept id -> score threshold 0..1 (use the preview's, so instances match)
+                           protected: list | None = None, # per image, instance keys ("person:0") or concept ids kept unchanged in that photo
+                          ) -> dict:
+    "Create, upload (in-process), confirm and execute a job in one call (the Gradio `job_create`); returns `job_status`."
+    return self.photos.create_job_from_images(user_id, images, domain, rule_id, rule, filenames, thresholds, protected)
 
 # %% ../nbs/11_service.ipynb #99402bcc
 class MetricsCollector:
