@@ -92,6 +92,7 @@ def cmd_edit(args) -> int:
     print(f"{done} edited, {len(failed)} failed → {Path(args.output) / 'manifest.json'}")
     return 1 if failed else 0
 
+# %% ../nbs/07_cli.ipynb #82a75954
 def cmd_doctor(args) -> int:
     "Report versions, the device, and whether the configured model loads."
     import importlib.metadata as md

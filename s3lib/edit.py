@@ -251,6 +251,7 @@ def _herringbone(dark: str, light: str, seed: int, width: int = 32, ratio: int =
     color[(across == 0) | (along == 0)] *= 0.55
     return color
 
+# %% ../nbs/04_edit.ipynb #7d981a05
 def _marble(seed: int) -> np.ndarray:
     "White marble with a few wandering grey veins and finer cracks."
     y, x = np.mgrid[:TILE, :TILE].astype(np.float32)
@@ -331,6 +332,7 @@ _TEXTURES = {
     "carpet": lambda: _carpet(20),
 }
 
+# %% ../nbs/04_edit.ipynb #25126d0b
 def _material_name(name: Any) -> str:
     if name not in MATERIALS:
         raise InvalidRequest(f"unknown material {name!r}; choose one of: {', '.join(MATERIALS)}", field="name")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import duckdb
+from fastcore.basics import patch
 
 from .core import ConcurrencyLimit, InsufficientCredits, InvalidState, NotFound
 
@@ -220,6 +221,7 @@ def _credit_totals(where: str) -> str:
 
 _CREDIT_COLUMNS = ", ".join(f"coalesce(c.{kind}, 0) AS {kind}" for kind in ("reserve", "charge", "refund"))
 
+# %% ../nbs/09_ledger.ipynb #361bcbc8
 class Ledger:
     "One DuckDB database holding users, credits, rules, jobs, items, idempotency keys and callback receipts."
     def __init__(self, path: str | Path = ":memory:", # database file (created if missing), or ":memory:"
@@ -308,294 +310,338 @@ class Ledger:
                 self._cursors.clear()
             self._connection.close()
 
-    def create_user(self, user_id: str, # new user's id
-                    plan: str, # plan name
-                    credits: int, # credits granted at sign-up
-                    now: datetime | None = None, # creation time (default: now)
-                   ) -> dict:
-        "Insert a user and its sign-up credit entry in one transaction; returns the user row."
-        with self.transaction() as cursor:
-            cursor.execute("INSERT INTO users (id, plan, credits, created_at) VALUES (?, ?, 0, ?)", [user_id, plan, _naive(now)])
-            if credits: self.post_entry(user_id, "signup", credits, now=now)
-            return self.user(user_id)
+# %% ../nbs/09_ledger.ipynb #ee1c7af8
+@patch
+def create_user(self: Ledger, user_id: str, # new user's id
+                plan: str, # plan name
+                credits: int, # credits granted at sign-up
+                now: datetime | None = None, # creation time (default: now)
+               ) -> dict:
+    "Insert a user and its sign-up credit entry in one transaction; returns the user row."
+    with self.transaction() as cursor:
+        cursor.execute("INSERT INTO users (id, plan, credits, created_at) VALUES (?, ?, 0, ?)", [user_id, plan, _naive(now)])
+        if credits: self.post_entry(user_id, "signup", credits, now=now)
+        return self.user(user_id)
 
-    def user(self, user_id: str) -> dict | None:
-        "A user row (id, plan, credits, active_jobs, rules_used, created_at) or None."
-        return self.row("SELECT * FROM users WHERE id = ?", [user_id])
+@patch
+def user(self: Ledger, user_id: str) -> dict | None:
+    "A user row (id, plan, credits, active_jobs, rules_used, created_at) or None."
+    return self.row("SELECT * FROM users WHERE id = ?", [user_id])
 
-    def change_plan(self, user_id: str, # whose plan
-                    plan: str, # the new plan's name
-                    reference: str | None = None, # what asked for it (e.g. the operator request's id)
-                    now: datetime | None = None,
-                   ) -> dict:
-        "Put a user on another plan and record the change, in one transaction; returns the user row."
-        with self.transaction() as cursor:
-            user = _user_or_404(self, user_id)
-            cursor.execute("UPDATE users SET plan = ? WHERE id = ?", [plan, user_id])
-            cursor.execute("INSERT INTO plan_changes VALUES (?, ?, ?, ?, ?)", [user_id, user["plan"], plan, reference, _naive(now)])
-            return self.user(user_id)
+@patch
+def change_plan(self: Ledger, user_id: str, # whose plan
+                plan: str, # the new plan's name
+                reference: str | None = None, # what asked for it (e.g. the operator request's id)
+                now: datetime | None = None,
+               ) -> dict:
+    "Put a user on another plan and record the change, in one transaction; returns the user row."
+    with self.transaction() as cursor:
+        user = _user_or_404(self, user_id)
+        cursor.execute("UPDATE users SET plan = ? WHERE id = ?", [plan, user_id])
+        cursor.execute("INSERT INTO plan_changes VALUES (?, ?, ?, ?, ?)", [user_id, user["plan"], plan, reference, _naive(now)])
+        return self.user(user_id)
 
-    def plan_changes(self, user_id: str) -> list[dict]:
-        "A user's plan changes, oldest first: `[{old_plan, new_plan, reference, changed_at}]`."
-        return self.rows("SELECT old_plan, new_plan, reference, changed_at FROM plan_changes WHERE user_id = ? ORDER BY changed_at",
-                         [user_id])
+@patch
+def plan_changes(self: Ledger, user_id: str) -> list[dict]:
+    "A user's plan changes, oldest first: `[{old_plan, new_plan, reference, changed_at}]`."
+    return self.rows("SELECT old_plan, new_plan, reference, changed_at FROM plan_changes WHERE user_id = ? ORDER BY changed_at",
+                     [user_id])
 
-    def post_entry(self, user_id: str, # whose balance
-                   kind: str, # signup, reserve, charge or refund
-                   credits: int, # how many credits the entry is about (> 0)
-                   job_id: str | None = None, # the job it belongs to (all but signup)
-                   item: int | None = None, # the item (charge)
-                   now: datetime | None = None, # entry time (default: now)
-                   reference: str | None = None, # what a grant answers (one grant per reference)
-                  ) -> bool:
-        "Append a credit entry and move the balance by its sign; False (and no change) if this entry was posted before."
-        if credits <= 0: raise ValueError(f"a credit entry is about a positive number of credits, not {credits}")
-        with self.transaction() as cursor:
-            if not _insert_entry(cursor, kind, user_id, credits, job_id, item, now, reference): return False
-            delta = ENTRY_SIGN[kind] * credits
-            if delta:
-                moved = cursor.execute("UPDATE users SET credits = credits + ? WHERE id = ? AND credits + ? >= 0 RETURNING credits",
-                                       [delta, user_id, delta]).fetchall()
-                if not moved:
-                    user = _user_or_404(self, user_id)
-                    raise InsufficientCredits(f"this needs {credits} credits; {user['credits']} left", needed=credits,
-                                              available=user["credits"])
-            return True
-
-    def balance_errors(self) -> list[dict]:
-        "Users whose balance differs from the sum of their entries (always empty unless something is badly wrong)."
-        return self.rows("""SELECT u.id, u.credits, coalesce(sum(e.delta), 0) AS entries FROM users u
-                            LEFT JOIN credit_entries e ON e.user_id = u.id GROUP BY u.id, u.credits
-                            HAVING u.credits != coalesce(sum(e.delta), 0)""")
-
-    def job_credits(self, job_id: str) -> dict:
-        "Credits reserved, charged and refunded for a job, from its entries."
-        found = {r["kind"]: int(r["credits"]) for r in self.rows(
-            "SELECT kind, sum(credits) AS credits FROM credit_entries WHERE job_id = ? GROUP BY kind", [job_id])}
-        return {k: found.get(k, 0) for k in ("reserve", "charge", "refund")}
-
-    def reserve(self, user_id: str, # whose credits and slot
-                job_id: str, # the job being executed
-                credits: int, # credits to reserve (items × price); may be 0
-                max_active_jobs: int, # the plan's concurrent job limit
-                now: datetime | None = None, # entry time
-               ) -> int:
-        "Claim a job slot and reserve credits atomically; returns the balance left. Raises ConcurrencyLimit or InsufficientCredits."
-        with self.transaction() as cursor:
-            claimed = cursor.execute(
-                "UPDATE users SET credits = credits - ?, active_jobs = active_jobs + 1 "
-                "WHERE id = ? AND credits >= ? AND active_jobs < ? RETURNING credits",
-                [credits, user_id, credits, max_active_jobs]).fetchall()
-            if not claimed:
+# %% ../nbs/09_ledger.ipynb #7d1a8ec7
+@patch
+def post_entry(self: Ledger, user_id: str, # whose balance
+               kind: str, # signup, reserve, charge or refund
+               credits: int, # how many credits the entry is about (> 0)
+               job_id: str | None = None, # the job it belongs to (all but signup)
+               item: int | None = None, # the item (charge)
+               now: datetime | None = None, # entry time (default: now)
+               reference: str | None = None, # what a grant answers (one grant per reference)
+              ) -> bool:
+    "Append a credit entry and move the balance by its sign; False (and no change) if this entry was posted before."
+    if credits <= 0: raise ValueError(f"a credit entry is about a positive number of credits, not {credits}")
+    with self.transaction() as cursor:
+        if not _insert_entry(cursor, kind, user_id, credits, job_id, item, now, reference): return False
+        delta = ENTRY_SIGN[kind] * credits
+        if delta:
+            moved = cursor.execute("UPDATE users SET credits = credits + ? WHERE id = ? AND credits + ? >= 0 RETURNING credits",
+                                   [delta, user_id, delta]).fetchall()
+            if not moved:
                 user = _user_or_404(self, user_id)
-                if user["active_jobs"] >= max_active_jobs:
-                    raise ConcurrencyLimit(f"your plan allows {max_active_jobs} job(s) queued or running at once; "
-                                           "wait for one to finish or cancel it", max_concurrent_jobs=max_active_jobs)
-                raise InsufficientCredits(f"this job needs {credits} credits and you have {user['credits']}",
-                                          needed=credits, available=user["credits"])
-            if credits and not _insert_entry(cursor, "reserve", user_id, credits, job_id, None, now):
-                raise InvalidState(f"job {job_id} already has a reservation")
-            return claimed[0][0]
+                raise InsufficientCredits(f"this needs {credits} credits; {user['credits']} left", needed=credits,
+                                          available=user["credits"])
+        return True
 
-    def release_slot(self, user_id: str) -> None:
-        "Give back one concurrency slot (never below zero)."
-        with self.transaction() as cursor:
-            cursor.execute("UPDATE users SET active_jobs = active_jobs - 1 WHERE id = ? AND active_jobs > 0", [user_id])
+@patch
+def balance_errors(self: Ledger) -> list[dict]:
+    "Users whose balance differs from the sum of their entries (always empty unless something is badly wrong)."
+    return self.rows("""SELECT u.id, u.credits, coalesce(sum(e.delta), 0) AS entries FROM users u
+                        LEFT JOIN credit_entries e ON e.user_id = u.id GROUP BY u.id, u.credits
+                        HAVING u.credits != coalesce(sum(e.delta), 0)""")
 
-    def insert_rule(self, user_id: str, # owner
-                    rule_id: str, # new rule's id
-                    body: dict, # validated rule JSON (name, domain, edits, protect)
-                    max_rules: int, # the plan's rule slots
-                    now: datetime | None = None,
-                   ) -> dict | None:
-        "Claim a rule slot and store the rule; None when the slots are full."
-        with self.transaction() as cursor:
-            claimed = cursor.execute("UPDATE users SET rules_used = rules_used + 1 WHERE id = ? AND rules_used < ? RETURNING id",
-                                     [user_id, max_rules]).fetchall()
-            if not claimed: return None
-            cursor.execute("INSERT INTO rules VALUES (?, ?, ?, ?, ?, ?, ?)",
-                           [rule_id, user_id, body["name"], body["domain"], json.dumps(body), _naive(now), _naive(now)])
-            return self.rule(user_id, rule_id)
+@patch
+def job_credits(self: Ledger, job_id: str) -> dict:
+    "Credits reserved, charged and refunded for a job, from its entries."
+    found = {r["kind"]: int(r["credits"]) for r in self.rows(
+        "SELECT kind, sum(credits) AS credits FROM credit_entries WHERE job_id = ? GROUP BY kind", [job_id])}
+    return {k: found.get(k, 0) for k in ("reserve", "charge", "refund")}
 
-    def rule(self, user_id: str, rule_id: str) -> dict | None:
-        "One of the user's rules as `{id, **body, created_at, updated_at}`, or None."
-        return _rule_row(self.row("SELECT * FROM rules WHERE id = ? AND user_id = ?", [rule_id, user_id]))
+@patch
+def reserve(self: Ledger, user_id: str, # whose credits and slot
+            job_id: str, # the job being executed
+            credits: int, # credits to reserve (items × price); may be 0
+            max_active_jobs: int, # the plan's concurrent job limit
+            now: datetime | None = None, # entry time
+           ) -> int:
+    "Claim a job slot and reserve credits atomically; returns the balance left. Raises ConcurrencyLimit or InsufficientCredits."
+    with self.transaction() as cursor:
+        claimed = cursor.execute(
+            "UPDATE users SET credits = credits - ?, active_jobs = active_jobs + 1 "
+            "WHERE id = ? AND credits >= ? AND active_jobs < ? RETURNING credits",
+            [credits, user_id, credits, max_active_jobs]).fetchall()
+        if not claimed:
+            user = _user_or_404(self, user_id)
+            if user["active_jobs"] >= max_active_jobs:
+                raise ConcurrencyLimit(f"your plan allows {max_active_jobs} job(s) queued or running at once; "
+                                       "wait for one to finish or cancel it", max_concurrent_jobs=max_active_jobs)
+            raise InsufficientCredits(f"this job needs {credits} credits and you have {user['credits']}",
+                                      needed=credits, available=user["credits"])
+        if credits and not _insert_entry(cursor, "reserve", user_id, credits, job_id, None, now):
+            raise InvalidState(f"job {job_id} already has a reservation")
+        return claimed[0][0]
 
-    def rules(self, user_id: str) -> list[dict]:
-        "The user's rules, oldest first."
-        return [_rule_row(r) for r in self.rows("SELECT * FROM rules WHERE user_id = ? ORDER BY created_at, id", [user_id])]
+@patch
+def release_slot(self: Ledger, user_id: str) -> None:
+    "Give back one concurrency slot (never below zero)."
+    with self.transaction() as cursor:
+        cursor.execute("UPDATE users SET active_jobs = active_jobs - 1 WHERE id = ? AND active_jobs > 0", [user_id])
 
-    def update_rule(self, user_id: str, rule_id: str, body: dict, now: datetime | None = None) -> dict | None:
-        "Replace a rule's body; None if the user has no such rule."
-        with self.transaction() as cursor:
-            changed = cursor.execute("UPDATE rules SET name = ?, domain = ?, body = ?, updated_at = ? WHERE id = ? AND user_id = ? RETURNING id",
-                                     [body["name"], body["domain"], json.dumps(body), _naive(now), rule_id, user_id]).fetchall()
-            return self.rule(user_id, rule_id) if changed else None
+# %% ../nbs/09_ledger.ipynb #b0ce391e
+@patch
+def insert_rule(self: Ledger, user_id: str, # owner
+                rule_id: str, # new rule's id
+                body: dict, # validated rule JSON (name, domain, edits, protect)
+                max_rules: int, # the plan's rule slots
+                now: datetime | None = None,
+               ) -> dict | None:
+    "Claim a rule slot and store the rule; None when the slots are full."
+    with self.transaction() as cursor:
+        claimed = cursor.execute("UPDATE users SET rules_used = rules_used + 1 WHERE id = ? AND rules_used < ? RETURNING id",
+                                 [user_id, max_rules]).fetchall()
+        if not claimed: return None
+        cursor.execute("INSERT INTO rules VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       [rule_id, user_id, body["name"], body["domain"], json.dumps(body), _naive(now), _naive(now)])
+        return self.rule(user_id, rule_id)
 
-    def delete_rule(self, user_id: str, rule_id: str) -> bool:
-        "Delete a rule and free its slot; False if the user has no such rule."
-        with self.transaction() as cursor:
-            deleted = cursor.execute("DELETE FROM rules WHERE id = ? AND user_id = ? RETURNING id", [rule_id, user_id]).fetchall()
-            if deleted: cursor.execute("UPDATE users SET rules_used = rules_used - 1 WHERE id = ? AND rules_used > 0", [user_id])
-            return bool(deleted)
+@patch
+def rule(self: Ledger, user_id: str, rule_id: str) -> dict | None:
+    "One of the user's rules as `{id, **body, created_at, updated_at}`, or None."
+    return _rule_row(self.row("SELECT * FROM rules WHERE id = ? AND user_id = ?", [rule_id, user_id]))
 
-    def insert_job(self, job: dict, # id, user_id, domain, rule_id, rule (dict), thresholds (dict, optional); status starts as "created"
-                   items: list[dict], # filename, content_type, size, input_key, result_key, protected (list, optional) per item, in order
+@patch
+def rules(self: Ledger, user_id: str) -> list[dict]:
+    "The user's rules, oldest first."
+    return [_rule_row(r) for r in self.rows("SELECT * FROM rules WHERE user_id = ? ORDER BY created_at, id", [user_id])]
+
+@patch
+def update_rule(self: Ledger, user_id: str, rule_id: str, body: dict, now: datetime | None = None) -> dict | None:
+    "Replace a rule's body; None if the user has no such rule."
+    with self.transaction() as cursor:
+        changed = cursor.execute("UPDATE rules SET name = ?, domain = ?, body = ?, updated_at = ? WHERE id = ? AND user_id = ? RETURNING id",
+                                 [body["name"], body["domain"], json.dumps(body), _naive(now), rule_id, user_id]).fetchall()
+        return self.rule(user_id, rule_id) if changed else None
+
+@patch
+def delete_rule(self: Ledger, user_id: str, rule_id: str) -> bool:
+    "Delete a rule and free its slot; False if the user has no such rule."
+    with self.transaction() as cursor:
+        deleted = cursor.execute("DELETE FROM rules WHERE id = ? AND user_id = ? RETURNING id", [rule_id, user_id]).fetchall()
+        if deleted: cursor.execute("UPDATE users SET rules_used = rules_used - 1 WHERE id = ? AND rules_used > 0", [user_id])
+        return bool(deleted)
+
+# %% ../nbs/09_ledger.ipynb #5b2bab16
+@patch
+def insert_job(self: Ledger, job: dict, # id, user_id, domain, rule_id, rule (dict), thresholds (dict, optional); status starts as "created"
+               items: list[dict], # filename, content_type, size, input_key, result_key, protected (list, optional) per item, in order
+               now: datetime | None = None,
+              ) -> dict:
+    "Store a new job and its items (all pending) in one transaction."
+    thresholds = job.get("thresholds")
+    with self.transaction() as cursor:
+        cursor.execute("INSERT INTO jobs (id, user_id, domain, rule_id, rule, thresholds, status, created_at, updated_at) "
+                       "VALUES (?, ?, ?, ?, ?, ?, 'created', ?, ?)",
+                       [job["id"], job["user_id"], job["domain"], job.get("rule_id"), json.dumps(job["rule"]),
+                        None if thresholds is None else json.dumps(thresholds), _naive(now), _naive(now)])
+        cursor.executemany("INSERT INTO items (job_id, item, filename, content_type, size, input_key, result_key, protected, status, updated_at) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
+                           [[job["id"], i, it["filename"], it["content_type"], it["size"], it["input_key"], it["result_key"],
+                             json.dumps(list(it.get("protected", ()))), _naive(now)] for i, it in enumerate(items)])
+        return self.job(job["id"])
+
+@patch
+def job(self: Ledger, job_id: str, user_id: str | None = None) -> dict | None:
+    "A job row (rule decoded), optionally only if it belongs to `user_id`."
+    if user_id is None: return _job_row(self.row("SELECT * FROM jobs WHERE id = ?", [job_id]))
+    return _job_row(self.row("SELECT * FROM jobs WHERE id = ? AND user_id = ?", [job_id, user_id]))
+
+@patch
+def items(self: Ledger, job_id: str) -> list[dict]:
+    "A job's items in order (`protected` decoded to a list)."
+    return [_item_row(r) for r in self.rows("SELECT * FROM items WHERE job_id = ? ORDER BY item", [job_id])]
+
+@patch
+def item(self: Ledger, job_id: str, item: int) -> dict | None:
+    "One item of a job (`protected` decoded), or None."
+    found = self.row("SELECT * FROM items WHERE job_id = ? AND item = ?", [job_id, item])
+    return None if found is None else _item_row(found)
+
+@patch
+def set_job_status(self: Ledger, job_id: str, # the job
+                   status: str, # new status
+                   allowed_from: tuple[str, ...], # the transition happens only from one of these
                    now: datetime | None = None,
-                  ) -> dict:
-        "Store a new job and its items (all pending) in one transaction."
-        thresholds = job.get("thresholds")
-        with self.transaction() as cursor:
-            cursor.execute("INSERT INTO jobs (id, user_id, domain, rule_id, rule, thresholds, status, created_at, updated_at) "
-                           "VALUES (?, ?, ?, ?, ?, ?, 'created', ?, ?)",
-                           [job["id"], job["user_id"], job["domain"], job.get("rule_id"), json.dumps(job["rule"]),
-                            None if thresholds is None else json.dumps(thresholds), _naive(now), _naive(now)])
-            cursor.executemany("INSERT INTO items (job_id, item, filename, content_type, size, input_key, result_key, protected, status, updated_at) "
-                               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
-                               [[job["id"], i, it["filename"], it["content_type"], it["size"], it["input_key"], it["result_key"],
-                                 json.dumps(list(it.get("protected", ()))), _naive(now)] for i, it in enumerate(items)])
-            return self.job(job["id"])
+                   **fields, # other columns to set with it (e.g. queued_at, credits_per_image)
+                  ) -> bool:
+    "Guarded job transition; True if it happened."
+    if status not in JOB_STATES: raise ValueError(f"unknown job status {status!r}")
+    columns = "".join(f", {name} = ?" for name in fields)
+    values = [_naive(v) if isinstance(v, datetime) else v for v in fields.values()]
+    with self.transaction() as cursor:
+        return bool(cursor.execute(f"UPDATE jobs SET status = ?, updated_at = ?{columns} WHERE id = ? AND status IN ({_in(allowed_from)}) RETURNING id",
+                                   [status, _naive(now), *values, job_id, *allowed_from]).fetchall())
 
-    def job(self, job_id: str, user_id: str | None = None) -> dict | None:
-        "A job row (rule decoded), optionally only if it belongs to `user_id`."
-        if user_id is None: return _job_row(self.row("SELECT * FROM jobs WHERE id = ?", [job_id]))
-        return _job_row(self.row("SELECT * FROM jobs WHERE id = ? AND user_id = ?", [job_id, user_id]))
+@patch
+def set_item_status(self: Ledger, job_id: str, item: int, status: str, allowed_from: tuple[str, ...],
+                    error: str | None = None, # failure message (failed items)
+                    now: datetime | None = None,
+                   ) -> bool:
+    "Guarded item transition; True if it happened."
+    if status not in ITEM_STATES: raise ValueError(f"unknown item status {status!r}")
+    with self.transaction() as cursor:
+        return bool(cursor.execute(f"UPDATE items SET status = ?, error = ?, updated_at = ? WHERE job_id = ? AND item = ? "
+                                   f"AND status IN ({_in(allowed_from)}) RETURNING item",
+                                   [status, error, _naive(now), job_id, item, *allowed_from]).fetchall())
 
-    def items(self, job_id: str) -> list[dict]:
-        "A job's items in order (`protected` decoded to a list)."
-        return [_item_row(r) for r in self.rows("SELECT * FROM items WHERE job_id = ? ORDER BY item", [job_id])]
+@patch
+def confirm_inputs(self: Ledger, job_id: str, # a created job
+                   input_keys: Mapping[int, str], # item -> key of the photo confirmed for it
+                   now: datetime | None = None,
+                  ) -> bool:
+    "Point each item at its confirmed photo and mark the job uploaded, in one transaction; False if the job was not created."
+    with self.transaction() as cursor:
+        if not self.set_job_status(job_id, "uploaded", ("created",), now): return False
+        cursor.executemany("UPDATE items SET input_key = ?, updated_at = ? WHERE job_id = ? AND item = ?",
+                           [[key, _naive(now), job_id, item] for item, key in input_keys.items()])
+        return True
 
-    def item(self, job_id: str, item: int) -> dict | None:
-        "One item of a job (`protected` decoded), or None."
-        found = self.row("SELECT * FROM items WHERE job_id = ? AND item = ?", [job_id, item])
-        return None if found is None else _item_row(found)
+@patch
+def count_attempt(self: Ledger, job_id: str, item: int) -> int:
+    "Record that an item is handed to a runner once more; returns its attempt number."
+    with self.transaction() as cursor:
+        found = cursor.execute("UPDATE items SET attempts = attempts + 1 WHERE job_id = ? AND item = ? RETURNING attempts",
+                               [job_id, item]).fetchall()
+        if not found: raise NotFound(f"job {job_id} has no item {item}")
+        return found[0][0]
 
-    def set_job_status(self, job_id: str, # the job
-                       status: str, # new status
-                       allowed_from: tuple[str, ...], # the transition happens only from one of these
-                       now: datetime | None = None,
-                       **fields, # other columns to set with it (e.g. queued_at, credits_per_image)
-                      ) -> bool:
-        "Guarded job transition; True if it happened."
-        if status not in JOB_STATES: raise ValueError(f"unknown job status {status!r}")
-        columns = "".join(f", {name} = ?" for name in fields)
-        values = [_naive(v) if isinstance(v, datetime) else v for v in fields.values()]
-        with self.transaction() as cursor:
-            return bool(cursor.execute(f"UPDATE jobs SET status = ?, updated_at = ?{columns} WHERE id = ? AND status IN ({_in(allowed_from)}) RETURNING id",
-                                       [status, _naive(now), *values, job_id, *allowed_from]).fetchall())
+@patch
+def item_counts(self: Ledger, job_id: str) -> dict:
+    "How many of a job's items are in each state (every state present)."
+    found = {r["status"]: r["n"] for r in self.rows("SELECT status, count(*) AS n FROM items WHERE job_id = ? GROUP BY status", [job_id])}
+    return {s: found.get(s, 0) for s in ITEM_STATES}
 
-    def set_item_status(self, job_id: str, item: int, status: str, allowed_from: tuple[str, ...],
-                        error: str | None = None, # failure message (failed items)
-                        now: datetime | None = None,
-                       ) -> bool:
-        "Guarded item transition; True if it happened."
-        if status not in ITEM_STATES: raise ValueError(f"unknown item status {status!r}")
-        with self.transaction() as cursor:
-            return bool(cursor.execute(f"UPDATE items SET status = ?, error = ?, updated_at = ? WHERE job_id = ? AND item = ? "
-                                       f"AND status IN ({_in(allowed_from)}) RETURNING item",
-                                       [status, error, _naive(now), job_id, item, *allowed_from]).fetchall())
+@patch
+def fail_unfinished_items(self: Ledger, job_id: str, error: str, now: datetime | None = None) -> int:
+    "Mark every pending or running item of a job failed with `error`; returns how many."
+    with self.transaction() as cursor:
+        return len(cursor.execute("UPDATE items SET status = 'failed', error = ?, updated_at = ? WHERE job_id = ? "
+                                  "AND status IN ('pending', 'running') RETURNING item", [error, _naive(now), job_id]).fetchall())
 
-    def confirm_inputs(self, job_id: str, # a created job
-                       input_keys: Mapping[int, str], # item -> key of the photo confirmed for it
-                       now: datetime | None = None,
-                      ) -> bool:
-        "Point each item at its confirmed photo and mark the job uploaded, in one transaction; False if the job was not created."
-        with self.transaction() as cursor:
-            if not self.set_job_status(job_id, "uploaded", ("created",), now): return False
-            cursor.executemany("UPDATE items SET input_key = ?, updated_at = ? WHERE job_id = ? AND item = ?",
-                               [[key, _naive(now), job_id, item] for item, key in input_keys.items()])
-            return True
+@patch
+def mark_purged(self: Ledger, job_id: str, now: datetime | None = None) -> bool:
+    "Record that a job's objects were deleted; False if it was recorded before."
+    with self.transaction() as cursor:
+        return bool(cursor.execute("UPDATE jobs SET purged_at = ? WHERE id = ? AND purged_at IS NULL RETURNING id",
+                                   [_naive(now), job_id]).fetchall())
 
-    def count_attempt(self, job_id: str, item: int) -> int:
-        "Record that an item is handed to a runner once more; returns its attempt number."
-        with self.transaction() as cursor:
-            found = cursor.execute("UPDATE items SET attempts = attempts + 1 WHERE job_id = ? AND item = ? RETURNING attempts",
-                                   [job_id, item]).fetchall()
-            if not found: raise NotFound(f"job {job_id} has no item {item}")
-            return found[0][0]
+# %% ../nbs/09_ledger.ipynb #18d86396
+@patch
+def job_overviews(self: Ledger, user_id: str, limit: int = 100) -> list[dict]:
+    "The user's jobs, newest first, each with item counts (total, done, failed) and credits (reserve, charge, refund)."
+    found = self.rows(f"""
+        SELECT j.*, coalesce(n.total, 0) AS total, coalesce(n.done, 0) AS done, coalesce(n.failed, 0) AS failed, {_CREDIT_COLUMNS}
+        FROM jobs j {_credit_totals("user_id = ?")}
+        LEFT JOIN (SELECT job_id, count(*) AS total, count(*) FILTER (status = 'done') AS done,
+                          count(*) FILTER (status = 'failed') AS failed
+                   FROM items WHERE job_id IN (SELECT id FROM jobs WHERE user_id = ?) GROUP BY job_id) n ON n.job_id = j.id
+        WHERE j.user_id = ? ORDER BY j.created_at DESC, j.id DESC LIMIT ?""", [user_id, user_id, user_id, limit])
+    return [_job_row(r) | {k: int(r[k]) for k in ("reserve", "charge", "refund")} for r in found]
 
-    def item_counts(self, job_id: str) -> dict:
-        "How many of a job's items are in each state (every state present)."
-        found = {r["status"]: r["n"] for r in self.rows("SELECT status, count(*) AS n FROM items WHERE job_id = ? GROUP BY status", [job_id])}
-        return {s: found.get(s, 0) for s in ITEM_STATES}
+@patch
+def job_with_credits(self: Ledger, job_id: str, user_id: str) -> dict | None:
+    "One of the user's jobs with its credits (reserve, charge, refund), in one query (what a status read needs); None if not theirs."
+    found = self.row(f"SELECT j.*, {_CREDIT_COLUMNS} FROM jobs j {_credit_totals('job_id = ?')} WHERE j.id = ? AND j.user_id = ?",
+                     [job_id, job_id, user_id])
+    return None if found is None else _job_row(found) | {k: int(found[k]) for k in ("reserve", "charge", "refund")}
 
-    def fail_unfinished_items(self, job_id: str, error: str, now: datetime | None = None) -> int:
-        "Mark every pending or running item of a job failed with `error`; returns how many."
-        with self.transaction() as cursor:
-            return len(cursor.execute("UPDATE items SET status = 'failed', error = ?, updated_at = ? WHERE job_id = ? "
-                                      "AND status IN ('pending', 'running') RETURNING item", [error, _naive(now), job_id]).fetchall())
+@patch
+def jobs_in(self: Ledger, states: tuple[str, ...], # statuses to select
+            before: datetime | None = None, # only jobs created before this moment
+            purged: bool | None = None, # True/False: only purged/unpurged jobs
+           ) -> list[dict]:
+    "Jobs in some states (all users), oldest first; used for resuming work and retention."
+    sql, params = f"SELECT * FROM jobs WHERE status IN ({_in(states)})", list(states)
+    if before is not None: sql, params = sql + " AND created_at < ?", params + [_naive(before)]
+    if purged is not None: sql += " AND purged_at IS " + ("NOT NULL" if purged else "NULL")
+    return [_job_row(r) for r in self.rows(sql + " ORDER BY created_at, id", params)]
 
-    def mark_purged(self, job_id: str, now: datetime | None = None) -> bool:
-        "Record that a job's objects were deleted; False if it was recorded before."
-        with self.transaction() as cursor:
-            return bool(cursor.execute("UPDATE jobs SET purged_at = ? WHERE id = ? AND purged_at IS NULL RETURNING id",
-                                       [_naive(now), job_id]).fetchall())
+# %% ../nbs/09_ledger.ipynb #d8d14579
+@patch
+def idempotent_response(self: Ledger, user_id: str, key: str) -> dict | None:
+    "`{body_hash, response}` remembered for this user's Idempotency-Key, or None."
+    found = self.row("SELECT body_hash, response FROM idempotency_keys WHERE user_id = ? AND key = ?", [user_id, key])
+    return None if found is None else {"body_hash": found["body_hash"], "response": json.loads(found["response"])}
 
-    def job_overviews(self, user_id: str, limit: int = 100) -> list[dict]:
-        "The user's jobs, newest first, each with item counts (total, done, failed) and credits (reserve, charge, refund)."
-        found = self.rows(f"""
-            SELECT j.*, coalesce(n.total, 0) AS total, coalesce(n.done, 0) AS done, coalesce(n.failed, 0) AS failed, {_CREDIT_COLUMNS}
-            FROM jobs j {_credit_totals("user_id = ?")}
-            LEFT JOIN (SELECT job_id, count(*) AS total, count(*) FILTER (status = 'done') AS done,
-                              count(*) FILTER (status = 'failed') AS failed
-                       FROM items WHERE job_id IN (SELECT id FROM jobs WHERE user_id = ?) GROUP BY job_id) n ON n.job_id = j.id
-            WHERE j.user_id = ? ORDER BY j.created_at DESC, j.id DESC LIMIT ?""", [user_id, user_id, user_id, limit])
-        return [_job_row(r) | {k: int(r[k]) for k in ("reserve", "charge", "refund")} for r in found]
+@patch
+def remember_response(self: Ledger, user_id: str, key: str, body_hash: str, response: dict, now: datetime | None = None) -> None:
+    "Remember the response sent for an Idempotency-Key."
+    with self.transaction() as cursor:
+        cursor.execute("INSERT INTO idempotency_keys VALUES (?, ?, ?, ?, ?)",
+                       [user_id, key, body_hash, json.dumps(response), _naive(now)])
 
-    def job_with_credits(self, job_id: str, user_id: str) -> dict | None:
-        "One of the user's jobs with its credits (reserve, charge, refund), in one query (what a status read needs); None if not theirs."
-        found = self.row(f"SELECT j.*, {_CREDIT_COLUMNS} FROM jobs j {_credit_totals('job_id = ?')} WHERE j.id = ? AND j.user_id = ?",
-                         [job_id, job_id, user_id])
-        return None if found is None else _job_row(found) | {k: int(found[k]) for k in ("reserve", "charge", "refund")}
+@patch
+def record_receipt(self: Ledger, webhook_id: str, job_id: str, now: datetime | None = None) -> bool:
+    "Record a callback's webhook id; False if it was seen before."
+    with self.transaction() as cursor:
+        return bool(cursor.execute("INSERT INTO callback_receipts VALUES (?, ?, ?) ON CONFLICT DO NOTHING RETURNING webhook_id",
+                                   [webhook_id, job_id, _naive(now)]).fetchall())
 
-    def jobs_in(self, states: tuple[str, ...], # statuses to select
-                before: datetime | None = None, # only jobs created before this moment
-                purged: bool | None = None, # True/False: only purged/unpurged jobs
-               ) -> list[dict]:
-        "Jobs in some states (all users), oldest first; used for resuming work and retention."
-        sql, params = f"SELECT * FROM jobs WHERE status IN ({_in(states)})", list(states)
-        if before is not None: sql, params = sql + " AND created_at < ?", params + [_naive(before)]
-        if purged is not None: sql += " AND purged_at IS " + ("NOT NULL" if purged else "NULL")
-        return [_job_row(r) for r in self.rows(sql + " ORDER BY created_at, id", params)]
+@patch
+def seen_receipt(self: Ledger, webhook_id: str) -> bool:
+    "Whether a webhook id was recorded."
+    return self.value("SELECT count(*) FROM callback_receipts WHERE webhook_id = ?", [webhook_id]) > 0
 
-    def idempotent_response(self, user_id: str, key: str) -> dict | None:
-        "`{body_hash, response}` remembered for this user's Idempotency-Key, or None."
-        found = self.row("SELECT body_hash, response FROM idempotency_keys WHERE user_id = ? AND key = ?", [user_id, key])
-        return None if found is None else {"body_hash": found["body_hash"], "response": json.loads(found["response"])}
+@patch
+def forget_before(self: Ledger, moment: datetime # delete idempotency keys and receipts older than this
+                 ) -> dict:
+    "Drop idempotency keys and callback receipts recorded before `moment`; returns how many of each."
+    with self.transaction() as cursor:
+        keys = len(cursor.execute("DELETE FROM idempotency_keys WHERE created_at < ? RETURNING key", [_naive(moment)]).fetchall())
+        receipts = len(cursor.execute("DELETE FROM callback_receipts WHERE received_at < ? RETURNING webhook_id",
+                                      [_naive(moment)]).fetchall())
+        return {"idempotency_keys": keys, "callback_receipts": receipts}
 
-    def remember_response(self, user_id: str, key: str, body_hash: str, response: dict, now: datetime | None = None) -> None:
-        "Remember the response sent for an Idempotency-Key."
-        with self.transaction() as cursor:
-            cursor.execute("INSERT INTO idempotency_keys VALUES (?, ?, ?, ?, ?)",
-                           [user_id, key, body_hash, json.dumps(response), _naive(now)])
+# %% ../nbs/09_ledger.ipynb #351f8203
+@patch
+def counts(self: Ledger) -> dict:
+    "`{jobs: {state: n}, items: {state: n}, credits: {kind: n}, users: n}` with every state and kind present."
+    jobs = {r["status"]: r["n"] for r in self.rows("SELECT status, count(*) AS n FROM jobs GROUP BY status")}
+    items = {r["status"]: r["n"] for r in self.rows("SELECT status, count(*) AS n FROM items GROUP BY status")}
+    credits = {r["kind"]: int(r["n"]) for r in self.rows("SELECT kind, sum(credits) AS n FROM credit_entries GROUP BY kind")}
+    return {"jobs": {s: jobs.get(s, 0) for s in JOB_STATES}, "items": {s: items.get(s, 0) for s in ITEM_STATES},
+            "credits": {k: credits.get(k, 0) for k in ENTRY_KINDS}, "users": self.value("SELECT count(*) FROM users")}
 
-    def record_receipt(self, webhook_id: str, job_id: str, now: datetime | None = None) -> bool:
-        "Record a callback's webhook id; False if it was seen before."
-        with self.transaction() as cursor:
-            return bool(cursor.execute("INSERT INTO callback_receipts VALUES (?, ?, ?) ON CONFLICT DO NOTHING RETURNING webhook_id",
-                                       [webhook_id, job_id, _naive(now)]).fetchall())
-
-    def seen_receipt(self, webhook_id: str) -> bool:
-        "Whether a webhook id was recorded."
-        return self.value("SELECT count(*) FROM callback_receipts WHERE webhook_id = ?", [webhook_id]) > 0
-
-    def forget_before(self, moment: datetime # delete idempotency keys and receipts older than this
-                     ) -> dict:
-        "Drop idempotency keys and callback receipts recorded before `moment`; returns how many of each."
-        with self.transaction() as cursor:
-            keys = len(cursor.execute("DELETE FROM idempotency_keys WHERE created_at < ? RETURNING key", [_naive(moment)]).fetchall())
-            receipts = len(cursor.execute("DELETE FROM callback_receipts WHERE received_at < ? RETURNING webhook_id",
-                                          [_naive(moment)]).fetchall())
-            return {"idempotency_keys": keys, "callback_receipts": receipts}
-
-    def counts(self) -> dict:
-        "`{jobs: {state: n}, items: {state: n}, credits: {kind: n}, users: n}` with every state and kind present."
-        jobs = {r["status"]: r["n"] for r in self.rows("SELECT status, count(*) AS n FROM jobs GROUP BY status")}
-        items = {r["status"]: r["n"] for r in self.rows("SELECT status, count(*) AS n FROM items GROUP BY status")}
-        credits = {r["kind"]: int(r["n"]) for r in self.rows("SELECT kind, sum(credits) AS n FROM credit_entries GROUP BY kind")}
-        return {"jobs": {s: jobs.get(s, 0) for s in JOB_STATES}, "items": {s: items.get(s, 0) for s in ITEM_STATES},
-                "credits": {k: credits.get(k, 0) for k in ENTRY_KINDS}, "users": self.value("SELECT count(*) FROM users")}
-
-    def __enter__(self): return self
-    def __exit__(self, *exc): self.close()
-    def __repr__(self): return f"Ledger({self.path!r})"
+@patch
+def __enter__(self: Ledger): return self
+@patch
+def __exit__(self: Ledger, *exc): self.close()
+@patch
+def __repr__(self: Ledger): return f"Ledger({self.path!r})"

@@ -126,6 +126,7 @@ class _Checker:
             if not _LANG.fullmatch(lang): self.fail(_join(field, lang), "is not a language code; use e.g. en, ko, ja, pt-BR")
         return {lang: self.text(text, _join(field, lang)) for lang, text in value.items()}
 
+# %% ../nbs/01_presets.ipynb #7ee7c3c8
 def _join(field: str, key: str) -> str: return f"{field}.{key}" if field else key
 
 def _parse_concept(check: _Checker, value, field: str) -> Concept:

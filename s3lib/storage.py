@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping
 from urllib.parse import quote, urlencode
+from fastcore.basics import patch
 
 from .core import Forbidden, InvalidRequest, NotFound, S3libError, Settings, SettingsError
 
@@ -132,6 +133,7 @@ def _query_value(query: Mapping, name: str) -> str:
         raise Forbidden(f"the URL has no {name!r} parameter; use the URL exactly as it was returned")
     return value
 
+# %% ../nbs/10_storage.ipynb #6daea6cd
 class LocalStore(ObjectStore):
     "Objects in a local folder; presigned URLs served by the app and enforced like S3."
 
@@ -227,13 +229,6 @@ class LocalStore(ObjectStore):
             self._prune(Path(folder))
         return deleted
 
-    def _signature(self, method: str, key: str, expires: int, content_type: str = "", length: str = "") -> str:
-        message = "\n".join(["s3lib-object-url-v1", method, key, str(expires), content_type, length])
-        return hmac.new(self._secret, message.encode("utf-8"), hashlib.sha256).hexdigest()
-
-    def _url(self, key: str, params: dict) -> str:
-        return f"{self.public_url}/objects/{quote(key, safe='/')}?{urlencode(params)}"
-
     def presign_put(self, key: str, content_type: str, size: int, expires_in: int) -> PresignedUpload:
         validate_key(key)
         _check_upload(content_type, size, expires_in)
@@ -249,58 +244,73 @@ class LocalStore(ObjectStore):
         expires = int(time.time()) + expires_in
         return self._url(key, {"expires": expires, "signature": self._signature("GET", key, expires)})
 
-    def _verify(self, method: str, key: str, query: Mapping, now: float | None, content_type: str = "", length: str = "") -> None:
-        expires, signature = _query_value(query, "expires"), _query_value(query, "signature")
-        if not _DIGITS.fullmatch(expires): raise Forbidden("the URL's 'expires' parameter is not a Unix time")
-        expected = self._signature(method, key, int(expires), content_type, length)
-        if not signature.isascii() or not hmac.compare_digest(signature, expected):
-            raise Forbidden("the URL's signature does not match (it was changed, or is for another key or method)")
-        if (time.time() if now is None else now) > int(expires):
-            raise Forbidden(f"the URL expired at {datetime.fromtimestamp(int(expires), timezone.utc):%Y-%m-%d %H:%M:%S} UTC; "
-                            "ask for a new one")
+# %% ../nbs/10_storage.ipynb #9528c2da
+@patch
+def _signature(self: LocalStore, method: str, key: str, expires: int, content_type: str = "", length: str = "") -> str:
+    message = "\n".join(["s3lib-object-url-v1", method, key, str(expires), content_type, length])
+    return hmac.new(self._secret, message.encode("utf-8"), hashlib.sha256).hexdigest()
 
-    def verify_upload(self, key: str, # the key from the URL path
-                      query: Mapping, # the URL's query parameters
-                      headers: Mapping, # the request headers (case-insensitive)
-                      now: float | None = None, # Unix time to check expiry against; default: the current time
-                     ) -> tuple[str, int]:
-        "Check a PUT before its body is read; returns the signed (content type, length). Raises `Forbidden`."
-        validate_key(key)
-        content_type, length = _query_value(query, "content_type"), _query_value(query, "content_length")
-        if not _DIGITS.fullmatch(length): raise Forbidden("the URL's 'content_length' parameter is not a number")
-        self._verify("PUT", key, query, now, content_type, length)
-        sent_type = _header(headers, "content-type")
-        if sent_type is None: raise Forbidden(f"the upload has no Content-Type header; send Content-Type: {content_type}")
-        if sent_type.strip() != content_type:
-            raise Forbidden(f"Content-Type {sent_type.strip()!r} does not match the signed {content_type!r}")
-        sent_length = _header(headers, "content-length")
-        if sent_length is not None and sent_length.strip() != length:
-            raise Forbidden(f"Content-Length {sent_length.strip()!r} does not match the signed {length}")
-        return content_type, int(length)
+@patch
+def _url(self: LocalStore, key: str, params: dict) -> str:
+    return f"{self.public_url}/objects/{quote(key, safe='/')}?{urlencode(params)}"
 
-    def accept_upload(self, key: str, # the key from the URL path
-                      query: Mapping, # the URL's query parameters
-                      headers: Mapping, # the request headers (case-insensitive)
-                      body: bytes, # the request body
-                      now: float | None = None, # Unix time to check expiry against; default: the current time
-                     ) -> ObjectInfo:
-        "Verify a presigned PUT exactly like S3 (any mismatch: `Forbidden`), then store the body atomically."
-        content_type, length = self.verify_upload(key, query, headers, now)
-        if len(body) != length:
-            raise Forbidden(f"the body is {len(body)} bytes; the URL was signed for exactly {length}")
-        self.put(key, body, content_type)
-        return ObjectInfo(size=length, content_type=content_type)
+# %% ../nbs/10_storage.ipynb #7ba888b0
+@patch
+def _verify(self: LocalStore, method: str, key: str, query: Mapping, now: float | None, content_type: str = "", length: str = "") -> None:
+    expires, signature = _query_value(query, "expires"), _query_value(query, "signature")
+    if not _DIGITS.fullmatch(expires): raise Forbidden("the URL's 'expires' parameter is not a Unix time")
+    expected = self._signature(method, key, int(expires), content_type, length)
+    if not signature.isascii() or not hmac.compare_digest(signature, expected):
+        raise Forbidden("the URL's signature does not match (it was changed, or is for another key or method)")
+    if (time.time() if now is None else now) > int(expires):
+        raise Forbidden(f"the URL expired at {datetime.fromtimestamp(int(expires), timezone.utc):%Y-%m-%d %H:%M:%S} UTC; "
+                        "ask for a new one")
 
-    def serve_download(self, key: str, # the key from the URL path
-                       query: Mapping, # the URL's query parameters
-                       now: float | None = None, # Unix time to check expiry against; default: the current time
-                      ) -> tuple[bytes, str]:
-        "Verify a presigned GET (`Forbidden` if bad or expired); the object's (bytes, content type), or `NotFound`."
-        validate_key(key)
-        self._verify("GET", key, query, now)
-        found = self._read(key)
-        if found is None: raise NotFound(f"object {key!r} does not exist")
-        return found[1], found[0]
+@patch
+def verify_upload(self: LocalStore, key: str, # the key from the URL path
+                  query: Mapping, # the URL's query parameters
+                  headers: Mapping, # the request headers (case-insensitive)
+                  now: float | None = None, # Unix time to check expiry against; default: the current time
+                 ) -> tuple[str, int]:
+    "Check a PUT before its body is read; returns the signed (content type, length). Raises `Forbidden`."
+    validate_key(key)
+    content_type, length = _query_value(query, "content_type"), _query_value(query, "content_length")
+    if not _DIGITS.fullmatch(length): raise Forbidden("the URL's 'content_length' parameter is not a number")
+    self._verify("PUT", key, query, now, content_type, length)
+    sent_type = _header(headers, "content-type")
+    if sent_type is None: raise Forbidden(f"the upload has no Content-Type header; send Content-Type: {content_type}")
+    if sent_type.strip() != content_type:
+        raise Forbidden(f"Content-Type {sent_type.strip()!r} does not match the signed {content_type!r}")
+    sent_length = _header(headers, "content-length")
+    if sent_length is not None and sent_length.strip() != length:
+        raise Forbidden(f"Content-Length {sent_length.strip()!r} does not match the signed {length}")
+    return content_type, int(length)
+
+@patch
+def accept_upload(self: LocalStore, key: str, # the key from the URL path
+                  query: Mapping, # the URL's query parameters
+                  headers: Mapping, # the request headers (case-insensitive)
+                  body: bytes, # the request body
+                  now: float | None = None, # Unix time to check expiry against; default: the current time
+                 ) -> ObjectInfo:
+    "Verify a presigned PUT exactly like S3 (any mismatch: `Forbidden`), then store the body atomically."
+    content_type, length = self.verify_upload(key, query, headers, now)
+    if len(body) != length:
+        raise Forbidden(f"the body is {len(body)} bytes; the URL was signed for exactly {length}")
+    self.put(key, body, content_type)
+    return ObjectInfo(size=length, content_type=content_type)
+
+@patch
+def serve_download(self: LocalStore, key: str, # the key from the URL path
+                   query: Mapping, # the URL's query parameters
+                   now: float | None = None, # Unix time to check expiry against; default: the current time
+                  ) -> tuple[bytes, str]:
+    "Verify a presigned GET (`Forbidden` if bad or expired); the object's (bytes, content type), or `NotFound`."
+    validate_key(key)
+    self._verify("GET", key, query, now)
+    found = self._read(key)
+    if found is None: raise NotFound(f"object {key!r} does not exist")
+    return found[1], found[0]
 
 # %% ../nbs/10_storage.ipynb #8a79d9ae
 class S3Store(ObjectStore):

@@ -15,6 +15,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
+from fastcore.basics import patch
 
 from ..core import Settings, SettingsError
 from .base import BaseRunner
@@ -128,168 +129,183 @@ class RayRunner(BaseRunner):
         return cls(settings.auth.callback_secret, segmenter_factory or SegmenterLoader.from_settings(settings),
                    address=runner.ray_address, actors=runner.ray_actors, gpus_per_actor=runner.ray_gpus_per_actor, **options)
 
-
-    # ---- the service's side (any thread) ----------------------------------------------------------------
-    def start(self, service, # where dead tasks go back: `service.retry_task(job_id, item, error)`
-              timeout: float = 120.0, # seconds to wait for Ray to start or answer
-             ) -> None:
-        "Start (or join) Ray and the pool on the coordinator thread; raises `SettingsError` if Ray cannot be reached."
-        if self._thread is not None: raise RuntimeError("this runner is already started")
-        self.service = service
-        if self.address: self._warn_if_unreachable(f"the Ray cluster at {self.address}")
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._run, name="s3lib-ray-coordinator", daemon=True)
-        self._thread.start()
-        if not self._started.wait(timeout):
-            raise SettingsError(f"Ray did not start within {timeout:.0f} s (address {self.address or 'local'!r})")
-        if self._start_problem is not None:
-            self._thread.join(5)
-            self._thread = None
-            raise self._start_problem
-
-    def submit(self, task: ItemTask) -> None:
-        "Queue a task (returns at once)."
-        with self._lock:
-            self._queue.append(task)
-            self._submitted()
-
-    def cancel(self, job_id: str) -> None:
-        "Drop the job's queued tasks; a running one finishes (Ray cannot interrupt a running call) and its report is ignored."
-        with self._lock: self._queue = self._drop_job(self._queue, job_id)
-
-    def stop(self, timeout: float = 30.0 # seconds to let running tasks finish before their actors are killed
-            ) -> None:
-        "Stop taking tasks, let running ones finish (up to `timeout`), end the actors and a Ray this runner started."
-        if self._thread is None: return
-        self._stop_deadline = time.monotonic() + timeout
-        self._stopping.set()
-        self._thread.join(timeout + 60)
+# %% ../../nbs/15d_runners_ray.ipynb #510782a2
+@patch
+def start(self: RayRunner, service, # where dead tasks go back: `service.retry_task(job_id, item, error)`
+          timeout: float = 120.0, # seconds to wait for Ray to start or answer
+         ) -> None:
+    "Start (or join) Ray and the pool on the coordinator thread; raises `SettingsError` if Ray cannot be reached."
+    if self._thread is not None: raise RuntimeError("this runner is already started")
+    self.service = service
+    if self.address: self._warn_if_unreachable(f"the Ray cluster at {self.address}")
+    self._stopping.clear()
+    self._thread = threading.Thread(target=self._run, name="s3lib-ray-coordinator", daemon=True)
+    self._thread.start()
+    if not self._started.wait(timeout):
+        raise SettingsError(f"Ray did not start within {timeout:.0f} s (address {self.address or 'local'!r})")
+    if self._start_problem is not None:
+        self._thread.join(5)
         self._thread = None
+        raise self._start_problem
 
-    def stats(self) -> dict:
-        "Counts since start (submitted, completed, retried, canceled, workers_started, workers_lost, …) and the queue."
-        with self._lock: return super().stats() | {"queued": len(self._queue)}
+@patch
+def submit(self: RayRunner, task: ItemTask) -> None:
+    "Queue a task (returns at once)."
+    with self._lock:
+        self._queue.append(task)
+        self._submitted()
 
-    def workers(self) -> list[dict]:
-        "The pool now: number, whether its model is loaded, where it runs (pid, host, device) and the task it runs, if any."
-        return [{"number": m.number, "ready": m.info is not None, **(m.info or {}),
-                 "task": {"job_id": m.task.job_id, "item": m.task.item, "attempt": m.task.attempt} if m.task else None}
-                for m in list(self._members)]
+@patch
+def cancel(self: RayRunner, job_id: str) -> None:
+    "Drop the job's queued tasks; a running one finishes (Ray cannot interrupt a running call) and its report is ignored."
+    with self._lock: self._queue = self._drop_job(self._queue, job_id)
 
-    # ---- the coordinator thread ---------------------------------------------------------------------------------
-    def _run(self) -> None:
-        import ray
-        self._ray, owns_ray = ray, False
-        try:
-            if not ray.is_initialized():
-                options = {"num_cpus": max(os.cpu_count() or 1, math.ceil(self.actors * self.cpus_per_actor))} if not self.address else {}
-                ray.init(address=self.address or "local", include_dashboard=False, **options)
-                owns_ray = True
-            self._actor_class = ray.remote(PoolWorker).options(num_cpus=self.cpus_per_actor, num_gpus=self.gpus_per_actor,
-                                                               max_restarts=0, max_concurrency=2)
-        except Exception as e:
-            self._start_problem = SettingsError(
-                f"cannot start or reach Ray at {self.address or 'a local instance'!r}: {_short(e)}. Start the cluster with "
-                "`ray start --head` and set [runner] ray_address (S3LIB_RUNNER_RAY_ADDRESS) to it, or leave it empty for a "
-                "local Ray")
-            self._started.set()
-            return
+@patch
+def stop(self: RayRunner, timeout: float = 30.0 # seconds to let running tasks finish before their actors are killed
+        ) -> None:
+    "Stop taking tasks, let running ones finish (up to `timeout`), end the actors and a Ray this runner started."
+    if self._thread is None: return
+    self._stop_deadline = time.monotonic() + timeout
+    self._stopping.set()
+    self._thread.join(timeout + 60)
+    self._thread = None
+
+@patch
+def stats(self: RayRunner) -> dict:
+    "Counts since start (submitted, completed, retried, canceled, workers_started, workers_lost, …) and the queue."
+    with self._lock: return BaseRunner.stats(self) | {"queued": len(self._queue)}
+
+@patch
+def workers(self: RayRunner) -> list[dict]:
+    "The pool now: number, whether its model is loaded, where it runs (pid, host, device) and the task it runs, if any."
+    return [{"number": m.number, "ready": m.info is not None, **(m.info or {}),
+             "task": {"job_id": m.task.job_id, "item": m.task.item, "attempt": m.task.attempt} if m.task else None}
+            for m in list(self._members)]
+
+# %% ../../nbs/15d_runners_ray.ipynb #55815c2e
+@patch
+def _run(self: RayRunner) -> None:
+    import ray
+    self._ray, owns_ray = ray, False
+    try:
+        if not ray.is_initialized():
+            options = {"num_cpus": max(os.cpu_count() or 1, math.ceil(self.actors * self.cpus_per_actor))} if not self.address else {}
+            ray.init(address=self.address or "local", include_dashboard=False, **options)
+            owns_ray = True
+        self._actor_class = ray.remote(PoolWorker).options(num_cpus=self.cpus_per_actor, num_gpus=self.gpus_per_actor,
+                                                           max_restarts=0, max_concurrency=2)
+    except Exception as e:
+        self._start_problem = SettingsError(
+            f"cannot start or reach Ray at {self.address or 'a local instance'!r}: {_short(e)}. Start the cluster with "
+            "`ray start --head` and set [runner] ray_address (S3LIB_RUNNER_RAY_ADDRESS) to it, or leave it empty for a "
+            "local Ray")
         self._started.set()
-        log.info("Ray pool: %d actor(s), %g GPU and %g CPU each, on %s", self.actors, self.gpus_per_actor, self.cpus_per_actor,
-                 self.address or "a local Ray")
-        try:
-            while not (self._stopping.is_set() and (not any(m.task for m in self._members) or time.monotonic() > self._stop_deadline)):
-                try: self._step()
-                except Exception: log.exception("the Ray coordinator hit an error; going on"); time.sleep(self.poll)
-                self._counts["coordinator_cpu_seconds"] = time.thread_time()
-        finally:
-            for member in list(self._members): self._retire(member, counted=False)
-            if owns_ray: ray.shutdown()
+        return
+    self._started.set()
+    log.info("Ray pool: %d actor(s), %g GPU and %g CPU each, on %s", self.actors, self.gpus_per_actor, self.cpus_per_actor,
+             self.address or "a local Ray")
+    try:
+        while not (self._stopping.is_set() and (not any(m.task for m in self._members) or time.monotonic() > self._stop_deadline)):
+            try: self._step()
+            except Exception: log.exception("the Ray coordinator hit an error; going on"); time.sleep(self.poll)
+            self._counts["coordinator_cpu_seconds"] = time.thread_time()
+    finally:
+        for member in list(self._members): self._retire(member, counted=False)
+        if owns_ray: ray.shutdown()
 
-    def _step(self) -> None:
-        "One round: start missing members, hand out tasks, wait for Ray's answers and act on them."
-        ray = self._ray
-        if not self._stopping.is_set():
-            self._fill()
-            self._assign()
-        self._warn_slow_starts()
-        calls = list(self._calls)
-        if not calls:
-            time.sleep(self.poll)
-            return
-        ready, _ = ray.wait(calls, num_returns=1, timeout=self.poll)
-        if ready: ready, _ = ray.wait(calls, num_returns=len(calls), timeout=0)
-        for call in ready:
-            kind, member = self._calls.pop(call)
-            try: result, error = ray.get(call), None
-            except Exception as e: result, error = None, e
-            getattr(self, f"_on_{kind}")(member, result, error)
+@patch
+def _step(self: RayRunner) -> None:
+    "One round: start missing members, hand out tasks, wait for Ray's answers and act on them."
+    ray = self._ray
+    if not self._stopping.is_set():
+        self._fill()
+        self._assign()
+    self._warn_slow_starts()
+    calls = list(self._calls)
+    if not calls:
+        time.sleep(self.poll)
+        return
+    ready, _ = ray.wait(calls, num_returns=1, timeout=self.poll)
+    if ready: ready, _ = ray.wait(calls, num_returns=len(calls), timeout=0)
+    for call in ready:
+        kind, member = self._calls.pop(call)
+        try: result, error = ray.get(call), None
+        except Exception as e: result, error = None, e
+        getattr(self, f"_on_{kind}")(member, result, error)
 
-    def _fill(self) -> None:
-        while len(self._members) < self.actors and time.monotonic() >= self._next_start:
-            self._numbers += 1
-            member = _Member(self._actor_class.remote(self.segmenter_factory, self.callback_secret, self.work), self._numbers)
-            for kind in ("ready", "watch"):
-                call = getattr(member.actor, kind).remote()
-                member.refs.append(call)
-                self._calls[call] = (kind, member)
-            self._members.append(member)
-            self._counts["workers_started"] += 1
+@patch
+def _fill(self: RayRunner) -> None:
+    while len(self._members) < self.actors and time.monotonic() >= self._next_start:
+        self._numbers += 1
+        member = _Member(self._actor_class.remote(self.segmenter_factory, self.callback_secret, self.work), self._numbers)
+        for kind in ("ready", "watch"):
+            call = getattr(member.actor, kind).remote()
+            member.refs.append(call)
+            self._calls[call] = (kind, member)
+        self._members.append(member)
+        self._counts["workers_started"] += 1
 
-    def _assign(self) -> None:
-        for member in self._members:
-            if member.info is None or member.task is not None: continue
-            with self._lock:
-                if not self._queue: return
-                task = self._queue.popleft()
-            member.task = task
-            self._calls[member.actor.run.remote(task)] = ("run", member)
+@patch
+def _assign(self: RayRunner) -> None:
+    for member in self._members:
+        if member.info is None or member.task is not None: continue
+        with self._lock:
+            if not self._queue: return
+            task = self._queue.popleft()
+        member.task = task
+        self._calls[member.actor.run.remote(task)] = ("run", member)
 
-    def _on_ready(self, member: _Member, info: dict | None, error: BaseException | None) -> None:
-        if error is None:
-            member.info, self._start_failures = info, 0
-            log.info("Ray worker %d ready: pid %s on %s (%s)", member.number, info["pid"], info["host"], info["device"])
-            return
-        self._start_failures += 1
-        self._start_error = _short(error)
-        wait = min(MAX_RESTART_BACKOFF, self.restart_backoff * 2 ** (self._start_failures - 1))
-        self._next_start = time.monotonic() + wait
-        log.error("Ray worker %d could not start (%d failure(s) in a row; next try in %.0f s): %s",
-                  member.number, self._start_failures, wait, self._start_error)
-        self._retire(member, counted=False)
-        if not self._members:  # no worker is up or starting: hand the queue back rather than hold its credits
-            with self._lock: waiting, self._queue = list(self._queue), deque()
-            for task in waiting: self._hand_back(task, f"no Ray worker could start: {self._start_error}")
+# %% ../../nbs/15d_runners_ray.ipynb #1fe00696
+@patch
+def _on_ready(self: RayRunner, member: _Member, info: dict | None, error: BaseException | None) -> None:
+    if error is None:
+        member.info, self._start_failures = info, 0
+        log.info("Ray worker %d ready: pid %s on %s (%s)", member.number, info["pid"], info["host"], info["device"])
+        return
+    self._start_failures += 1
+    self._start_error = _short(error)
+    wait = min(MAX_RESTART_BACKOFF, self.restart_backoff * 2 ** (self._start_failures - 1))
+    self._next_start = time.monotonic() + wait
+    log.error("Ray worker %d could not start (%d failure(s) in a row; next try in %.0f s): %s",
+              member.number, self._start_failures, wait, self._start_error)
+    self._retire(member, counted=False)
+    if not self._members:  # no worker is up or starting: hand the queue back rather than hold its credits
+        with self._lock: waiting, self._queue = list(self._queue), deque()
+        for task in waiting: self._hand_back(task, f"no Ray worker could start: {self._start_error}")
 
-    def _on_watch(self, member: _Member, result, error: BaseException | None) -> None:
-        if member in self._members:
-            log.warning("Ray worker %d (%s) died: %s", member.number, member.info or "still loading", _short(error) if error else "ended")
-            self._retire(member)
+@patch
+def _on_watch(self: RayRunner, member: _Member, result, error: BaseException | None) -> None:
+    if member in self._members:
+        log.warning("Ray worker %d (%s) died: %s", member.number, member.info or "still loading", _short(error) if error else "ended")
+        self._retire(member)
 
-    def _on_run(self, member: _Member, outcome: dict | None, error: BaseException | None) -> None:
-        task, member.task = member.task, None
-        if error is None:
-            self._settled(outcome="completed")
-            return
-        if isinstance(error, self._ray.exceptions.RayActorError):
-            where = f"pid {member.info['pid']} on {member.info['host']}" if member.info else "starting"
-            self._hand_back(task, f"the Ray worker ({where}) died while processing it")
-            if member in self._members: self._retire(member)
-        else:
-            self._hand_back(task, _short(error))
+@patch
+def _on_run(self: RayRunner, member: _Member, outcome: dict | None, error: BaseException | None) -> None:
+    task, member.task = member.task, None
+    if error is None:
+        self._settled(outcome="completed")
+        return
+    if isinstance(error, self._ray.exceptions.RayActorError):
+        where = f"pid {member.info['pid']} on {member.info['host']}" if member.info else "starting"
+        self._hand_back(task, f"the Ray worker ({where}) died while processing it")
+        if member in self._members: self._retire(member)
+    else:
+        self._hand_back(task, _short(error))
 
-    def _retire(self, member: _Member, counted: bool = True) -> None:
-        "Forget a member (its task, if any, is handled by its failed run call) and end its actor."
-        if member in self._members: self._members.remove(member)
-        for call in member.refs: self._calls.pop(call, None)
-        if counted: self._counts["workers_lost"] += 1
-        try: self._ray.kill(member.actor, no_restart=True)
-        except Exception: pass  # already gone
+@patch
+def _retire(self: RayRunner, member: _Member, counted: bool = True) -> None:
+    "Forget a member (its task, if any, is handled by its failed run call) and end its actor."
+    if member in self._members: self._members.remove(member)
+    for call in member.refs: self._calls.pop(call, None)
+    if counted: self._counts["workers_lost"] += 1
+    try: self._ray.kill(member.actor, no_restart=True)
+    except Exception: pass  # already gone
 
-    def _warn_slow_starts(self) -> None:
-        for member in self._members:
-            if member.info is None and not member.warned and time.monotonic() - member.started > SLOW_START_SECONDS:
-                member.warned = True
-                log.warning("Ray worker %d has not loaded its model after %.0f s; it asks for %g GPU and %g CPU and the "
-                            "cluster has %s available", member.number, SLOW_START_SECONDS, self.gpus_per_actor,
-                            self.cpus_per_actor, self._ray.available_resources())
+@patch
+def _warn_slow_starts(self: RayRunner) -> None:
+    for member in self._members:
+        if member.info is None and not member.warned and time.monotonic() - member.started > SLOW_START_SECONDS:
+            member.warned = True
+            log.warning("Ray worker %d has not loaded its model after %.0f s; it asks for %g GPU and %g CPU and the "
+                        "cluster has %s available", member.number, SLOW_START_SECONDS, self.gpus_per_actor,
+                        self.cpus_per_actor, self._ray.available_resources())

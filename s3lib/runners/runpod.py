@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import requests
+from fastcore.basics import patch
 
 from ..core import InvalidRequest, Settings, SettingsError, load_settings
 from .base import BaseRunner
@@ -115,134 +116,145 @@ class RunpodRunner(BaseRunner):
         runner = settings.runner
         return cls(runner.runpod_endpoint_id, runner.runpod_api_key, runner.runpod_url or RUNPOD_URL, **options)
 
-    # ---- the service's side (any thread) ----------------------------------------------------------------
-    def start(self, service, # where requests that end without a report go back: `service.retry_task`
-              background: bool = True, # run the submit/poll loop on a thread (False: call `step()` yourself)
-             ) -> None:
-        "Begin submitting and polling."
-        if self._pool is not None: raise RuntimeError("this runner is already started")
-        self.service = service
-        if not re.match(r"https?://(127\.|localhost[:/])", self.endpoint_url): self._warn_if_unreachable("Runpod")
-        self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="s3lib-runpod-http")
-        if background:
-            self._stopping.clear()
-            self._thread = threading.Thread(target=self._loop, name="s3lib-runpod", daemon=True)
-            self._thread.start()
+# %% ../../nbs/15e_runners_runpod.ipynb #0150148c
+@patch
+def start(self: RunpodRunner, service, # where requests that end without a report go back: `service.retry_task`
+          background: bool = True, # run the submit/poll loop on a thread (False: call `step()` yourself)
+         ) -> None:
+    "Begin submitting and polling."
+    if self._pool is not None: raise RuntimeError("this runner is already started")
+    self.service = service
+    if not re.match(r"https?://(127\.|localhost[:/])", self.endpoint_url): self._warn_if_unreachable("Runpod")
+    self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="s3lib-runpod-http")
+    if background:
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._loop, name="s3lib-runpod", daemon=True)
+        self._thread.start()
 
-    def submit(self, task: ItemTask) -> None:
-        "Queue a task for submission (returns at once)."
-        with self._lock:
-            self._pending.append(task)
-            self._submitted()
-        self._wake.set()
+@patch
+def submit(self: RunpodRunner, task: ItemTask) -> None:
+    "Queue a task for submission (returns at once)."
+    with self._lock:
+        self._pending.append(task)
+        self._submitted()
+    self._wake.set()
 
-    def cancel(self, job_id: str) -> None:
-        "Drop the job's queued tasks and cancel its submitted requests on Runpod."
-        with self._lock:
-            now = self.clock()
-            self._canceled_jobs = {j: t for j, t in self._canceled_jobs.items() if now - t < CANCELED_MEMORY_SECONDS}
-            self._canceled_jobs[job_id] = now
-            self._pending = self._drop_job(self._pending, job_id)
-            running = [r for r, request in self._requests.items() if request.task.job_id == job_id]
-            for request_id in running: del self._requests[request_id]
-            self._to_cancel += running
-            self._settled(len(running), "canceled")
-        self._wake.set()
+@patch
+def cancel(self: RunpodRunner, job_id: str) -> None:
+    "Drop the job's queued tasks and cancel its submitted requests on Runpod."
+    with self._lock:
+        now = self.clock()
+        self._canceled_jobs = {j: t for j, t in self._canceled_jobs.items() if now - t < CANCELED_MEMORY_SECONDS}
+        self._canceled_jobs[job_id] = now
+        self._pending = self._drop_job(self._pending, job_id)
+        running = [r for r, request in self._requests.items() if request.task.job_id == job_id]
+        for request_id in running: del self._requests[request_id]
+        self._to_cancel += running
+        self._settled(len(running), "canceled")
+    self._wake.set()
 
-    def stop(self, timeout: float = 30.0 # seconds to wait for calls in flight
-            ) -> None:
-        "Stop submitting and polling. Requests on Runpod keep running and report by callback; a restart re-queues unfinished items."
-        self._stopping.set()
-        self._wake.set()
-        if self._thread is not None: self._thread.join(timeout)
-        if self._pool is not None: self._pool.shutdown(wait=True, cancel_futures=True)
-        self._thread = self._pool = None
+@patch
+def stop(self: RunpodRunner, timeout: float = 30.0 # seconds to wait for calls in flight
+        ) -> None:
+    "Stop submitting and polling. Requests on Runpod keep running and report by callback; a restart re-queues unfinished items."
+    self._stopping.set()
+    self._wake.set()
+    if self._thread is not None: self._thread.join(timeout)
+    if self._pool is not None: self._pool.shutdown(wait=True, cancel_futures=True)
+    self._thread = self._pool = None
 
-    def stats(self) -> dict:
-        "Counts since start (submitted, completed, retried, canceled, cancel_calls) and what is in flight."
-        with self._lock: return super().stats() | {"queued": len(self._pending), "requests": len(self._requests)}
+@patch
+def stats(self: RunpodRunner) -> dict:
+    "Counts since start (submitted, completed, retried, canceled, cancel_calls) and what is in flight."
+    with self._lock: return BaseRunner.stats(self) | {"queued": len(self._pending), "requests": len(self._requests)}
 
-    # ---- the loop ----------------------------------------------------------------------------------------------
-    def _loop(self) -> None:
-        while not self._stopping.is_set():
-            try: self.step()
-            except Exception: log.exception("the Runpod runner hit an error; going on")
-            with self._lock: due = min((r.next_poll for r in self._requests.values()), default=math.inf)
-            self._wake.wait(min(max(due - self.clock(), 0.01), self.poll_seconds, 1.0))
-            self._wake.clear()
+# %% ../../nbs/15e_runners_runpod.ipynb #0441391b
+@patch
+def _loop(self: RunpodRunner) -> None:
+    while not self._stopping.is_set():
+        try: self.step()
+        except Exception: log.exception("the Runpod runner hit an error; going on")
+        with self._lock: due = min((r.next_poll for r in self._requests.values()), default=math.inf)
+        self._wake.wait(min(max(due - self.clock(), 0.01), self.poll_seconds, 1.0))
+        self._wake.clear()
 
-    def step(self) -> None:
-        "One round: cancel what was canceled, submit what is queued, poll the requests that are due."
-        with self._lock:
-            to_cancel, self._to_cancel = self._to_cancel, []
-            pending, self._pending = list(self._pending), deque()
-            now = self.clock()
-            due = [r for r in self._requests.values() if r.next_poll <= now]
-        list(self._pool.map(self._cancel_request, to_cancel))
-        list(self._pool.map(self._submit, pending))
-        list(self._pool.map(self._poll, due))
+@patch
+def step(self: RunpodRunner) -> None:
+    "One round: cancel what was canceled, submit what is queued, poll the requests that are due."
+    with self._lock:
+        to_cancel, self._to_cancel = self._to_cancel, []
+        pending, self._pending = list(self._pending), deque()
+        now = self.clock()
+        due = [r for r in self._requests.values() if r.next_poll <= now]
+    list(self._pool.map(self._cancel_request, to_cancel))
+    list(self._pool.map(self._submit, pending))
+    list(self._pool.map(self._poll, due))
 
-    def _call(self, method: str, path: str, body: dict | None = None) -> dict:
-        "One API call with retries; the answer's JSON object, or `RunpodError`."
-        problem = ""
-        for attempt in range(self.retries + 1):
-            try: response = self.session.request(method, self.endpoint_url + path, headers=self._headers, json=body, timeout=self.timeout)
-            except requests.RequestException as e: problem = f"{type(e).__name__}: {e}"
+@patch
+def _call(self: RunpodRunner, method: str, path: str, body: dict | None = None) -> dict:
+    "One API call with retries; the answer's JSON object, or `RunpodError`."
+    problem = ""
+    for attempt in range(self.retries + 1):
+        try: response = self.session.request(method, self.endpoint_url + path, headers=self._headers, json=body, timeout=self.timeout)
+        except requests.RequestException as e: problem = f"{type(e).__name__}: {e}"
+        else:
+            status = response.status_code
+            if status == 429 or status >= 500: problem = f"HTTP {status}"
+            elif status >= 400:
+                raise RunpodError(f"Runpod refused {method} {path}: HTTP {status}{_runpod_advice(status, path)} "
+                                  f"{response.text[:200]}", status)
             else:
-                status = response.status_code
-                if status == 429 or status >= 500: problem = f"HTTP {status}"
-                elif status >= 400:
-                    raise RunpodError(f"Runpod refused {method} {path}: HTTP {status}{_runpod_advice(status, path)} "
-                                      f"{response.text[:200]}", status)
-                else:
-                    try: answer = response.json()
-                    except ValueError: answer = None
-                    if not isinstance(answer, dict):
-                        raise RunpodError(f"Runpod answered {method} {path} with something that is not a JSON object: "
-                                          f"{response.text[:200]!r}", status)
-                    return answer
-            if attempt < self.retries: self.sleep(self.backoff * 2 ** attempt)
-        raise RunpodError(f"{method} {path} failed after {self.retries + 1} tries: {problem}")
+                try: answer = response.json()
+                except ValueError: answer = None
+                if not isinstance(answer, dict):
+                    raise RunpodError(f"Runpod answered {method} {path} with something that is not a JSON object: "
+                                      f"{response.text[:200]!r}", status)
+                return answer
+        if attempt < self.retries: self.sleep(self.backoff * 2 ** attempt)
+    raise RunpodError(f"{method} {path} failed after {self.retries + 1} tries: {problem}")
 
-    def _submit(self, task: ItemTask) -> None:
-        try:
-            answer = self._call("POST", "/run", {"input": task.to_dict()})
-            request_id = answer.get("id")
-            if not isinstance(request_id, str) or not request_id:
-                raise RunpodError(f"Runpod answered /run without a request id: {json.dumps(answer)[:200]}")
-        except RunpodError as e:
-            self._hand_back(task, f"could not submit it to Runpod: {e}")
-            return
-        with self._lock:
-            canceled = task.job_id in self._canceled_jobs
-            if not canceled: self._requests[request_id] = _Request(task, request_id, self.clock() + self.poll_seconds)
-        if canceled:  # the job was canceled while this request was being submitted
-            self._cancel_request(request_id)
-            self._settled(outcome="canceled")
+@patch
+def _submit(self: RunpodRunner, task: ItemTask) -> None:
+    try:
+        answer = self._call("POST", "/run", {"input": task.to_dict()})
+        request_id = answer.get("id")
+        if not isinstance(request_id, str) or not request_id:
+            raise RunpodError(f"Runpod answered /run without a request id: {json.dumps(answer)[:200]}")
+    except RunpodError as e:
+        self._hand_back(task, f"could not submit it to Runpod: {e}")
+        return
+    with self._lock:
+        canceled = task.job_id in self._canceled_jobs
+        if not canceled: self._requests[request_id] = _Request(task, request_id, self.clock() + self.poll_seconds)
+    if canceled:  # the job was canceled while this request was being submitted
+        self._cancel_request(request_id)
+        self._settled(outcome="canceled")
 
-    def _poll(self, request: _Request) -> None:
-        try: answer = self._call("GET", f"/status/{request.request_id}")
-        except RunpodError as e:
-            if e.status not in (401, 403, 404):  # Runpod unreachable: ask again later
-                log.warning("status of Runpod request %s: %s", request.request_id, e)
-                request.next_poll = self.clock() + self.poll_seconds
-                return
-            answer = {"status": "LOST", "error": str(e)}
-        status = answer.get("status")
-        if status in RUNPOD_RUNNING:
+@patch
+def _poll(self: RunpodRunner, request: _Request) -> None:
+    try: answer = self._call("GET", f"/status/{request.request_id}")
+    except RunpodError as e:
+        if e.status not in (401, 403, 404):  # Runpod unreachable: ask again later
+            log.warning("status of Runpod request %s: %s", request.request_id, e)
             request.next_poll = self.clock() + self.poll_seconds
             return
-        with self._lock:
-            if self._requests.pop(request.request_id, None) is None: return  # canceled meanwhile
-        if status == "COMPLETED":
-            self._settled(outcome="completed")
-        else:
-            self._hand_back(request.task, f"Runpod request {request.request_id} ended {status}: {_runpod_error(answer)}")
+        answer = {"status": "LOST", "error": str(e)}
+    status = answer.get("status")
+    if status in RUNPOD_RUNNING:
+        request.next_poll = self.clock() + self.poll_seconds
+        return
+    with self._lock:
+        if self._requests.pop(request.request_id, None) is None: return  # canceled meanwhile
+    if status == "COMPLETED":
+        self._settled(outcome="completed")
+    else:
+        self._hand_back(request.task, f"Runpod request {request.request_id} ended {status}: {_runpod_error(answer)}")
 
-    def _cancel_request(self, request_id: str) -> None:
-        with self._lock: self._counts["cancel_calls"] += 1
-        try: self._call("POST", f"/cancel/{request_id}")
-        except RunpodError as e: log.warning("could not cancel Runpod request %s: %s", request_id, e)
+@patch
+def _cancel_request(self: RunpodRunner, request_id: str) -> None:
+    with self._lock: self._counts["cancel_calls"] += 1
+    try: self._call("POST", f"/cancel/{request_id}")
+    except RunpodError as e: log.warning("could not cancel Runpod request %s: %s", request_id, e)
 
 # %% ../../nbs/15e_runners_runpod.ipynb #9cdf9e49
 class RunpodWorker:
