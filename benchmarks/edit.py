@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageFilter
 
-from s3lib.core import parse_color
+from s3lib.core import load_settings, parse_color
 from s3lib.edit import fill, recolor, remove
 from s3lib.presets import load_presets
 from s3lib.rules import Rule, apply_rule
@@ -175,7 +175,7 @@ def rule_overhead(image: np.ndarray, repeat: int) -> None:
     for instance in instances: instance.window  # found at segmentation time, with the masks
     rule = Rule.from_dict({"name": "benchmark", "domain": "interior", "edits": [
         {"concept": "wall", "action": "recolor", "color": WALL_COLOR}, {"concept": "floor", "action": "recolor", "color": "#8A6A4A"},
-        {"concept": "plant", "action": "remove"}]}, load_presets())
+        {"concept": "plant", "action": "remove"}]}, load_presets(load_settings()))
     operations = [("recolor wall", lambda: recolor(image, wall, WALL_COLOR)),
                   ("recolor floor", lambda: recolor(image, floor, "#8A6A4A")), ("remove plant", lambda: remove(image, plant))]
     print(f"\nrule layer: {'edit':<14} {'best':>7}")

@@ -30,7 +30,7 @@ __all__ = ['MANIFEST_FORMAT', 'IMAGE_SUFFIXES', 'OUTPUT_FORMATS', 'load_rule', '
 MANIFEST_FORMAT = 1  # bump when the manifest's shape changes
 
 def load_rule(rule: Rule | Mapping | str | Path, # a Rule, its dict, a rule JSON file, or a manifest.json
-              presets: Mapping[str, Preset] | None = None, # presets to validate against; default: the configured ones
+              presets: Mapping[str, Preset], # presets to validate against (`load_presets(settings)`)
              ) -> tuple[Rule, dict]:
     "The rule and what a manifest recorded with it (`thresholds`, `mask_threshold`, `model`); a plain rule records nothing."
     if isinstance(rule, Rule): return rule, {}
@@ -46,7 +46,7 @@ def load_rule(rule: Rule | Mapping | str | Path, # a Rule, its dict, a rule JSON
         recorded = {"thresholds": dict(data.get("thresholds") or {}), "mask_threshold": data.get("mask_threshold"),
                     "model": (data.get("model") or {}).get("id")}
         data = data.get("rule")
-    rule = Rule.from_dict(data, presets if presets is not None else load_presets())
+    rule = Rule.from_dict(data, presets)
     if recorded:  # an app export also records concepts protected in single photos: a redo of the rule needs its own
         recorded["thresholds"] = {c: t for c, t in recorded["thresholds"].items() if c in rule.concepts}
     return rule, recorded
@@ -73,11 +73,10 @@ def rule_concepts(rule: Rule, # a validated rule
 _default_segmenters: dict = {}
 _default_lock = threading.Lock()
 
-def default_segmenter(settings: Settings | None = None, # default: `load_settings()`
+def default_segmenter(settings: Settings, # `[model]` names the checkpoint, device and dtype
                      ):
     "The configured SAM 3 segmenter, loaded on first use and shared by every later call."
     from s3lib.segment import Sam3Segmenter
-    settings = settings or load_settings()
     key = (settings.model.id, settings.model.device, settings.model.dtype)
     with _default_lock:
         if key not in _default_segmenters: _default_segmenters[key] = Sam3Segmenter.from_settings(settings)
@@ -85,13 +84,14 @@ def default_segmenter(settings: Settings | None = None, # default: `load_setting
 
 def edit_image(image, # path, bytes, PIL image or H×W×3 uint8 array
                rule: Rule | Mapping | str | Path, # the rule (see `load_rule`)
-               segmenter=None, # an `s3lib.segment.Sam3Segmenter`; default: `default_segmenter()`
-               presets: Mapping[str, Preset] | None = None, # default: the configured presets
+               segmenter=None, # an `s3lib.segment.Sam3Segmenter`; default: `default_segmenter(settings)`
+               presets: Mapping[str, Preset] | None = None, # default: `load_presets(settings)`
                protected: Iterable = (), # more to keep bit-identical: concept ids, Instances, keys like "person:0"
                thresholds: Mapping[str, float] | None = None, # per-concept score thresholds
+               settings: Settings | None = None, # image limits, model, presets folder; default: `load_settings()`, read here once
               ) -> EditResult:
     "Segment the rule's concepts on one photo and apply the rule."
-    settings = load_settings()
+    settings = settings or load_settings()  # this call is an entry point: the one place it reads settings
     presets = presets if presets is not None else load_presets(settings)
     rule, recorded = load_rule(rule, presets)
     protected = list(protected)
@@ -170,16 +170,17 @@ def _relative(path: Path) -> str:
 def edit_folder(sources: str | Path | Iterable, # a folder, an image file, or a list of them
                 destination: str | Path, # output folder (created); must not hold any of the inputs
                 rule: Rule | Mapping | str | Path, # the rule, or a manifest to redo
-                segmenter=None, # default: `default_segmenter()`
-                presets: Mapping[str, Preset] | None = None, # default: the configured presets
+                segmenter=None, # default: `default_segmenter(settings)`
+                presets: Mapping[str, Preset] | None = None, # default: `load_presets(settings)`
                 thresholds: Mapping[str, float] | None = None, # per-concept overrides
                 format: str | None = None, # output format: png, jpeg or webp; default: settings [images] output_format
                 save_masks: bool = True, # write masks/<image>/<concept>.png
                 progress: bool = True, # show a tqdm progress bar
+                settings: Settings | None = None, # output format, image limits, model, presets folder; default: `load_settings()`, read here once
                ) -> dict:
     "Edit every image, write results, masks and manifest.json; return the manifest."
     from tqdm.auto import tqdm
-    settings = load_settings()
+    settings = settings or load_settings()  # this call is an entry point: the one place it reads settings
     format, quality = (format or settings.images.output_format).lower(), settings.images.quality
     if format not in OUTPUT_FORMATS: raise InvalidRequest(f"format {format!r}: use one of {', '.join(OUTPUT_FORMATS)}")
     presets = presets if presets is not None else load_presets(settings)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .checks import CHECKS
-from .core import InvalidRequest, PresetError, Settings, color_hex, json_type, load_settings
+from .core import InvalidRequest, PresetError, Settings, color_hex, json_type
 from .edit import ACTIONS
 
 # %% auto #0
@@ -202,10 +202,9 @@ def load_preset(path: str | Path, # a preset JSON file
     return parse_preset(data, path)
 
 # %% ../nbs/01_presets.ipynb #3c587728
-def load_presets(source: str | Path | Settings | None = None, # a folder, a `Settings`, or None for `load_settings()`
+def load_presets(source: str | Path | Settings, # a folder, or `Settings` (its `[presets] dir`)
                 ) -> dict[str, Preset]:
     "Every preset in the folder, by id (sorted)."
-    if source is None: source = load_settings()
     folder = source.path(source.presets.dir) if isinstance(source, Settings) else Path(source)
     if not folder.is_dir():
         raise PresetError(f"{folder}: the presets folder does not exist; set [presets] dir in settings.ini", file=str(folder), field="")

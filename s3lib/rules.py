@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from .core import ImageError, PresetError, RuleError, color_hex, json_type, load_image
-from .presets import Preset, load_presets
+from .presets import Preset
 from .edit import ACTIONS, FEATHER_PIXELS, MATERIALS, Param, apply_edit
 from .segment import Instance
 
@@ -63,14 +63,14 @@ class Rule:
 
     @classmethod
     def from_dict(cls, data: Any, # decoded JSON: {"name", "domain", "edits": [...], "protect": [...]}
-                  presets: Mapping[str, Preset] | Preset | None = None, # presets to check against; None loads the configured ones
+                  presets: Mapping[str, Preset] | Preset, # presets to check against (`load_presets(settings)`)
                  ) -> "Rule":
         "Validate `data` against its preset and build the rule; `RuleError` names the first bad field."
         return _parse_rule(data, presets)
 
     @classmethod
     def from_json(cls, text: str | bytes, # a rule as JSON text
-                  presets: Mapping[str, Preset] | Preset | None = None, # as for `from_dict`
+                  presets: Mapping[str, Preset] | Preset, # as for `from_dict`
                  ) -> "Rule":
         try: data = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -132,7 +132,6 @@ def _parse_edit(data, preset: Preset, path: str) -> Edit:
     return Edit(concept_id, action, _parse_params(given, action, path))
 
 def _presets_by_id(presets) -> Mapping[str, Preset]:
-    if presets is None: return load_presets()
     if isinstance(presets, Preset): return {presets.id: presets}
     return presets
 

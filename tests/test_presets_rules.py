@@ -29,11 +29,12 @@ def test_dropped_preset_file_is_loaded_and_rules_validate_against_it(tmp_path):
 import json
 from s3lib.presets import load_presets
 from s3lib.rules import Rule
-from s3lib.core import RuleError
-print(json.dumps(sorted(load_presets())))
-rule = Rule.from_dict({"name": "Greener", "domain": "garden", "edits": [{"concept": "lawn", "action": "recolor", "color": "#7BB661"}]})
+from s3lib.core import RuleError, load_settings
+presets = load_presets(load_settings())  # the entry point resolves settings; library calls take what it resolved
+print(json.dumps(sorted(presets)))
+rule = Rule.from_dict({"name": "Greener", "domain": "garden", "edits": [{"concept": "lawn", "action": "recolor", "color": "#7BB661"}]}, presets)
 print(rule.to_json())
-try: Rule.from_dict({"name": "x", "domain": "garden", "edits": [{"concept": "gnome", "action": "blur"}]})
+try: Rule.from_dict({"name": "x", "domain": "garden", "edits": [{"concept": "gnome", "action": "blur"}]}, presets)
 except RuleError as e: print(json.dumps(e.to_dict()))
 """
     done = run_python(code, ROOT, S3LIB_SETTINGS=str(ROOT / "settings.ini"), S3LIB_PRESETS_DIR=str(presets))
@@ -51,7 +52,7 @@ def test_a_broken_dropped_preset_names_file_and_field(tmp_path):
     data = json.loads((presets / "seller.json").read_text(encoding="utf-8"))
     data["concepts"][2]["actions"].append("sharpen")
     (presets / "seller.json").write_text(json.dumps(data), encoding="utf-8")
-    done = run_python("from s3lib.presets import load_presets; load_presets()", ROOT,
+    done = run_python("from s3lib.presets import load_presets; from s3lib.core import load_settings; load_presets(load_settings())", ROOT,
                       S3LIB_SETTINGS=str(ROOT / "settings.ini"), S3LIB_PRESETS_DIR=str(presets))
     assert done.returncode != 0
     assert f"{presets / 'seller.json'}: concepts[2].actions[" in done.stderr

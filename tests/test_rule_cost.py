@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from s3lib.edit import FEATHER_PIXELS
+from s3lib.core import load_settings
 from s3lib.presets import load_presets
 from s3lib.rules import Rule, apply_rule
 from s3lib.segment import Instance
@@ -40,7 +41,7 @@ def scene():
     person[230:400, 220:240] = True  # stands in front of chair 0
     instances.append(Instance("person", 0, 0.9, (220, 230, 240, 400), person.view(CountingMask)))
     rule = Rule.from_dict({"name": "blue chairs", "domain": "interior", "protect": ["person"],
-                           "edits": [{"concept": "chair", "action": "recolor", "color": "#3050C0"}]}, load_presets())
+                           "edits": [{"concept": "chair", "action": "recolor", "color": "#3050C0"}]}, load_presets(load_settings()))
     return photo, instances, rule, chairs, person
 
 

@@ -1,4 +1,4 @@
-"""The Gradio API of issue 4 through gradio_client, against a real server subprocess (`python app.py`, tiny SAM 3,
+"""The Gradio API through gradio_client, against a real server subprocess (`python app.py`, tiny SAM 3,
 every preset threshold at 0 so the random model finds instances): every named endpoint works with a token, fails
 clearly without one, and one user's token never reaches another user's rules or jobs. Also: `/gradio_api/run/*` is
 closed, a file the caller did not upload is refused, and a server whose model cannot load still serves everything that
