@@ -11,7 +11,7 @@ if ON_SPACES:
     try:
         import spaces  # noqa: F401 — first, before anything touches CUDA: ZeroGPU patches torch and gr.Blocks.launch
     except ImportError:
-        pass  # a Space without the `spaces` package: s3lib.ui.gpu() is then a no-op
+        pass  # a Space without the `spaces` package: s3lib.ui.zerogpu.gpu() is then a no-op
 
 from s3lib.core import load_settings
 from s3lib.server import launch_on_spaces, serve

@@ -60,13 +60,12 @@ logger = logging.getLogger(__name__)
 
 QUIET_GRADIO = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_DISABLE_TELEMETRY": "1"}  # no telemetry, no version check
 
-def load_ui(service, settings: Settings) -> tuple:
-    "`(Blocks, mount options)` from `s3lib.ui` (`build_demo(service, settings)`, `mount_options()`), or `(None, {})` without it."
-    if importlib.util.find_spec("s3lib.ui") is None: return None, {}
+def load_ui(service: Service, settings: Settings) -> tuple:
+    "`(Blocks, mount options)` from `s3lib.ui.page` (`build_demo(service, settings)`, `mount_options()`), or `(None, {})` without it."
+    if importlib.util.find_spec("s3lib.ui") is None or importlib.util.find_spec("s3lib.ui.page") is None: return None, {}
     for name, value in QUIET_GRADIO.items(): os.environ.setdefault(name, value)  # the server's choice, before gradio is imported
-    from s3lib import ui
-    options = ui.mount_options() if hasattr(ui, "mount_options") else {}
-    return ui.build_demo(service, settings), options | {"show_error": False}
+    from s3lib.ui.page import build_demo, mount_options
+    return build_demo(service, settings), mount_options() | {"show_error": False}
 
 def gradio_upload_folder(settings: Settings) -> Path:
     "This server's own folder for files uploaded to the Gradio app, under the system temp dir (Gradio's answers name it)."
@@ -84,7 +83,7 @@ def fresh_upload_folder(settings: Settings) -> Path:
 def build_app(settings: Settings | None = None, # default: `load_settings()`; development secrets are generated if missing
               segmenter_factory: Callable | None = None, # default: the configured SAM 3, loaded on first use
               runner=None, # default: the runner `[runner] kind` names
-              ui: bool = True, # mount the Gradio app at "/" when `s3lib.ui` exists
+              ui: bool = True, # mount the Gradio app at "/" when `s3lib.ui.page` exists
              ) -> tuple:
     "The server's FastAPI app and its `Service`; the service starts and stops with the app's lifespan."
     from s3lib.api import create_api
@@ -156,7 +155,8 @@ def launch_on_spaces(settings: Settings | None = None, # default: `load_settings
     for name, value in QUIET_GRADIO.items(): os.environ.setdefault(name, value)  # before gradio is imported
     from s3lib.api import EdgePolicy, api_router, edge_options
     from s3lib.segment import Sam3Segmenter
-    from s3lib.ui import SpacesSegmenter, build_demo, mount_options
+    from s3lib.ui.page import build_demo, mount_options
+    from s3lib.ui.zerogpu import SpacesSegmenter
     settings = settings or load_settings()
     host = os.environ.get("SPACE_HOST")  # e.g. "owner-s3lib.hf.space"
     if host and not settings.server.public_url: settings = settings.replace(server={"public_url": f"https://{host}"})

@@ -84,17 +84,20 @@ def test_the_composer_offers_it(presets, tmp_path):
     from s3lib.ledger import Ledger
     from s3lib.service import Service
     from s3lib.storage import LocalStore
-    from s3lib.ui import PaletteApp, Workspace, build_demo, composer_params, describe_edit, parameter_control
+    from s3lib.ui.handlers import PaletteApp
+    from s3lib.ui.page import build_demo, parameter_control
+    from s3lib.ui.views import action_view, parameter_view
+    from s3lib.ui.workspace import Workspace, composer_params, describe_edit
     from s3lib.runners.inline import InlineRunner
 
     interior = presets["interior"]
     ws = Workspace.start(interior)
     app = PaletteApp(SimpleNamespace(presets=presets), None)
-    assert ("Sepia", "sepia") in app.action_view(ws, "wall", "ko")["action"]["choices"]  # the readable name stands in
-    assert ("Sepia", "sepia") not in app.action_view(ws, "floor", "en")["action"]["choices"]
+    assert ("Sepia", "sepia") in action_view(interior, "wall", "ko")["action"]["choices"]  # the readable name stands in
+    assert ("Sepia", "sepia") not in action_view(interior, "floor", "en")["action"]["choices"]
     slider = parameter_control("strength", composer_params()["strength"], interior)
     assert (slider.minimum, slider.maximum, slider.value, slider.label) == (0.0, 1.0, 0.5, "Strength")
-    assert {name for name, update in app.parameter_view("sepia").items() if update["visible"]} == {"param_strength"}
+    assert {name for name, update in parameter_view("sepia").items() if update["visible"]} == {"param_strength"}
     app.add_edit("wall", "sepia", {"color": "#A8B197", "strength": 0.8}, ws, "en", len(interior.concepts))
     assert ws.edits == [{"concept": "wall", "action": "sepia", "strength": 0.8}]
     assert describe_edit(ws.edits[0], interior) == "Wall → Sepia strength 0.8"

@@ -68,3 +68,11 @@ def test_worker_imports_no_coordinator():
             "if m in sys.modules); print(loaded); assert not loaded, loaded")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PACKAGE.parent)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ui_workspace_imports_no_gradio():
+    "The tab's state, cards and progress are plain Python: importing them loads neither Gradio nor the page."
+    code = ("import sys, s3lib.ui.workspace; loaded = sorted(m for m in ('gradio', 's3lib.ui.views', 's3lib.ui.page') "
+            "if m in sys.modules); print(loaded); assert not loaded, loaded")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PACKAGE.parent)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -281,7 +281,7 @@ def test_the_spaces_launch(tiny_sam3, tmp_path, photos, downloads):
         client = connect(process, downloads, signed.json()["token"])
         assert client.predict(api_name="/me")["id"] == signed.json()["user"]["id"]
         instances, _ = client.predict(handle_file(photos[0]), "interior", ["wall"], None, api_name="/segment")
-        assert instances  # SAM 3 through s3lib.ui.run_segmenter (a no-op @spaces.GPU here)
+        assert instances  # SAM 3 through s3lib.ui.zerogpu.run_segmenter (a no-op @spaces.GPU here)
         job = client.predict([handle_file(photos[0])], "interior", RULE, None, None, None, api_name="/job_create")
         assert job["items"][0]["status"] in ("pending", "running", "done")
         job = wait_for(client, job["id"])
