@@ -42,7 +42,7 @@ def export_zip(export: dict, # {"job", "model", "mask_threshold", "items": [{"it
         for stem, item in zip(safe_stems([i["filename"] for i in export["items"]]), export["items"]):
             entry = {"input": item["filename"], "sha256": sha256_of(item["input"]) if item.get("input") is not None else None,
                      "output": None, "masks": {}, "status": item["status"], "error": item.get("error"),
-                     "report": item.get("report") or [], "checks": item.get("checks") or []}
+                     "unchanged": bool(item.get("unchanged")), "report": item.get("report") or [], "checks": item.get("checks") or []}
             if item.get("result") is not None:
                 entry["output"] = f"{stem}.png"
                 archive.writestr(entry["output"], item["result"])

@@ -26,8 +26,8 @@ __all__ = ['JOB_STATES', 'ACTIVE_JOB_STATES', 'FINISHED_JOB_STATES', 'ITEM_STATE
 JOB_STATES = ("created", "uploaded", "queued", "running", "done", "failed", "canceled", "expired")
 ACTIVE_JOB_STATES = ("queued", "running")
 FINISHED_JOB_STATES = ("done", "failed", "canceled", "expired")
-ITEM_STATES = ("pending", "running", "done", "failed")
-FINISHED_ITEM_STATES = ("done", "failed")
+ITEM_STATES = ("pending", "running", "done", "failed", "canceled")
+FINISHED_ITEM_STATES = ("done", "failed", "canceled")
 ENTRY_KINDS = ("signup", "reserve", "charge", "refund", "grant")
 # How each kind moves the spendable balance: a reservation takes credits out, a charge turns reserved
 # credits into spent ones (the balance does not move again), a refund gives reserved credits back.
@@ -170,6 +170,35 @@ def _grants_and_plans(cursor):
         changed_at TIMESTAMP NOT NULL);
     """)
 
+# %% ../nbs/09_ledger.ipynb #d138720a
+@migration("0004_item_outcomes")
+def _item_outcomes(cursor):
+    states = ", ".join(f"'{state}'" for state in ITEM_STATES)
+    cursor.execute(f"""
+    CREATE TABLE items_new (
+        job_id VARCHAR NOT NULL,
+        item INTEGER NOT NULL CHECK (item >= 0),
+        filename VARCHAR NOT NULL,
+        content_type VARCHAR NOT NULL,
+        size BIGINT NOT NULL CHECK (size > 0),
+        input_key VARCHAR NOT NULL,
+        result_key VARCHAR NOT NULL,
+        status VARCHAR NOT NULL CHECK (status IN ({states})),
+        error VARCHAR,
+        attempts INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+        updated_at TIMESTAMP NOT NULL,
+        protected VARCHAR,
+        report VARCHAR,
+        unchanged BOOLEAN NOT NULL DEFAULT FALSE,
+        PRIMARY KEY (job_id, item));
+    INSERT INTO items_new SELECT job_id, item, filename, content_type, size, input_key, result_key,
+        CASE WHEN status = 'failed' AND error = 'job canceled' THEN 'canceled' ELSE status END,
+        error, attempts, updated_at, protected, NULL, FALSE FROM items;
+    DROP TABLE items;
+    ALTER TABLE items_new RENAME TO items;
+    CREATE INDEX items_job ON items (job_id);
+    """)
+
 # %% ../nbs/09_ledger.ipynb #8c26a26c
 def utc(moment: datetime | None = None # aware or naive-UTC datetime; default: now
        ) -> datetime:
@@ -208,7 +237,7 @@ def _job_row(found: dict | None) -> dict | None:
     return found | {"rule": json.loads(found["rule"]), "thresholds": json.loads(found["thresholds"] or "null")}
 
 def _item_row(found: dict) -> dict:
-    return found | {"protected": json.loads(found["protected"] or "[]")}
+    return found | {"protected": json.loads(found["protected"] or "[]"), "report": json.loads(found["report"] or "null")}
 
 def _in(values) -> str: return ", ".join("?" for _ in values)
 
@@ -513,13 +542,16 @@ def set_job_status(self: Ledger, job_id: str, # the job
 def set_item_status(self: Ledger, job_id: str, item: int, status: str, allowed_from: tuple[str, ...],
                     error: str | None = None, # failure message (failed items)
                     now: datetime | None = None,
+                    report: list | None = None, # what each edit did (done items)
+                    unchanged: bool = False, # no edit changed a pixel (done items): not charged
                    ) -> bool:
     "Guarded item transition; True if it happened."
     if status not in ITEM_STATES: raise ValueError(f"unknown item status {status!r}")
     with self.transaction() as cursor:
-        return bool(cursor.execute(f"UPDATE items SET status = ?, error = ?, updated_at = ? WHERE job_id = ? AND item = ? "
-                                   f"AND status IN ({_in(allowed_from)}) RETURNING item",
-                                   [status, error, _naive(now), job_id, item, *allowed_from]).fetchall())
+        return bool(cursor.execute(f"UPDATE items SET status = ?, error = ?, report = ?, unchanged = ?, updated_at = ? "
+                                   f"WHERE job_id = ? AND item = ? AND status IN ({_in(allowed_from)}) RETURNING item",
+                                   [status, error, None if report is None else json.dumps(report), unchanged, _naive(now),
+                                    job_id, item, *allowed_from]).fetchall())
 
 @patch
 def confirm_inputs(self: Ledger, job_id: str, # a created job
@@ -549,11 +581,14 @@ def item_counts(self: Ledger, job_id: str) -> dict:
     return {s: found.get(s, 0) for s in ITEM_STATES}
 
 @patch
-def fail_unfinished_items(self: Ledger, job_id: str, error: str, now: datetime | None = None) -> int:
-    "Mark every pending or running item of a job failed with `error`; returns how many."
+def end_unfinished_items(self: Ledger, job_id: str,
+                         status: str, # "failed" (e.g. retention) or "canceled"
+                         error: str, now: datetime | None = None) -> int:
+    "Move every pending or running item of a job to `status` with `error`; returns how many."
+    if status not in ("failed", "canceled"): raise ValueError(f"unfinished items end failed or canceled, not {status!r}")
     with self.transaction() as cursor:
-        return len(cursor.execute("UPDATE items SET status = 'failed', error = ?, updated_at = ? WHERE job_id = ? "
-                                  "AND status IN ('pending', 'running') RETURNING item", [error, _naive(now), job_id]).fetchall())
+        return len(cursor.execute("UPDATE items SET status = ?, error = ?, updated_at = ? WHERE job_id = ? "
+                                  "AND status IN ('pending', 'running') RETURNING item", [status, error, _naive(now), job_id]).fetchall())
 
 @patch
 def mark_purged(self: Ledger, job_id: str, now: datetime | None = None) -> bool:
@@ -565,15 +600,17 @@ def mark_purged(self: Ledger, job_id: str, now: datetime | None = None) -> bool:
 # %% ../nbs/09_ledger.ipynb #18d86396
 @patch
 def job_overviews(self: Ledger, user_id: str, limit: int = 100) -> list[dict]:
-    "The user's jobs, newest first, each with item counts (total, done, failed) and credits (reserve, charge, refund)."
+    "The user's jobs, newest first, each with item counts (total, done, failed, canceled, unchanged) and credits (reserve, charge, refund)."
+    counted = ("total", "done", "failed", "canceled", "unchanged")
     found = self.rows(f"""
-        SELECT j.*, coalesce(n.total, 0) AS total, coalesce(n.done, 0) AS done, coalesce(n.failed, 0) AS failed, {_CREDIT_COLUMNS}
+        SELECT j.*, {", ".join(f"coalesce(n.{k}, 0) AS {k}" for k in counted)}, {_CREDIT_COLUMNS}
         FROM jobs j {_credit_totals("user_id = ?")}
         LEFT JOIN (SELECT job_id, count(*) AS total, count(*) FILTER (status = 'done') AS done,
-                          count(*) FILTER (status = 'failed') AS failed
+                          count(*) FILTER (status = 'failed') AS failed, count(*) FILTER (status = 'canceled') AS canceled,
+                          count(*) FILTER (status = 'done' AND unchanged) AS unchanged
                    FROM items WHERE job_id IN (SELECT id FROM jobs WHERE user_id = ?) GROUP BY job_id) n ON n.job_id = j.id
         WHERE j.user_id = ? ORDER BY j.created_at DESC, j.id DESC LIMIT ?""", [user_id, user_id, user_id, limit])
-    return [_job_row(r) | {k: int(r[k]) for k in ("reserve", "charge", "refund")} for r in found]
+    return [_job_row(r) | {k: int(r[k]) for k in ("reserve", "charge", "refund", *counted)} for r in found]
 
 @patch
 def job_with_credits(self: Ledger, job_id: str, user_id: str) -> dict | None:

@@ -75,6 +75,19 @@ def _filename(value, field: str) -> str:
         raise _invalid(field, f"{name!r} is a path; send the file's plain name (it is only kept as a label)")
     return name
 
+def _edit_report(value, status: str) -> list | None:
+    "A done callback's edit report (`apply_rule`'s: one entry per edit, with `pixels_changed`), bounded; None if not sent."
+    if value is None: return None
+    if status != "done": raise _invalid("report", "only a done callback carries a report")
+    if not isinstance(value, list) or not all(isinstance(entry, dict) for entry in value):
+        raise _invalid("report", f"must be a list of edit reports like {{\"concept\": \"wall\", \"pixels_changed\": 1200}}, not {json_type(value)}")
+    if len(json.dumps(value)) > MAX_REPORT_BYTES: raise _invalid("report", f"is larger than {MAX_REPORT_BYTES:,} bytes")
+    for i, entry in enumerate(value):
+        changed = entry.get("pixels_changed", 0)
+        if isinstance(changed, bool) or not isinstance(changed, int) or changed < 0:
+            raise _invalid(f"report[{i}].pixels_changed", f"must be a whole number of pixels, not {changed!r}")
+    return value
+
 
 # %% ../nbs/11_service.ipynb #3be24b58
 class RateLimiter:
@@ -592,7 +605,7 @@ class Jobs:
             job = ledger.job(job_id)  # read under the writer lock: a worker's last report may have finished it meanwhile
             if job["status"] in ACTIVE_JOB_STATES:
                 refunded = self.settlement.settle(job, "canceled", now)
-                ledger.fail_unfinished_items(job_id, "job canceled", now)
+                ledger.end_unfinished_items(job_id, "canceled", "job canceled", now)
             elif ledger.set_job_status(job_id, "canceled", _moves_from("canceled", UNEXECUTED_JOB_STATES), now, finished_at=now):
                 refunded = 0
             else:
@@ -662,11 +675,12 @@ class JobReads:
         job = ledger.job_with_credits(job_id, user_id) if isinstance(job_id, str) else None
         if job is None: raise NotFound(f"job {job_id} does not exist")
         items = ledger.items(job_id)
-        progress = {"total": len(items), "done": sum(it["status"] == "done" for it in items),
-                    "failed": sum(it["status"] == "failed" for it in items)}
+        progress = {"total": len(items), **{state: sum(it["status"] == state for it in items) for state in ("done", "failed", "canceled")},
+                    "unchanged": sum(it["status"] == "done" and it["unchanged"] for it in items)}
         seconds = self.context.settings.jobs.download_url_seconds
         out = self.out(job, progress, job)
         out["items"] = [{"item": it["item"], "filename": it["filename"], "status": it["status"], "error": it["error"],
+                         "unchanged": it["unchanged"], "report": it["report"],
                          "result_url": self.context.store.presign_get(it["result_key"], seconds)
                                        if it["status"] == "done" and job["purged_at"] is None else None}
                         for it in items]
@@ -675,7 +689,7 @@ class JobReads:
     def list_jobs(self, user_id: str, limit: int = 50) -> list[dict]:
         self.context.user(user_id)
         limit = _integer(limit, "limit", 1, MAX_JOB_LIST)
-        return [self.out(j, {"total": j["total"], "done": j["done"], "failed": j["failed"]}, {k: j[k] for k in ("reserve", "charge", "refund")})
+        return [self.out(j, {k: j[k] for k in ("total", "done", "failed", "canceled", "unchanged")}, {k: j[k] for k in ("reserve", "charge", "refund")})
                 for j in self.context.ledger.job_overviews(user_id, limit)]
 
     def _item(self, user_id: str, job_id: str, item: int) -> tuple[dict, dict]:
@@ -709,14 +723,15 @@ class JobReads:
     def _exported(self, job: dict, it: dict, lang: str) -> dict:
         "One item of an export: its photo and, when done, its result, masks, report and the preset's checks on it."
         exported = {"item": it["item"], "filename": it["filename"], "status": it["status"], "error": it["error"],
-                    "input": self._object_or_none(it["input_key"]), "result": None, "masks": {}, "report": [], "checks": []}
+                    "unchanged": it["unchanged"], "input": self._object_or_none(it["input_key"]), "result": None, "masks": {},
+                    "report": it["report"] or [], "checks": []}
         if it["status"] != "done": return exported
         exported["result"] = self._object_or_none(it["result_key"])
         for name in dict.fromkeys([*(e["concept"] for e in job["rule"]["edits"]), "protect"]):
             mask = self._object_or_none(output_key(it["result_key"], f"masks/{name}"))
             if mask is not None: exported["masks"][name] = mask
-        report = self._object_or_none(output_key(it["result_key"], "report"))
-        if report is not None: exported["report"] = json.loads(report)
+        report = None if it["report"] is not None else self._object_or_none(output_key(it["result_key"], "report"))
+        if report is not None: exported["report"] = json.loads(report)  # a worker that sent its report as an object only
         exported["checks"] = self._checks(job, exported, lang)
         return exported
 
@@ -776,7 +791,7 @@ class Callbacks:
 
     def _update(self, body: dict, job: dict) -> dict:
         "A report's body checked against its item: `{item, attempt, status, result_key, error}`."
-        body = _object(body, "", required=("job_id", "item", "attempt", "status"), optional=("result_key", "error"))
+        body = _object(body, "", required=("job_id", "item", "attempt", "status"), optional=("result_key", "error", "report"))
         item = _integer(body["item"], "item", 0)
         found = self.context.ledger.item(job["id"], item)
         if found is None: raise _invalid("item", f"job {job['id']} has no item {item}")
@@ -790,8 +805,10 @@ class Callbacks:
         if status == "failed":
             if error is not None and not isinstance(error, str): raise _invalid("error", f"must be a string, not {json_type(error)}")
         elif error is not None: raise _invalid("error", "only a failed callback carries an error")
+        report = _edit_report(body.get("report"), status)
         return {"item": item, "attempt": attempt, "status": status, "result_key": result_key,
-                "error": error or "the worker reported a failure"}
+                "error": error or "the worker reported a failure", "report": report,
+                "unchanged": bool(report) and not any(entry.get("pixels_changed") for entry in report)}
 
     def _apply(self, job: dict, update: dict, now: datetime) -> str | None:
         "Inside a transaction: apply one item report to an active job; returns why it was ignored, if it was."
@@ -804,9 +821,10 @@ class Callbacks:
             current = ledger.item(job_id, item)["status"]
             return None if current == "running" else f"item {item} is already {current}"
         if status == "done":
-            if not ledger.set_item_status(job_id, item, "done", ("pending", "running"), now=now):
+            if not ledger.set_item_status(job_id, item, "done", ("pending", "running"), now=now, report=update["report"],
+                                          unchanged=update["unchanged"]):
                 return f"item {item} is already {ledger.item(job_id, item)['status']}"
-            if job["credits_per_image"]:
+            if job["credits_per_image"] and not update["unchanged"]:  # a photo no edit changed is not charged
                 ledger.post_entry(job["user_id"], "charge", job["credits_per_image"], job_id=job_id, item=item, now=now)
         elif not ledger.set_item_status(job_id, item, "failed", ("pending", "running"), error=_short(update["error"]), now=now):
             return f"item {item} is already {ledger.item(job_id, item)['status']}"
@@ -860,7 +878,7 @@ class Retention:
             with ledger.transaction():
                 current = ledger.job(job["id"])
                 if current["status"] not in ACTIVE_JOB_STATES: continue
-                ledger.fail_unfinished_items(job["id"], f"not finished within the retention period ({jobs.retention_days:g} days)", now)
+                ledger.end_unfinished_items(job["id"], "failed", f"not finished within the retention period ({jobs.retention_days:g} days)", now)
                 self.settlement.finish_if_complete(current, now)
             counts["timed_out_jobs"] += 1
             if context.runner is not None: context.runner.cancel(job["id"])

@@ -253,7 +253,7 @@ def run_task(task: ItemTask, # one item, self-contained
     except S3libError as e:
         outcome = _about(task) | {"status": "failed", "error": e.message}
     else:
-        outcome = _about(task) | {"status": "done", "result_key": task.result_key}
+        outcome = _about(task) | {"status": "done", "result_key": task.result_key, "report": result.report}
     transport.report(task, outcome)
     return outcome
 

@@ -122,7 +122,7 @@ def test_job_end_to_end(server):
 
     final = alice.wait(job["id"])
     assert final["status"] == "done", final
-    assert final["progress"] == {"total": 2, "done": 2, "failed": 0}
+    assert final["progress"] == {"total": 2, "done": 2, "failed": 0, "canceled": 0, "unchanged": 0}
     assert (final["credits_reserved"], final["credits_charged"], final["credits_refunded"]) == (2, 2, 0)
     assert (final["domain"], final["rule"]["edits"][0]["concept"]) == ("interior", "wall")
     for item, photo in zip(final["items"], photos):

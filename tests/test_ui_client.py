@@ -137,7 +137,7 @@ def test_every_endpoint_works_with_a_token(server, photos, downloads):
     job = client.predict([handle_file(p) for p in photos], "interior", RULE, None, {"wall": 0.0}, None, api_name="/job_create")
     assert job["status"] in ("queued", "running", "done") and job["credits_reserved"] == 2
     job = wait_for(client, job["id"])
-    assert (job["status"], job["progress"]) == ("done", {"total": 2, "done": 2, "failed": 0})
+    assert (job["status"], job["progress"]) == ("done", {"total": 2, "done": 2, "failed": 0, "canceled": 0, "unchanged": 0})
     assert job["thresholds"]["wall"] == 0.0
     archive = zipfile.ZipFile(client.predict(job["id"], api_name="/export"))
     manifest = json.loads(archive.read("manifest.json"))
