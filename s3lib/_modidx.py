@@ -946,6 +946,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                     's3lib.ui.workspace.overlay': ('ui_workspace.html#overlay', 's3lib/ui/workspace.py'),
                                     's3lib.ui.workspace.picker_hex': ('ui_workspace.html#picker_hex', 's3lib/ui/workspace.py'),
                                     's3lib.ui.workspace.progress_html': ('ui_workspace.html#progress_html', 's3lib/ui/workspace.py'),
+                                    's3lib.ui.workspace.result_caption': ('ui_workspace.html#result_caption', 's3lib/ui/workspace.py'),
                                     's3lib.ui.workspace.shrink_mask': ('ui_workspace.html#shrink_mask', 's3lib/ui/workspace.py'),
                                     's3lib.ui.workspace.swatch_tiles': ('ui_workspace.html#swatch_tiles', 's3lib/ui/workspace.py')},
             's3lib.ui.zerogpu': { 's3lib.ui.zerogpu.SpacesSegmenter': ('ui_zerogpu.html#spacessegmenter', 's3lib/ui/zerogpu.py'),

@@ -30,7 +30,8 @@ from ..service import Service
 from .views import (action_view, button_view, canvas_view, editor_view, me_view, overlay_view, palette_view,
                             threshold_view)
 from .words import TEXT, text
-from .workspace import DISPLAY_SIDE, Workspace, control_name, display_photo, edit_from_inputs, fit, is_material, progress_html
+from .workspace import (DISPLAY_SIDE, Workspace, control_name, display_photo, edit_from_inputs, fit, is_material, progress_html,
+                                result_caption)
 
 # %% ../../nbs/14d_ui_handlers.ipynb #9a0acb5d
 logger = logging.getLogger(__name__)
@@ -385,7 +386,7 @@ def results(self: PaletteApp, token: str | None, ws: Workspace, lang: str) -> di
         before = self.scratch_file(f"{stem}-before.{_suffix(item['input'])}", item["input"]) if item.get("input") else None
         after = self.scratch_file(f"{stem}.png", item["result"]) if item.get("result") is not None else None
         if after is None and before is None: continue
-        gallery.append((after, name) if after else (before, f"❌ {name}: {item.get('error') or item['status']}"))
+        gallery.append((after, result_caption(item, lang)) if after else (before, f"❌ {text('photo_failed', lang, name=name, why=item.get('error') or item['status'])}"))
         shown.append({"name": name, "before": before, "after": after})
         for check in item["checks"]:
             checks.append([name, text("pass" if check["passed"] else "fail", lang), "; ".join(check["reasons"])])

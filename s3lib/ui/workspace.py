@@ -6,7 +6,7 @@
 __all__ = ['DISPLAY_SIDE', 'MAX_CARDS', 'CARD_SIDE', 'TILE_SIDE', 'fit', 'shrink_mask', 'display_photo', 'Found', 'Workspace',
            'picker_hex', 'composer_params', 'control_name', 'is_material', 'edit_from_inputs', 'describe_edit',
            'cutout', 'instance_label', 'instance_cards', 'overlay', 'swatch_tiles', 'material_tiles', 'header_markdown',
-           'progress_html']
+           'progress_html', 'result_caption']
 
 # %% ../../nbs/14b_ui_workspace.ipynb #e3001742
 import functools
@@ -339,13 +339,23 @@ def progress_html(job: dict | None, # the service's `job_status()`, or None befo
     "A progress bar with the job's state, items done and credits; its text ends with the percentage."
     if job is None: return f'<div class="s3-job idle">{html.escape(text("job_idle", lang))}</div>'
     progress = job["progress"]
-    finished = progress["done"] + progress["failed"]
+    finished = progress["done"] + progress["failed"]  # canceled photos were never processed: the bar does not count them
     percent = round(100 * finished / progress["total"]) if progress["total"] else 0
     state = text("job_state", lang).get(job["status"], job["status"])
     details = [text("job_progress", lang, done=progress["done"], total=progress["total"])]
-    if progress["failed"]: details.append(text("job_failed_items", lang, failed=progress["failed"]))
+    for count in ("unchanged", "failed", "canceled"):
+        if progress.get(count): details.append(text(f"job_{count}_items", lang, **{count: progress[count]}))
     details.append(text("job_credits", lang, reserved=job["credits_reserved"], charged=job["credits_charged"],
                         refunded=job["credits_refunded"]))
     return (f'<div class="s3-job {html.escape(job["status"])}" data-status="{html.escape(job["status"])}" data-percent="{percent}">'
             f'<div class="s3-bar"><span style="width:{percent}%"></span></div>'
             f'<p><b>{html.escape(state)}</b> · {html.escape(" · ".join(details))} · <b class="s3-percent">{percent} %</b></p></div>')
+
+# %% ../../nbs/14b_ui_workspace.ipynb #7957a743
+def result_caption(item: dict, # an exported item: filename, unchanged, report
+                   lang: str = "en", # label language
+                  ) -> str:
+    "The gallery caption of one done photo."
+    if not item.get("unchanged"): return item["filename"]
+    why = "; ".join(dict.fromkeys(entry.get("skipped") or "nothing to change" for entry in item.get("report") or [])) or "nothing to change"
+    return "⚪ " + text("photo_unchanged", lang, name=item["filename"], why=why)
