@@ -5,8 +5,9 @@
 # %% auto #0
 __all__ = ['CSS', 'CANVAS', 'EDITOR', 'theme', 'mount_options', 'browser_secret', 'Page', 'wire', 'top_panel', 'canvas_panel',
            'palette_panel', 'parameter_control', 'tile_gallery', 'composer_panel', 'rules_panel', 'results_panel',
-           'refresh_header', 'refresh_rules', 'refresh_banner', 'wire_start', 'wire_language', 'wire_canvas',
-           'wire_composer', 'wire_rules', 'wire_jobs', 'add_api_endpoints', 'build_demo']
+           'refresh_header', 'refresh_rules', 'refresh_jobs', 'show_job', 'refresh_banner', 'wire_start',
+           'wire_language', 'wire_canvas', 'wire_composer', 'wire_rules', 'wire_jobs', 'add_api_endpoints',
+           'build_demo']
 
 # %% ../../nbs/14g_ui_page.ipynb #1bc68528
 import functools
@@ -156,7 +157,7 @@ def canvas_panel(page: Page) -> None:
             page.add("photos", gr.File(file_count="multiple", file_types=["image"], type="filepath", height=130,
                                        label=text("photos", lang), elem_id="photos"), "photos")
             page.add("strip", gr.Gallery(label=text("photos_hint", lang, max_batch="N"), columns=8, height=110,
-                                         allow_preview=False, object_fit="cover", elem_id="strip", interactive=False))
+                                         allow_preview=False, object_fit="contain", elem_id="strip", interactive=False))
         page.add("canvas", gr.AnnotatedImage(label=text("canvas", lang), height=480, elem_id="canvas", format="png"), "canvas")
         with gr.Group(elem_classes="s3-section"):
             page.add("cards_title", gr.Markdown(f"### {text('cards', lang)}"))
@@ -270,6 +271,7 @@ def results_panel(page: Page) -> None:
                 page.add("cancel", gr.Button(text("cancel", lang), variant="stop", visible=False, elem_id="cancel", scale=1),
                          "cancel", "value")
             page.add("job", gr.HTML(progress_html(None, lang), elem_id="job"))
+            page.add("my_jobs", gr.Dropdown(choices=[], value=None, label=text("my_jobs", lang), elem_id="my-jobs", interactive=True), "my_jobs")
             with page.add("results_area", gr.Column(visible=False)):
                 page.add("results", gr.Gallery(label=text("results", lang), columns=4, height=200, allow_preview=False,
                                                object_fit="contain", elem_id="results", interactive=False), "results")
@@ -290,6 +292,19 @@ def refresh_rules(page: Page, trigger):
     "After `trigger`, the saved rules of the domain read again."
     return wire(trigger, page.app.rules, [page["token"], page["ws"], page["lang"]], ["saved_rules"], page.ui)
 
+def refresh_jobs(page: Page, trigger):
+    "After `trigger`, the jobs list read again."
+    return wire(trigger, page.app.my_jobs, [page["token"], page["ws"], page["lang"]], ["my_jobs"], page.ui)
+
+def show_job(page: Page, trigger):
+    "After `trigger` made a job the page's job: follow it while it runs, then show its results, then refresh the header and list."
+    app, token, ws, lang, ui = page.app, page["token"], page["ws"], page["lang"], page.ui
+    followed = wire(trigger, app.follow, [token, ws, lang], ["job", "cancel"], ui, show_progress="hidden", concurrency_limit=None)
+    shown = wire(followed.success, app.results, [token, ws, lang], ["results", "results_state", "marketplace"], ui)
+    refresh_header(page, shown.then)
+    refresh_jobs(page, shown.then)
+    return shown
+
 def refresh_banner(page: Page, trigger, **options):
     "After `trigger`, the model banner: is SAM 3 loading, loaded, or unavailable (and why)?"
     return wire(trigger, page.app.banner, [page["lang"]], ["banner", "model_timer"], page.ui, **options)
@@ -303,6 +318,10 @@ def wire_start(page: Page, demo: gr.Blocks) -> None:
               "slider"]
     start = wire(demo.load, app.sign_in, [page["token"], lang], ["token", "header", "strip"], page.ui)
     first = wire(start.then, open_domain, [page["domain"], lang, ws], opened, page.ui)
+    job_outputs = ["ws", "job", "cancel", "results", "results_state", "result_slider", "marketplace", "export_file", "results_area"]
+    reattached = wire(first.then, app.reattach, [page["token"], ws, lang], job_outputs, page.ui)  # a reload keeps the running job
+    refresh_jobs(page, reattached.then)
+    show_job(page, reattached.success)
     refresh_rules(page, first.then)
     refresh_banner(page, first.then)
     refresh_banner(page, page["model_timer"].tick, concurrency_limit=None)
@@ -317,10 +336,9 @@ def wire_language(page: Page) -> None:
         values.update({"title": f"# 🎨 {text('title', language)}", "cards_title": f"### {text('cards', language)}",
                        "palette_title": f"### {text('palette', language)}", "composer_title": f"### {text('composer', language)}",
                        "marketplace": gr.update(headers=[text(k, language) for k in ("photo", "verdict", "reasons")],
-                                                label=text("marketplace", language)),
-                       "job": progress_html(None, language)})
+                                                label=text("marketplace", language))})
         return values
-    static = sorted({name for name, _, _ in page.labelled} | {"title", "cards_title", "palette_title", "composer_title", "marketplace", "job"})
+    static = sorted({name for name, _, _ in page.labelled} | {"title", "cards_title", "palette_title", "composer_title", "marketplace"})
     relabeled = wire(lang.change, relabel_static, [lang], static, page.ui)
     relabeled = wire(relabeled.then, functools.partial(app.relabel, buttons=page.buttons), [lang, page["rule_name"], ws],
                      ["ws", *page.palette, "threshold", *page.composer, "concept", "marketplace", *EDITOR, "rule_name", *CANVAS, "domain"],
@@ -328,12 +346,16 @@ def wire_language(page: Page) -> None:
     wire(relabeled.then, app.choose_concept, [page["concept"], ws, page["action"], lang], ["action"], page.ui)
     refresh_header(page, relabeled.then)
     refresh_banner(page, relabeled.then)
+    wire(relabeled.then, app.job_view, [page["token"], ws, lang], ["job"], page.ui)  # the job panel keeps its job
+    wire(relabeled.then, app.apply_view, [page["token"], ws, lang], ["apply"], page.ui)
+    refresh_jobs(page, relabeled.then)
 
 # %% ../../nbs/14g_ui_page.ipynb #f6e7bfef
 def wire_canvas(page: Page) -> None:
     "Upload and the strip set the canvas; a concept button finds the concept, the threshold finds it again (SAM 3's group)."
     app, token, ws, lang = page.app, page["token"], page["ws"], page["lang"]
-    wire(page["photos"].upload, app.upload, [page["photos"], token, ws, lang], ["ws", "strip", "threshold", *CANVAS], page.ui)
+    # .change: an upload, a removed file and a cleared box all make the set exactly what the box holds
+    wire(page["photos"].change, app.upload, [page["photos"], token, ws, lang], ["ws", "strip", "threshold", "apply", *CANVAS], page.ui)
     wire(page["strip"].select, app.pick_photo, [ws, lang], ["ws", "threshold", *CANVAS], page.ui)
     for i in range(page.buttons):
         found = wire(page[f"concept_{i}"].click, functools.partial(app.find, i), [token, ws, lang],
@@ -381,15 +403,17 @@ def wire_jobs(page: Page) -> None:
     previewed = wire(page["preview"].click, app.preview, [page["rule_name"], token, ws, lang], ["slider"], ui,
                      concurrency_id=GPU_GROUP, concurrency_limit=1)
     refresh_banner(page, previewed.then)
-    applied = wire(page["apply"].click, app.apply, [page["rule_name"], token, ws, lang],
-                   ["ws", "job", "cancel", "results", "results_state", "result_slider", "marketplace", "export_file", "results_area"], ui)
+    job_outputs = ["ws", "job", "cancel", "results", "results_state", "result_slider", "marketplace", "export_file", "results_area"]
+    applied = wire(page["apply"].click, app.apply, [page["rule_name"], token, ws, lang], job_outputs, ui)
     refresh_header(page, applied.then)
-    followed = wire(applied.success, app.follow, [token, ws, lang], ["job", "cancel"], ui, show_progress="hidden", concurrency_limit=None)
-    shown = wire(followed.success, app.results, [token, ws, lang], ["results", "results_state", "marketplace"], ui)
-    refresh_header(page, shown.then)
+    refresh_jobs(page, applied.then)
+    show_job(page, applied.success)
+    opened = wire(page["my_jobs"].input, app.open_job, [page["my_jobs"], token, ws, lang], job_outputs, ui)
+    show_job(page, opened.success)
     wire(page["results"].select, app.pick_result, [page["results_state"]], ["result_slider"], ui)
     canceled = wire(page["cancel"].click, app.cancel, [token, ws, lang], [], ui)
     refresh_header(page, canceled.then)
+    refresh_jobs(page, canceled.then)
     wire(page["export"].click, app.export, [token, ws, lang], ["export_file"], ui)
 
 def add_api_endpoints(app: PaletteApp) -> None:
