@@ -27,11 +27,14 @@ demo: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -c "from s3lib.testing import make_demo; make_demo('tiny-sam3', 'presets')"
 	HF_HUB_OFFLINE=1 S3LIB_MODEL=tiny-sam3/model S3LIB_PRESETS_DIR=tiny-sam3/presets S3LIB_DATA_DIR=data-demo $(BIN)/python app.py
 
-# Debian's chromium for the browser tests (never `playwright install`: it downloads a browser).
+# Debian's chromium for the browser tests (never `playwright install`: it downloads a browser), and axe-core (npm) for
+# the accessibility scan.
 browser-deps:
 	@command -v chromium >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi; }
+	@test -f .cache/axe-core/axe.min.js || { mkdir -p .cache/axe-core && cd .cache/axe-core && \
+	  npm pack --silent axe-core@4 >/dev/null && tar xzf axe-core-*.tgz package/axe.min.js --strip-components=1 && rm axe-core-*.tgz; }
 
 sync: setup
 	$(BIN)/nbdev-clean && $(BIN)/nbdev-export

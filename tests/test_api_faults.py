@@ -219,7 +219,7 @@ def test_kill_9_mid_job_then_restart(tmp_path, tiny_sam3):
         assert final["status"] == "done", final
         assert final["progress"]["done"] + final["progress"]["failed"] == 10
         assert done_before <= {item["item"] for item in final["items"] if item["status"] == "done"}
-        charged = final["progress"]["done"]
+        charged = final["progress"]["done"] - final["progress"]["unchanged"]  # a photo no edit changed is not charged
         assert (final["credits_reserved"], final["credits_charged"], final["credits_refunded"]) == (10, charged, 10 - charged)
         for item in final["items"]:
             if item["status"] == "done":

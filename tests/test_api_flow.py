@@ -180,10 +180,17 @@ def test_cancel_refunds(server):
     assert error_of(carol.post(f"/jobs/{job_id}/execute")) == (409, "invalid_state")
 
 
+def room_bytes(size=(160, 120), wall=(200, 190, 175)) -> bytes:
+    "A synthetic room (wall, floor, sofa, window) as PNG bytes."
+    import tempfile
+    from test_ui_client import room
+    with tempfile.TemporaryDirectory() as folder: return room(Path(folder) / "room.png", size, wall).read_bytes()
+
+
 def test_concurrency_limit_and_insufficient_credits(server):
     "Two executes at once: one 202, one 429. Three jobs of 10 use the free plan's 30 credits; the 4th is a 402."
     dave = user(server)
-    photos = [png_bytes(32, 24, color=(i * 20, 90, 60)) for i in range(10)]
+    photos = [room_bytes(wall=(200 - i * 8, 190, 175)) for i in range(10)]  # rooms whose walls the model finds: every photo is charged
     jobs = [dave.uploaded_job(photos) for _ in range(4)]
 
     barrier, answers = threading.Barrier(2, timeout=60), {}

@@ -33,7 +33,20 @@ from .workspace import composer_params, control_name, is_material, material_tile
 
 # %% ../../nbs/14g_ui_page.ipynb #1e5529bf
 CSS = """
-.gradio-container { max-width: 1360px !important; margin: 0 auto; }
+.gradio-container { max-width: 1360px !important; margin: 0 auto; padding-bottom: 120px !important; }
+#action-bar { position: fixed; left: 0; right: 0; bottom: 0; z-index: 100; margin: 0 !important; padding: 8px max(12px, calc((100vw - 1360px) / 2));
+              background: var(--background-fill-primary); border-top: 1px solid var(--border-color-primary);
+              box-shadow: 0 -4px 14px rgba(0, 0, 0, 0.08); flex-wrap: wrap !important; align-items: center; gap: 8px; }
+#action-bar > * { flex-grow: 1; }
+#action-bar #job { flex: 3 1 320px !important; min-width: 0 !important; }
+#action-bar .s3-job { padding: 0; }
+#cards { max-height: 340px; overflow-y: auto; }
+.s3-card .s3-card-label p, #swatches .caption-label, #materials .caption-label { white-space: normal !important; overflow-wrap: anywhere; }
+@media (max-width: 640px) {
+  .gradio-container { padding-left: 6px !important; padding-right: 6px !important; }
+  #action-bar { padding: 6px; }
+  .s3-card { flex: 0 0 140px !important; min-width: 140px !important; }
+}
 #s3-top { align-items: center; }
 #s3-top h1 { margin: 0; font-size: 1.7rem; letter-spacing: -0.02em; }
 #s3-top .s3-tagline p { margin: 0.1rem 0 0; opacity: 0.75; }
@@ -122,7 +135,8 @@ def wire(trigger, # an event listener such as `button.click`
         ):
     "Wire `handler` to `trigger` as a UI-only event (named `ui_…`, private); its dict of names becomes a dict of components."
     name = getattr(handler, "__name__", None) or getattr(getattr(handler, "func", None), "__name__", "event")
-    def to_components(values: dict) -> dict: return {ui[name]: value for name, value in values.items()}
+    def to_components(values: dict) -> dict:  # nothing to change (a refusal, nothing to show): every output left as it is
+        return {ui[name]: value for name, value in values.items()} if values else {ui[name]: gr.skip() for name in names}
     if inspect.isgeneratorfunction(handler):
         @functools.wraps(handler)
         def event(*args, **kwargs):
@@ -137,10 +151,10 @@ def top_panel(page: Page) -> None:
     "Title and tagline; the header and the language switch; the model banner; the domain to edit."
     lang, presets = page.lang, page.app.presets
     with gr.Row(elem_id="s3-top", equal_height=True):
-        with gr.Column(scale=3, min_width=320):
+        with gr.Column(scale=3, min_width=280):
             page.add("title", gr.Markdown(f"# 🎨 {text('title', lang)}"))
             page.add("tagline", gr.Markdown(text("tagline", lang), elem_classes="s3-tagline"), "tagline", "value")
-        with gr.Column(scale=4, min_width=320):
+        with gr.Column(scale=4, min_width=280):
             page.add("header", gr.Markdown("", elem_id="header"))
             page.add("lang", gr.Radio([(name, code) for code, name in LANGUAGES.items()], value=lang, label=text("language", lang),
                                       show_label=False, container=False, elem_id="language"), "language")  # the label is for screen readers
@@ -152,13 +166,14 @@ def top_panel(page: Page) -> None:
 def canvas_panel(page: Page) -> None:
     "The photos and the strip to pick the canvas from; the canvas; a card per instance found, its protect toggle wired as it is made."
     lang, app = page.lang, page.app
-    with gr.Column(scale=7, min_width=420, elem_id="canvas-column"):
+    with gr.Column(scale=7, min_width=300, elem_id="canvas-column"):
         with gr.Group():
-            page.add("photos", gr.File(file_count="multiple", file_types=["image"], type="filepath", height=130,
+            page.add("photos", gr.File(file_count="multiple", file_types=["image"], type="filepath", height=96,
                                        label=text("photos", lang), elem_id="photos"), "photos")
-            page.add("strip", gr.Gallery(label=text("photos_hint", lang, max_batch="N"), columns=8, height=110,
+            page.add("samples", gr.Button(text("samples", lang), size="sm", elem_id="samples-button"), "samples", "value")
+            page.add("strip", gr.Gallery(label=text("photos_hint", lang, max_batch="N"), columns=8, rows=1, height=150,
                                          allow_preview=False, object_fit="contain", elem_id="strip", interactive=False))
-        page.add("canvas", gr.AnnotatedImage(label=text("canvas", lang), height=480, elem_id="canvas", format="png"), "canvas")
+        page.add("canvas", gr.AnnotatedImage(label=text("canvas", lang), height=460, elem_id="canvas", format="png"), "canvas")
         with gr.Group(elem_classes="s3-section"):
             page.add("cards_title", gr.Markdown(f"### {text('cards', lang)}"))
             page.add("cards_note", gr.Markdown(text("cards_empty", lang), elem_id="cards-note"))
@@ -261,16 +276,16 @@ def results_panel(page: Page) -> None:
     "Preview and its before/after slider; apply, cancel and the job's progress; the results, their check and the export set."
     lang = page.lang
     with gr.Row(equal_height=False):
-        with gr.Column(scale=1, min_width=380):
+        with gr.Column(scale=1, min_width=300):
             page.add("preview", gr.Button(text("preview", lang), variant="secondary", elem_id="preview-button"), "preview", "value")
             page.add("slider", gr.ImageSlider(label=text("before_after", lang), type="pil", format="png", elem_id="preview"),
                      "before_after")
-        with gr.Column(scale=1, min_width=380, elem_id="job-column"):
-            with gr.Row():
-                page.add("apply", gr.Button(text("apply", lang), variant="primary", elem_id="apply", scale=3), "apply", "value")
-                page.add("cancel", gr.Button(text("cancel", lang), variant="stop", visible=False, elem_id="cancel", scale=1),
+        with gr.Column(scale=1, min_width=300, elem_id="job-column"):
+            with gr.Row(elem_id="action-bar", equal_height=True):  # fixed to the bottom of the window: always in reach
+                page.add("apply", gr.Button(text("apply", lang), variant="primary", elem_id="apply", scale=2, min_width=160), "apply", "value")
+                page.add("cancel", gr.Button(text("cancel", lang), variant="stop", visible=False, elem_id="cancel", scale=1, min_width=100),
                          "cancel", "value")
-            page.add("job", gr.HTML(progress_html(None, lang), elem_id="job"))
+                page.add("job", gr.HTML(progress_html(None, lang), elem_id="job"))
             page.add("my_jobs", gr.Dropdown(choices=[], value=None, label=text("my_jobs", lang), elem_id="my-jobs", interactive=True), "my_jobs")
             with page.add("results_area", gr.Column(visible=False)):
                 page.add("results", gr.Gallery(label=text("results", lang), columns=4, height=200, allow_preview=False,
@@ -354,6 +369,7 @@ def wire_language(page: Page) -> None:
 def wire_canvas(page: Page) -> None:
     "Upload and the strip set the canvas; a concept button finds the concept, the threshold finds it again (SAM 3's group)."
     app, token, ws, lang = page.app, page["token"], page["ws"], page["lang"]
+    wire(page["samples"].click, app.samples, [ws], ["photos"], page.ui)  # then the box's .change makes them the set
     # .change: an upload, a removed file and a cleared box all make the set exactly what the box holds
     wire(page["photos"].change, app.upload, [page["photos"], token, ws, lang], ["ws", "strip", "threshold", "apply", *CANVAS], page.ui)
     wire(page["strip"].select, app.pick_photo, [ws, lang], ["ws", "threshold", *CANVAS], page.ui)
@@ -361,8 +377,9 @@ def wire_canvas(page: Page) -> None:
         found = wire(page[f"concept_{i}"].click, functools.partial(app.find, i), [token, ws, lang],
                      ["ws", *CANVAS, "threshold", "concept"], page.ui, concurrency_id=GPU_GROUP, concurrency_limit=1)
         refresh_banner(page, found.then)
-    refiltered = wire(page["threshold"].release, app.refilter, [page["threshold"], token, ws, lang], ["ws", *CANVAS], page.ui,
-                      concurrency_id=GPU_GROUP, concurrency_limit=1)
+    # .input: a drag, and a value typed in the box (Enter), take effect at once; only the last of a burst is segmented
+    refiltered = wire(page["threshold"].input, app.refilter, [page["threshold"], token, ws, lang], ["ws", *CANVAS], page.ui,
+                      concurrency_id=GPU_GROUP, concurrency_limit=1, trigger_mode="always_last")
     refresh_banner(page, refiltered.then)
 
 def wire_composer(page: Page) -> None:
@@ -440,7 +457,7 @@ def build_demo(service: Service, # its presets, users, rules, jobs and model
         top_panel(page)
         with gr.Row(equal_height=False):
             canvas_panel(page)
-            with gr.Column(scale=5, min_width=380, elem_id="palette-column"):
+            with gr.Column(scale=5, min_width=300, elem_id="palette-column"):
                 palette_panel(page)
                 composer_panel(page)
                 rules_panel(page)

@@ -1,0 +1,246 @@
+"""The palette app keeps a person's work, in a real browser (Playwright + Debian chromium) against `python app.py` with the
+tiny SAM 3 and thresholds at 0: a reload mid-job reattaches and the job finishes visibly; the jobs list survives a
+server restart; removing a photo removes it from what is processed and charged; a photo on which no edit applies is
+"unchanged" and not charged; a refusal is a toast that leaves no component marked; a typed threshold applies on Enter;
+the primary action stays inside a 1440×900 window (empty page and 12 cards); a 390 px phone has no horizontal scroll;
+axe-core finds no critical or serious violation; switching domain keeps each domain's draft rule."""
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from api_server import ServerProcess, free_port
+from test_browser import ARTIFACTS, FLAGS, ensure_chromium
+from test_ui_client import room, zero_threshold_presets
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
+
+ROOT = Path(__file__).resolve().parent.parent
+AXE = ROOT / ".cache" / "axe-core" / "axe.min.js"  # fetched by `make browser-deps` (npm pack axe-core)
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    return ensure_chromium()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, tiny_sam3):
+    root = tmp_path_factory.mktemp("browser-work")
+    env = {"S3LIB_MODEL": str(tiny_sam3), "S3LIB_RUNNER": "inline", "GRADIO_HEARTBEAT_INTERVAL": "1",
+           "S3LIB_LIMITS_SIGNUPS_PER_MINUTE": "1000", "S3LIB_PRESETS_DIR": str(zero_threshold_presets(root / "presets"))}
+    photos = [room(root / f"room-{i}.png", size=(1600, 1200), wall=(200 - 10 * i, 190, 175)) for i in range(6)]
+    return {"data": root / "data", "env": env, "port": free_port(), "photos": photos}
+
+
+@pytest.fixture(scope="module")
+def server(setup):
+    process = ServerProcess(setup["data"], setup["env"], port=setup["port"]).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(chromium):
+    from playwright.sync_api import expect, sync_playwright
+    expect.set_options(timeout=90_000)
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=chromium, headless=True, args=FLAGS)
+        yield launched
+        launched.close()
+
+
+def open_page(browser, server, width=1440, height=900):
+    "A fresh visitor (own storage: a new anonymous user) at this window size, signed in."
+    from playwright.sync_api import expect
+    page = browser.new_context(viewport={"width": width, "height": height}, accept_downloads=True).new_page()
+    page.set_default_timeout(90_000)
+    page.goto(server.url + "/", wait_until="domcontentloaded")
+    expect(page.locator("#header")).to_contain_text("credits")
+    return page
+
+
+def close(page):
+    page.goto("about:blank")  # its heartbeat would hold up a clean stop
+    page.context.close()
+
+
+def compose_wall_edit(page):
+    "Find the walls on the canvas, pick a swatch and add 'Wall → Recolour'."
+    from playwright.sync_api import expect
+    page.get_by_role("button", name="Wall", exact=True).click()
+    expect(page.locator(".s3-card").first).to_be_visible()
+    page.locator("#swatches .thumbnail-item").nth(4).click()
+    page.locator("#add-edit").click()
+    expect(page.locator("#edits")).to_contain_text("Wall → Recolour")
+
+
+def no_error_marks(page):
+    "No component is covered by Gradio's 'Error' marker."
+    from playwright.sync_api import expect
+    expect(page.get_by_text("Error", exact=True).locator("visible=true")).to_have_count(0)
+
+
+def test_a_reload_mid_job_reattaches_and_the_job_finishes_visibly(browser, server, setup):
+    from playwright.sync_api import expect
+    page = open_page(browser, server)
+    page.locator("#photos input[type=file]").set_input_files([str(p) for p in setup["photos"]])
+    expect(page.locator("#strip .thumbnail-item")).to_have_count(6)
+    expect(page.locator("#apply")).to_have_text("Apply to 6 photo(s) · 6 credit(s)")  # what will run and what it costs
+    compose_wall_edit(page)
+    page.locator("#apply").click()
+    expect(page.locator("#job [data-status]")).to_be_attached()
+    page.reload(wait_until="domcontentloaded")  # mid-job: the page starts from nothing …
+    expect(page.locator("#job [data-status]")).to_be_attached()  # … and reattaches to the running job
+    expect(page.locator("#job .s3-percent")).to_have_text("100 %", timeout=240_000)
+    expect(page.locator("#results .thumbnail-item")).to_have_count(6)
+    page.locator("#export-button").click()
+    with page.expect_download() as download:
+        page.locator("#export a").first.click()
+    manifest = json.loads(zipfile.ZipFile(io.BytesIO(Path(download.value.path()).read_bytes())).read("manifest.json"))
+    assert [i["status"] for i in manifest["items"]] == ["done"] * 6
+    expect(page.locator("#my-jobs")).to_be_visible()
+    page.screenshot(path=ARTIFACTS / "work-reattached.png", full_page=True)
+    close(page)
+
+
+def test_the_jobs_list_after_a_restart_opens_a_finished_job(browser, server, setup):
+    "A visitor's jobs are listed after the server restarts, and opening one shows its results."
+    from playwright.sync_api import expect
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(90_000)
+    page.goto(server.url + "/", wait_until="domcontentloaded")
+    expect(page.locator("#header")).to_contain_text("30 credits")
+    page.locator("#photos input[type=file]").set_input_files([str(setup["photos"][0])])
+    compose_wall_edit(page)
+    page.locator("#apply").click()
+    expect(page.locator("#job .s3-percent")).to_have_text("100 %", timeout=240_000)
+    state = context.storage_state()
+    page.goto("about:blank")
+    context.close()
+    assert server.stop(), server.log_tail()
+    server.start()
+    context = browser.new_context(viewport={"width": 1440, "height": 900}, storage_state=state)  # the same visitor comes back
+    page = context.new_page()
+    page.set_default_timeout(90_000)
+    page.goto(server.url + "/", wait_until="domcontentloaded")
+    page.locator("#my-jobs input").click()
+    option = page.get_by_role("option").filter(has_text="done · 1/1 photos")
+    expect(option.first).to_be_visible()
+    option.first.click()
+    expect(page.locator("#results .thumbnail-item")).to_have_count(1)
+    expect(page.locator("#job [data-status=done]")).to_be_attached()
+    close(page)
+
+
+def test_a_removed_photo_is_not_processed_or_charged(browser, server, setup):
+    from playwright.sync_api import expect
+    page = open_page(browser, server)
+    page.locator("#photos input[type=file]").set_input_files([str(p) for p in setup["photos"][:3]])
+    expect(page.locator("#strip .thumbnail-item")).to_have_count(3)
+    page.get_by_label("Remove this file").nth(1).click()
+    expect(page.locator("#strip .thumbnail-item")).to_have_count(2)
+    expect(page.locator("#apply")).to_have_text("Apply to 2 photo(s) · 2 credit(s)")
+    compose_wall_edit(page)
+    page.locator("#apply").click()
+    expect(page.locator("#job .s3-percent")).to_have_text("100 %", timeout=240_000)
+    expect(page.locator("#job")).to_contain_text("2 of 2 photos done")
+    expect(page.locator("#header")).to_contain_text("28 credits")
+    expect(page.locator("#results .thumbnail-item")).to_have_count(2)
+    close(page)
+
+
+def test_a_rule_whose_concept_is_absent_leaves_the_photo_unchanged_and_free(browser, server, setup):
+    "The floor threshold typed as 1 and Enter: no floor is found (at once), so 'Floor → material' changes nothing and costs nothing."
+    from playwright.sync_api import expect
+    page = open_page(browser, server)
+    page.locator("#photos input[type=file]").set_input_files([str(setup["photos"][0])])
+    page.get_by_role("button", name="Floor", exact=True).click()
+    expect(page.locator(".s3-card").first).to_be_visible()
+    typed = page.locator("#threshold input[type=number]")
+    typed.fill("1")
+    typed.press("Enter")  # a typed value applies on Enter, no click or Tab needed
+    expect(page.locator(".s3-card")).to_have_count(0)
+    page.locator("#add-edit").click()
+    expect(page.locator("#edits")).to_contain_text("Floor → Material")
+    page.locator("#apply").click()
+    expect(page.locator("#job .s3-percent")).to_have_text("100 %", timeout=240_000)
+    expect(page.locator("#job")).to_contain_text("1 unchanged (not charged)")
+    expect(page.locator("#header")).to_contain_text("30 credits")
+    expect(page.locator("#results")).to_contain_text("unchanged, not charged")
+    page.screenshot(path=ARTIFACTS / "work-unchanged.png", full_page=True)
+    close(page)
+
+
+def test_a_refusal_is_a_toast_and_leaves_no_marks(browser, server, setup):
+    from playwright.sync_api import expect
+    page = open_page(browser, server)
+    page.locator("#apply").click()  # no photos yet: refused
+    expect(page.locator(".toast-body").first).to_contain_text("photo")
+    no_error_marks(page)
+    page.locator("#photos input[type=file]").set_input_files([str(p) for p in setup["photos"][:2]])
+    compose_wall_edit(page)
+    page.locator("#apply").click()
+    page.locator("#apply").click()  # a second job while the first runs: the free plan runs one at a time
+    expect(page.locator("#job .s3-percent")).to_have_text("100 %", timeout=240_000)
+    expect(page.locator("#results .thumbnail-item")).to_have_count(2)
+    expect(page.locator("#export-button")).to_be_visible()
+    no_error_marks(page)
+    close(page)
+
+
+def test_the_primary_action_fits_the_window_and_a_phone_does_not_scroll_sideways(browser, server, setup):
+    from playwright.sync_api import expect
+    page = open_page(browser, server)
+
+    def inside() -> bool:
+        box = page.locator("#apply").bounding_box()
+        return box is not None and box["x"] >= 0 and box["y"] >= 0 and box["x"] + box["width"] <= 1440 and box["y"] + box["height"] <= 900
+    assert inside(), page.locator("#apply").bounding_box()  # the empty page
+    page.locator("#photos input[type=file]").set_input_files([str(setup["photos"][0])])
+    page.get_by_role("button", name="Wall", exact=True).click()
+    expect(page.locator(".s3-card")).to_have_count(12)
+    assert inside(), page.locator("#apply").bounding_box()  # with 12 cards shown
+    page.screenshot(path=ARTIFACTS / "work-1440x900.png")
+    close(page)
+
+    phone = open_page(browser, server, width=390, height=844)
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+    phone.locator("#photos input[type=file]").set_input_files([str(setup["photos"][0])])
+    expect(phone.locator("#strip .thumbnail-item")).to_have_count(1)
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+    phone.screenshot(path=ARTIFACTS / "work-phone.png", full_page=True)
+    close(phone)
+
+
+def test_switching_domain_keeps_each_domains_draft(browser, server, setup):
+    "Also: the sample photos are one click away."
+    from playwright.sync_api import expect
+    page = open_page(browser, server)
+    page.locator("#samples-button").click()
+    expect(page.locator("#strip .thumbnail-item")).to_have_count(2)
+    expect(page.locator("#apply")).to_have_text("Apply to 2 photo(s) · 2 credit(s)")
+    compose_wall_edit(page)
+    page.get_by_label("Product seller").check()
+    expect(page.get_by_role("button", name="Product 🔒", exact=True)).to_be_visible()
+    expect(page.locator("#edits")).not_to_contain_text("Wall → Recolour")  # the seller's own (empty) draft
+    page.get_by_label("Interior").check()
+    expect(page.locator("#edits")).to_contain_text("Wall → Recolour")  # the interior draft came back
+    close(page)
+
+
+def test_axe_finds_no_critical_or_serious_violation(browser, server):
+    if not AXE.exists():
+        pytest.fail(f"{AXE} is missing: run `make browser-deps` (it fetches axe-core with npm)")
+    page = open_page(browser, server)
+    page.add_script_tag(path=str(AXE))
+    found = page.evaluate("async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
+                          ".filter(v => ['critical', 'serious'].includes(v.impact))"
+                          ".map(v => ({id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 3).map(n => n.target.join(' '))}))")
+    (ARTIFACTS / "axe.json").write_text(json.dumps(found, indent=2))
+    assert found == [], json.dumps(found, indent=2)
+    close(page)
