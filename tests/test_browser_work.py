@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from api_server import ServerProcess, free_port
-from test_browser import ARTIFACTS, FLAGS, ensure_chromium
+from test_browser import ARTIFACTS, DOCS, FLAGS, ensure_chromium
 from test_ui_client import room, zero_threshold_presets
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
@@ -68,6 +68,14 @@ def close(page):
     page.context.close()
 
 
+def upload(page, paths):
+    "Put photos in the Photos box and wait until they are the set (the strip shows them, the canvas has the first)."
+    from playwright.sync_api import expect
+    page.locator("#photos input[type=file]").set_input_files([str(p) for p in paths])
+    expect(page.locator("#strip .thumbnail-item")).to_have_count(len(paths))
+    expect(page.locator("#canvas img").first).to_be_visible()
+
+
 def compose_wall_edit(page):
     "Find the walls on the canvas, pick a swatch and add 'Wall → Recolour'."
     from playwright.sync_api import expect
@@ -87,8 +95,7 @@ def no_error_marks(page):
 def test_a_reload_mid_job_reattaches_and_the_job_finishes_visibly(browser, server, setup):
     from playwright.sync_api import expect
     page = open_page(browser, server)
-    page.locator("#photos input[type=file]").set_input_files([str(p) for p in setup["photos"]])
-    expect(page.locator("#strip .thumbnail-item")).to_have_count(6)
+    upload(page, setup["photos"])
     expect(page.locator("#apply")).to_have_text("Apply to 6 photo(s) · 6 credit(s)")  # what will run and what it costs
     compose_wall_edit(page)
     page.locator("#apply").click()
@@ -104,6 +111,9 @@ def test_a_reload_mid_job_reattaches_and_the_job_finishes_visibly(browser, serve
     assert [i["status"] for i in manifest["items"]] == ["done"] * 6
     expect(page.locator("#my-jobs")).to_be_visible()
     page.screenshot(path=ARTIFACTS / "work-reattached.png", full_page=True)
+    DOCS.mkdir(parents=True, exist_ok=True)
+    expect(page.locator(".toast-body")).to_have_count(0, timeout=15_000)
+    page.locator("#job-column").screenshot(path=DOCS / "jobs.png")  # README: results, export and my jobs
     close(page)
 
 
@@ -115,7 +125,7 @@ def test_the_jobs_list_after_a_restart_opens_a_finished_job(browser, server, set
     page.set_default_timeout(90_000)
     page.goto(server.url + "/", wait_until="domcontentloaded")
     expect(page.locator("#header")).to_contain_text("30 credits")
-    page.locator("#photos input[type=file]").set_input_files([str(setup["photos"][0])])
+    upload(page, setup["photos"][:1])
     compose_wall_edit(page)
     page.locator("#apply").click()
     expect(page.locator("#job .s3-percent")).to_have_text("100 %", timeout=240_000)
@@ -140,8 +150,7 @@ def test_the_jobs_list_after_a_restart_opens_a_finished_job(browser, server, set
 def test_a_removed_photo_is_not_processed_or_charged(browser, server, setup):
     from playwright.sync_api import expect
     page = open_page(browser, server)
-    page.locator("#photos input[type=file]").set_input_files([str(p) for p in setup["photos"][:3]])
-    expect(page.locator("#strip .thumbnail-item")).to_have_count(3)
+    upload(page, setup["photos"][:3])
     page.get_by_label("Remove this file").nth(1).click()
     expect(page.locator("#strip .thumbnail-item")).to_have_count(2)
     expect(page.locator("#apply")).to_have_text("Apply to 2 photo(s) · 2 credit(s)")
@@ -158,13 +167,14 @@ def test_a_rule_whose_concept_is_absent_leaves_the_photo_unchanged_and_free(brow
     "The floor threshold typed as 1 and Enter: no floor is found (at once), so 'Floor → material' changes nothing and costs nothing."
     from playwright.sync_api import expect
     page = open_page(browser, server)
-    page.locator("#photos input[type=file]").set_input_files([str(setup["photos"][0])])
+    upload(page, setup["photos"][:1])
     page.get_by_role("button", name="Floor", exact=True).click()
     expect(page.locator(".s3-card").first).to_be_visible()
     typed = page.locator("#threshold input[type=number]")
     typed.fill("1")
     typed.press("Enter")  # a typed value applies on Enter, no click or Tab needed
     expect(page.locator(".s3-card")).to_have_count(0)
+    page.locator("#materials .thumbnail-item").first.click()  # oak
     page.locator("#add-edit").click()
     expect(page.locator("#edits")).to_contain_text("Floor → Material")
     page.locator("#apply").click()
@@ -182,7 +192,7 @@ def test_a_refusal_is_a_toast_and_leaves_no_marks(browser, server, setup):
     page.locator("#apply").click()  # no photos yet: refused
     expect(page.locator(".toast-body").first).to_contain_text("photo")
     no_error_marks(page)
-    page.locator("#photos input[type=file]").set_input_files([str(p) for p in setup["photos"][:2]])
+    upload(page, setup["photos"][:2])
     compose_wall_edit(page)
     page.locator("#apply").click()
     page.locator("#apply").click()  # a second job while the first runs: the free plan runs one at a time
@@ -201,7 +211,7 @@ def test_the_primary_action_fits_the_window_and_a_phone_does_not_scroll_sideways
         box = page.locator("#apply").bounding_box()
         return box is not None and box["x"] >= 0 and box["y"] >= 0 and box["x"] + box["width"] <= 1440 and box["y"] + box["height"] <= 900
     assert inside(), page.locator("#apply").bounding_box()  # the empty page
-    page.locator("#photos input[type=file]").set_input_files([str(setup["photos"][0])])
+    upload(page, setup["photos"][:1])
     page.get_by_role("button", name="Wall", exact=True).click()
     expect(page.locator(".s3-card")).to_have_count(12)
     assert inside(), page.locator("#apply").bounding_box()  # with 12 cards shown
@@ -214,6 +224,7 @@ def test_the_primary_action_fits_the_window_and_a_phone_does_not_scroll_sideways
     expect(phone.locator("#strip .thumbnail-item")).to_have_count(1)
     assert phone.evaluate("document.documentElement.scrollWidth") <= 390
     phone.screenshot(path=ARTIFACTS / "work-phone.png", full_page=True)
+    phone.screenshot(path=DOCS / "phone.png")  # README: the phone layout
     close(phone)
 
 
@@ -223,11 +234,12 @@ def test_switching_domain_keeps_each_domains_draft(browser, server, setup):
     page = open_page(browser, server)
     page.locator("#samples-button").click()
     expect(page.locator("#strip .thumbnail-item")).to_have_count(2)
+    expect(page.locator("#canvas img").first).to_be_visible()
     expect(page.locator("#apply")).to_have_text("Apply to 2 photo(s) · 2 credit(s)")
     compose_wall_edit(page)
     page.get_by_label("Product seller").check()
     expect(page.get_by_role("button", name="Product 🔒", exact=True)).to_be_visible()
-    expect(page.locator("#edits")).not_to_contain_text("Wall → Recolour")  # the seller's own (empty) draft
+    expect(page.get_by_text("Wall → Recolour")).to_have_count(0)  # the seller's own (empty) draft
     page.get_by_label("Interior").check()
     expect(page.locator("#edits")).to_contain_text("Wall → Recolour")  # the interior draft came back
     close(page)
