@@ -164,7 +164,7 @@ def test_a_removed_photo_is_not_processed_or_charged(browser, server, setup):
 
 
 def test_a_rule_whose_concept_is_absent_leaves_the_photo_unchanged_and_free(browser, server, setup):
-    "The floor threshold typed as 1 and Enter: no floor is found (at once), so 'Floor → material' changes nothing and costs nothing."
+    "The floor threshold typed as 1 and Enter: no floor is found (at once), so 'Floor → Recolour' changes nothing and costs nothing."
     from playwright.sync_api import expect
     page = open_page(browser, server)
     upload(page, setup["photos"][:1])
@@ -174,9 +174,9 @@ def test_a_rule_whose_concept_is_absent_leaves_the_photo_unchanged_and_free(brow
     typed.fill("1")
     typed.press("Enter")  # a typed value applies on Enter, no click or Tab needed
     expect(page.locator(".s3-card")).to_have_count(0)
-    page.locator("#materials .thumbnail-item").first.click()  # oak
+    page.locator("#swatches .thumbnail-item").nth(4).click()  # the composer keeps its action (Recolour), now on the floor
     page.locator("#add-edit").click()
-    expect(page.locator("#edits")).to_contain_text("Floor → Material")
+    expect(page.locator("#edits")).to_contain_text("Floor → Recolour")
     page.locator("#apply").click()
     expect(page.locator("#job .s3-percent")).to_have_text("100 %", timeout=240_000)
     expect(page.locator("#job")).to_contain_text("1 unchanged (not charged)")
@@ -237,10 +237,10 @@ def test_switching_domain_keeps_each_domains_draft(browser, server, setup):
     expect(page.locator("#canvas img").first).to_be_visible()
     expect(page.locator("#apply")).to_have_text("Apply to 2 photo(s) · 2 credit(s)")
     compose_wall_edit(page)
-    page.get_by_label("Product seller").check()
+    page.locator("#domain").get_by_label("Product seller").check()
     expect(page.get_by_role("button", name="Product 🔒", exact=True)).to_be_visible()
     expect(page.get_by_text("Wall → Recolour")).to_have_count(0)  # the seller's own (empty) draft
-    page.get_by_label("Interior").check()
+    page.locator("#domain").get_by_label("Interior").check()
     expect(page.locator("#edits")).to_contain_text("Wall → Recolour")  # the interior draft came back
     close(page)
 

@@ -41,6 +41,9 @@ CSS = """
 #action-bar #job { flex: 3 1 320px !important; min-width: 0 !important; }
 #action-bar .s3-job { padding: 0; }
 #cards { max-height: 340px; overflow-y: auto; }
+#cards-note, #cards-note *, #protect-note, #protect-note * { overflow: visible !important; }
+.or, .show-api { color: var(--neutral-700) !important; opacity: 1 !important; }
+.gradio-container .prose p { color: var(--neutral-800) !important; opacity: 1 !important; }  /* hints read at AA contrast */
 .s3-card .s3-card-label p, #swatches .caption-label, #materials .caption-label { white-space: normal !important; overflow-wrap: anywhere; }
 @media (max-width: 640px) {
   .gradio-container { padding-left: 6px !important; padding-right: 6px !important; }
@@ -95,10 +98,15 @@ A11Y_HEAD = """<script>
 (() => {
   const fix = () => {
     document.querySelectorAll("div[aria-label]:not([role]), span[aria-label]:not([role])").forEach(el => el.setAttribute("role", "group"));
-    document.querySelectorAll("button[aria-label^='Thumbnail ']:not([data-s3-named])").forEach(el => {
-      const shown = el.innerText.trim();
-      if (shown) el.setAttribute("aria-label", `${shown} (${el.getAttribute("aria-label")})`);
+    document.querySelectorAll("button[aria-label]:not([data-s3-named]), .upload-container[aria-label]:not([data-s3-named])").forEach(el => {
+      const shown = el.innerText.replace(/\s+/g, " ").trim(), label = el.getAttribute("aria-label");
+      if (shown && !label.toLowerCase().includes(shown.toLowerCase())) el.setAttribute("aria-label", `${shown} (${label})`);
       el.setAttribute("data-s3-named", "");
+    });
+    document.querySelectorAll(".prose, .hide-container").forEach(el => {  // a region that scrolls can be reached by keyboard
+      const style = getComputedStyle(el);
+      if (/(auto|scroll)/.test(style.overflowY + style.overflowX) && (el.scrollHeight > el.clientHeight || el.scrollWidth > el.clientWidth)
+          && !el.hasAttribute("tabindex")) el.setAttribute("tabindex", "0");
     });
   };
   new MutationObserver(fix).observe(document.documentElement, {subtree: true, childList: true});
@@ -189,7 +197,7 @@ def canvas_panel(page: Page) -> None:
     lang, app = page.lang, page.app
     with gr.Column(scale=7, min_width=300, elem_id="canvas-column"):
         with gr.Group():
-            page.add("photos", gr.File(file_count="multiple", file_types=["image"], type="filepath", height=96,
+            page.add("photos", gr.File(file_count="multiple", file_types=["image"], type="filepath", height=130,
                                        label=text("photos", lang), elem_id="photos"), "photos")
             page.add("samples", gr.Button(text("samples", lang), size="sm", elem_id="samples-button"), "samples", "value")
             page.add("strip", gr.Gallery(label=text("photos_hint", lang, max_batch="N"), columns=8, rows=1, height=150,
