@@ -199,6 +199,9 @@ def test_success_is_the_same_on_both_surfaces(surfaces, alice, name):
     (rest_outcome, rest_value), (gradio_outcome, gradio_value) = rest[0], gradio[0]
     assert (rest_outcome, gradio_outcome) == ("ok", "ok"), (rest_value, gradio_value)
     if name == "segment": gradio_value = {"instances": gradio_value[0], "overlay": gradio_value[1]}
+    if name == "job_status":  # presigned result URLs carry their own expiry and signature: compare where they point
+        for value in (rest_value, gradio_value):
+            for item in value["items"]: item["result_url"] = (item["result_url"] or "").split("?")[0]
     if name in SAME_JSON: assert rest_value == gradio_value
     elif rest_value is not None: assert keys_of(rest_value).keys() == keys_of(gradio_value).keys()
 

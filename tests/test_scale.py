@@ -200,8 +200,9 @@ def test_ray_pool_job_of_six(ray_server):
     images = photos(6)
     job = client.wait_job(client.start_job(images))
     assert job["status"] == "done" and [i["status"] for i in job["items"]] == ["done"] * 6, job
-    assert (job["credits_reserved"], job["credits_charged"], job["credits_refunded"]) == (6, 6, 0)
-    assert client.call("GET", "/me", 200)["credits"] == 30 - 6
+    charged = job["progress"]["done"] - job["progress"]["unchanged"]  # photos no edit changed are not charged
+    assert (job["progress"]["done"], job["credits_reserved"], job["credits_charged"], job["credits_refunded"]) == (6, 6, charged, 6 - charged)
+    assert client.call("GET", "/me", 200)["credits"] == 30 - charged
     check_results(job, images)
     assert runner.stats()["completed"] >= 6
 
@@ -222,8 +223,9 @@ def test_ray_actor_killed_mid_job(ray_server):
 
     job = client.wait_job(job_id)
     assert job["status"] == "done" and [i["status"] for i in job["items"]] == ["done"] * 6, job
-    assert (job["credits_reserved"], job["credits_charged"], job["credits_refunded"]) == (6, 6, 0)
-    assert client.call("GET", "/me", 200)["credits"] == 30 - 6
+    charged = job["progress"]["done"] - job["progress"]["unchanged"]  # photos no edit changed are not charged
+    assert (job["progress"]["done"], job["credits_reserved"], job["credits_charged"], job["credits_refunded"]) == (6, 6, charged, 6 - charged)
+    assert client.call("GET", "/me", 200)["credits"] == 30 - charged
     check_results(job, images)
     attempts = {i: server.service.ledger.item(job_id, i)["attempts"] for i in range(6)}
     assert attempts[victim["task"]["item"]] == 2, attempts  # the killed task ran again as attempt 2
@@ -239,8 +241,9 @@ def test_ray_task_that_always_crashes_is_refunded(ray_server):
     items = job["items"]
     assert job["status"] == "done" and [i["status"] for i in items] == ["done", "failed", "done"], job
     assert "gave up after 3 attempt(s)" in items[1]["error"] and "died while processing it" in items[1]["error"], items[1]
-    assert (job["credits_reserved"], job["credits_charged"], job["credits_refunded"]) == (3, 2, 1)
-    assert client.call("GET", "/me", 200)["credits"] == 30 - 2
+    charged = job["progress"]["done"] - job["progress"]["unchanged"]  # the crashed one refunded, unchanged ones too
+    assert (job["progress"]["done"], job["credits_reserved"], job["credits_charged"], job["credits_refunded"]) == (2, 3, charged, 3 - charged)
+    assert client.call("GET", "/me", 200)["credits"] == 30 - charged
     assert server.service.ledger.item(job["id"], 1)["attempts"] == 3
     check_results(job, images)
 
@@ -268,7 +271,8 @@ def test_serve_command_with_ray_runner(tmp_path, tiny_sam3, ray_home):
         images = photos(2)
         job = client.wait_job(client.start_job(images), timeout=180)
         assert job["status"] == "done" and [i["status"] for i in job["items"]] == ["done"] * 2, job
-        assert (job["credits_charged"], client.call("GET", "/me", 200)["credits"]) == (2, 28)
+        charged = job["progress"]["done"] - job["progress"]["unchanged"]
+        assert (job["progress"]["done"], job["credits_charged"], client.call("GET", "/me", 200)["credits"]) == (2, charged, 30 - charged)
         check_results(job, images)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=90) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it handled, after shutdown
@@ -415,8 +419,9 @@ def test_runpod_job_end_to_end(runpod_server, runpod_endpoint):
     job_id = client.start_job(images)
     job = client.wait_job(job_id)
     assert job["status"] == "done" and [i["status"] for i in job["items"]] == ["done"] * 3, job
-    assert (job["credits_reserved"], job["credits_charged"], job["credits_refunded"]) == (3, 3, 0)
-    assert client.call("GET", "/me", 200)["credits"] == 30 - 3
+    charged = job["progress"]["done"] - job["progress"]["unchanged"]
+    assert (job["progress"]["done"], job["credits_reserved"], job["credits_charged"], job["credits_refunded"]) == (3, 3, charged, 3 - charged)
+    assert client.call("GET", "/me", 200)["credits"] == 30 - charged
     check_results(job, images)
     requests_of_job = runpod_endpoint.of_job(job_id)
     assert sorted(r["input"]["item"] for r in requests_of_job.values()) == [0, 1, 2]
@@ -498,8 +503,9 @@ def test_s3_seed_flow(tmp_path_factory, tiny_sam3, nanio_endpoint, runpod_endpoi
         assert job["status"] == "done" and [i["status"] for i in job["items"]] == ["done"] * 3, job
         assert all(urlsplit(i["result_url"]).netloc == urlsplit(nanio_endpoint).netloc for i in job["items"])
         check_results(job, images)
-        assert (job["credits_reserved"], job["credits_charged"], job["credits_refunded"]) == (3, 3, 0)
-        assert client.call("GET", "/me", 200)["credits"] == 27
+        charged = job["progress"]["done"] - job["progress"]["unchanged"]
+        assert (job["progress"]["done"], job["credits_reserved"], job["credits_charged"], job["credits_refunded"]) == (3, 3, charged, 3 - charged)
+        assert client.call("GET", "/me", 200)["credits"] == 30 - charged
 
         assert stranger.call("GET", f"/jobs/{job_id}", 404)["error"]["code"] == "not_found"
         assert stranger.call("GET", f"/rules/{first['id']}", 404)["error"]["code"] == "not_found"
@@ -511,7 +517,7 @@ def test_s3_seed_flow(tmp_path_factory, tiny_sam3, nanio_endpoint, runpod_endpoi
             canceled = client.call("POST", f"/jobs/{held}/cancel", 200)
         finally:
             runpod_endpoint.gate.set()
-        assert canceled["credits_refunded"] == 2 and client.call("GET", "/me", 200)["credits"] == 27
+        assert canceled["credits_refunded"] == 2 and client.call("GET", "/me", 200)["credits"] == 30 - charged
 
 
 def tampered(url: str) -> str:

@@ -94,8 +94,8 @@ def check_books(service):
     assert mismatched == []
     for job in ledger.jobs_in(("done", "failed", "canceled")):
         credits = ledger.job_credits(job["id"])
-        done = ledger.item_counts(job["id"])["done"]
-        assert credits["charge"] == done * (job["credits_per_image"] or 0), job
+        charged = ledger.value("SELECT count(*) FROM items WHERE job_id = ? AND status = 'done' AND NOT unchanged", [job["id"]])
+        assert credits["charge"] == charged * (job["credits_per_image"] or 0), job  # photos no edit changed are not charged
         assert credits["refund"] == credits["reserve"] - credits["charge"], job
 
 
@@ -368,9 +368,11 @@ def test_kill_minus_nine_mid_job_then_restart_finishes_it(tmp_path):
         assert service.runner.join(timeout=60)
         status = service.job_status(ids["user"], ids["job"])
         assert status["status"] == "done"
-        assert (status["credits_reserved"], status["credits_charged"], status["credits_refunded"]) == (3, 3, 0)
+        charged = status["progress"]["done"] - status["progress"]["unchanged"]  # photos no edit changed are not charged
+        assert (status["progress"]["done"], status["credits_reserved"], status["credits_charged"], status["credits_refunded"]) == \
+            (3, 3, charged, 3 - charged)
         assert [it["attempts"] for it in service.ledger.items(ids["job"])] == [1, 2, 2]
-        assert service.me(ids["user"])["credits"] == 27
+        assert service.me(ids["user"])["credits"] == 30 - charged
         check_books(service)
     finally:
         service.close()
