@@ -256,3 +256,13 @@ def test_axe_finds_no_critical_or_serious_violation(browser, server):
     (ARTIFACTS / "axe.json").write_text(json.dumps(found, indent=2))
     assert found == [], json.dumps(found, indent=2)
     close(page)
+
+
+def test_a_link_to_the_api_page_opens_it(browser, server):
+    "/?view=api opens the API page, whose descriptions say how to send the token."
+    from playwright.sync_api import expect
+    page = browser.new_context(viewport={"width": 1440, "height": 900}).new_page()
+    page.goto(server.url + "/?view=api", wait_until="domcontentloaded")
+    expect(page.locator(".api-docs")).to_be_visible(timeout=60_000)
+    expect(page.locator(".api-docs")).to_contain_text("x-s3lib-token")
+    close(page)

@@ -93,7 +93,8 @@ def theme():
                     block_info_text_color="*neutral_700")
 
 # Gradio's own markup, made accessible where it falls short: an aria-label only on elements whose role allows one,
-# and gallery thumbnails named by what they show (their caption) as well as by their position.
+# and gallery thumbnails named by what they show (their caption) as well as by their position. And `/?view=api`
+# opens the API page (the mounted app only opens it from its footer button).
 A11Y_HEAD = """<script>
 (() => {
   const fix = () => {
@@ -110,6 +111,13 @@ A11Y_HEAD = """<script>
     });
   };
   new MutationObserver(fix).observe(document.documentElement, {subtree: true, childList: true});
+  if (new URLSearchParams(location.search).get("view") === "api") {  // a link to /?view=api opens the API page, as its footer button does
+    const opening = setInterval(() => {  // the button works once the app is ready: press it until the page is open
+      if (document.querySelector(".api-docs")) return clearInterval(opening);
+      document.querySelector("button.show-api")?.click();
+    }, 500);
+    setTimeout(() => clearInterval(opening), 30000);
+  }
 })();
 </script>"""
 
