@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from .core import InvalidRequest, Unauthorized, json_type
+from .core import InvalidRequest, Unauthorized, encode_image, json_type
 from .rules import rule_schema
 from .segment import render_overlay
 
@@ -173,11 +172,6 @@ class Upload:
     filename: str  # the caller's file name (or the input's name when there is none)
     data: bytes
 
-def _png(image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
-
 def _segment(service, call: Call) -> dict:
     values = call.values
     instances = service.segment(call.user_id, values["image"].data, values["domain"], values["concepts"], values["thresholds"])
@@ -185,13 +179,13 @@ def _segment(service, call: Call) -> dict:
     if values["overlay"]:
         from s3lib.core import load_image
         photo = load_image(values["image"].data, max_pixels=service.settings.images.max_pixels)
-        overlay = FileResult("overlay.png", _png(render_overlay(photo, instances, service.presets[values["domain"]].concept_ids)), "image/png")
+        overlay = FileResult("overlay.png", encode_image(render_overlay(photo, instances, service.presets[values["domain"]].concept_ids), "png"), "image/png")
     return {"instances": [i.to_dict() for i in instances], "overlay": overlay}
 
 def _preview(service, call: Call) -> FileResult:
     values = call.values
     edited = service.preview(call.user_id, values["image"].data, values["rule"], values["protected"] or [], values["thresholds"])
-    return FileResult("preview.png", _png(edited.image), "image/png")
+    return FileResult("preview.png", encode_image(edited.image, "png"), "image/png")
 
 def _rules_save(service, call: Call) -> dict:
     rule_id, rule = call.values["rule_id"], call.values["rule"]

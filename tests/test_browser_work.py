@@ -13,18 +13,13 @@ from pathlib import Path
 import pytest
 
 from api_server import ServerProcess, free_port
-from test_browser import ARTIFACTS, DOCS, FLAGS, ensure_chromium
+from test_browser import ARTIFACTS, DOCS, FLAGS, chromium  # noqa: F401 (chromium: the fixture, shared)
 from test_ui_client import room, zero_threshold_presets
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parent.parent
 AXE = ROOT / ".cache" / "axe-core" / "axe.min.js"  # fetched by `make browser-deps` (npm pack axe-core)
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    return ensure_chromium()
 
 
 @pytest.fixture(scope="module")

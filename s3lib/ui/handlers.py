@@ -26,6 +26,7 @@ from PIL import Image
 from ..core import InvalidRequest, ModelUnavailable, S3libError, Settings, Unauthorized, color_hex, load_image
 from ..edit import ACTIONS
 from ..export import safe_stems
+from ..operations import NO_TOKEN
 from ..presets import Preset
 from ..rules import Rule
 from ..service import Service
@@ -100,7 +101,7 @@ class PaletteApp:
 
     def user(self, token: str | None) -> str:
         "The user a token stands for; `Unauthorized` without one."
-        if not token: raise Unauthorized("no token: sign in first (send `Authorization: Bearer <token>` or `x-s3lib-token`)")
+        if not token: raise Unauthorized(NO_TOKEN)
         return self.service.authenticate(token)
 
     def preset(self, workspace: Workspace) -> Preset:
@@ -383,6 +384,13 @@ def preview(self: PaletteApp, name: str, token: str | None, ws: Workspace, lang:
     result = self.service.preview(self.user(token), photo, ws.rule_body(name or "preview"), list(ws.protect_keys), ws.thresholds)
     return {"slider": (fit(load_image(photo), 2 * DISPLAY_SIDE), fit(result.image, 2 * DISPLAY_SIDE))}
 
+def _opened(ws: Workspace, job: dict, lang: str) -> dict:
+    "Make `job` the page's job: its progress, its cancel button while it runs, an empty results area its results will fill."
+    ws.job_id = job["id"]
+    return {"ws": ws, "job": progress_html(job, lang), "cancel": gr.update(visible=not _is_finished(job)), "results": [],
+            "results_state": [], "result_slider": gr.update(value=None, visible=False), "marketplace": gr.update(value=[]),
+            "export_file": gr.update(value=None, visible=False), "results_area": gr.update(visible=True)}
+
 @patch
 @guarded()
 def apply(self: PaletteApp, name: str, token: str | None, ws: Workspace, lang: str) -> dict:
@@ -392,10 +400,7 @@ def apply(self: PaletteApp, name: str, token: str | None, ws: Workspace, lang: s
         self.user(token), [self.photo_bytes(p) for p in ws.photos], ws.domain,
         rule=ws.rule_body(name or text("default_rule_name", lang)), filenames=[p["name"] for p in ws.photos],
         thresholds=dict(ws.thresholds), protected=[list(ws.protect_keys) if i == ws.canvas else [] for i in range(len(ws.photos))])
-    ws.job_id = job["id"]
-    return {"ws": ws, "job": progress_html(job, lang), "cancel": gr.update(visible=True), "results": [],
-            "results_state": [], "result_slider": gr.update(value=None, visible=False), "marketplace": gr.update(value=[]),
-            "export_file": gr.update(value=None, visible=False), "results_area": gr.update(visible=True)}
+    return _opened(ws, job, lang)
 
 @patch
 @guarded()
@@ -464,12 +469,6 @@ def my_jobs(self: PaletteApp, token: str | None, ws: Workspace | None, lang: str
                           now, retention, lang), job["id"]) for job in jobs]
     current = ws.job_id if ws is not None and any(job["id"] == ws.job_id for job in jobs) else None
     return {"my_jobs": gr.update(choices=choices, value=current, label=text("my_jobs", lang))}
-
-def _opened(ws: Workspace, job: dict, lang: str) -> dict:
-    ws.job_id = job["id"]
-    return {"ws": ws, "job": progress_html(job, lang), "cancel": gr.update(visible=not _is_finished(job)), "results": [],
-            "results_state": [], "result_slider": gr.update(value=None, visible=False), "marketplace": gr.update(value=[]),
-            "export_file": gr.update(value=None, visible=False), "results_area": gr.update(visible=True)}
 
 @patch
 @guarded()
