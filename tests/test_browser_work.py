@@ -42,6 +42,7 @@ def server(setup):
 def browser(chromium):
     from playwright.sync_api import expect, sync_playwright
     expect.set_options(timeout=90_000)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)  # screenshots and axe.json, also when this file runs alone
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=chromium, headless=True, args=FLAGS)
         yield launched
