@@ -209,6 +209,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "runner": dict(kind=("inline", "external", "ray", "runpod"), threads=int, ray_address=str, ray_actors=int,
                    ray_gpus_per_actor=float, lease_seconds=float, runpod_url=str, runpod_endpoint_id=str, runpod_api_key=str),
     "ui": dict(storage_key=str, language=("en", "ko")),
+    "edit": dict(mask_edges=("refined", "coarse")),
 }
 PLAN_KEYS = dict(credits_at_signup=int, credits_per_image=int, max_concurrent_jobs=int, max_rules=int, max_batch=int)
 
@@ -268,6 +269,7 @@ class Settings:
     storage: Section
     runner: Section
     ui: Section
+    edit: Section
     plans: dict
     root: Path  # folder of the settings file: relative paths are resolved against it
 

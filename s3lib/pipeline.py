@@ -100,7 +100,7 @@ def edit_image(image, # path, bytes, PIL image or H×W×3 uint8 array
         image, max_pixels=settings.images.max_pixels, max_bytes=settings.images.max_bytes)
     segmenter = segmenter or default_segmenter(settings)
     instances = segmenter.segment(photo, concepts, thresholds=used, mask_threshold=recorded.get("mask_threshold"))
-    return apply_rule(photo, instances, rule, protected)
+    return apply_rule(photo, instances, rule, protected, refine_edges=settings.edit.mask_edges == "refined")
 
 # %% ../nbs/06_pipeline.ipynb #2ed0d89b
 def library_versions() -> dict:
@@ -209,7 +209,8 @@ def edit_folder(sources: str | Path | Iterable, # a folder, an image file, or a 
             data = path.read_bytes()
             item["sha256"] = sha256_of(data)
             photo = load_image(data, max_pixels=settings.images.max_pixels, max_bytes=settings.images.max_bytes)
-            result = apply_rule(photo, segmenter.segment(photo, concepts, thresholds=used, mask_threshold=mask_threshold), rule)
+            found = segmenter.segment(photo, concepts, thresholds=used, mask_threshold=mask_threshold)
+            result = apply_rule(photo, found, rule, refine_edges=settings.edit.mask_edges == "refined")
             (destination / f"{stem}.{extension}").write_bytes(encode_image(result.image, format, quality))
             item["output"] = f"{stem}.{extension}"
             if save_masks:

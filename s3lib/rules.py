@@ -19,6 +19,7 @@ from PIL import Image
 from .core import ImageError, PresetError, RuleError, color_hex, json_type, load_image
 from .presets import Preset
 from .edit import ACTIONS, FEATHER_PIXELS, MATERIALS, Param, apply_edit
+from .refine import refine_instances
 from .segment import Instance
 
 # %% auto #0
@@ -252,6 +253,7 @@ def apply_rule(image: Image.Image | np.ndarray, # the photo, RGB
                instances: Iterable, # `s3lib.segment.Instance`s found on this photo
                rule: Rule, # a validated rule (`Rule.from_dict`)
                protected: Iterable = (), # more to keep unchanged: concept ids, `Instance`s or keys like "person:0"
+               refine_edges: bool = False, # move the masks' edges onto the photo's first (`s3lib.refine`; settings `[edit] mask_edges`)
               ) -> EditResult:
     "Apply the rule's edits in order; protected pixels come out bit-identical to the input."
     if not isinstance(rule, Rule): raise TypeError(f"rule must be a Rule, not a {type(rule).__name__}; build it with Rule.from_dict")
@@ -269,6 +271,11 @@ def apply_rule(image: Image.Image | np.ndarray, # the photo, RGB
         if isinstance(item, Instance): protect_keys.add(item.key)
         elif isinstance(item, str): (protect_keys if ":" in item else protect_concepts).add(item)
         else: raise TypeError(f"cannot protect a {type(item).__name__}; pass concept ids, Instances or keys like 'person:0'")
+    if refine_edges:  # the masks the edits and the protection use, refined against the photo (its statistics computed once)
+        used = {edit.concept for edit in rule.edits} | protect_concepts
+        wanted = [i for i in instances if i.concept in used or i.key in protect_keys]
+        refined = dict(zip(map(id, wanted), refine_instances(original, wanted)))
+        instances = [refined.get(id(i), i) for i in instances]
     keepers = [i for i in instances if i.concept in protect_concepts or i.key in protect_keys]
     protect_mask = np.zeros(shape, dtype=bool)  # built once, where the protected instances lie
     rows, cols = _window_of(keepers, shape)

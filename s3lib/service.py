@@ -457,7 +457,8 @@ class Dispatch:
                         input_key=found["input_key"], result_key=found["result_key"], rule=job["rule"],
                         concepts=self.concepts(job, found["protected"]), callback_url=context.urls.callback(job["id"]),
                         mask_threshold=context.settings.model.mask_threshold, max_pixels=images.max_pixels,
-                        max_bytes=images.max_bytes, protected=tuple(found["protected"]), **remote)
+                        max_bytes=images.max_bytes, protected=tuple(found["protected"]),
+                        refine_edges=context.settings.edit.mask_edges == "refined", **remote)
 
     def hand_out(self, job: dict, items: list[dict], now: datetime, only: list[int] | None = None, reason: str = "",
                  after_attempt: int | None = None, # only items handed out exactly this often so far (a retry of that attempt)
@@ -965,7 +966,7 @@ class Photos:
         extra = [INSTANCE_KEY.fullmatch(entry)[1] for entry in protected]
         picture = self.image(image)
         instances = self.segment(user_id, picture, parsed.domain, list(dict.fromkeys([*parsed.concepts, *extra])), thresholds)
-        return apply_rule(picture, instances, parsed, protected=protected)
+        return apply_rule(picture, instances, parsed, protected=protected, refine_edges=self.context.settings.edit.mask_edges == "refined")
 
     def create_job_from_images(self, user_id: str, images: list, domain: str, rule_id: str | None = None, rule: dict | None = None,
                                filenames: list[str] | None = None, thresholds: dict | None = None, protected: list | None = None) -> dict:

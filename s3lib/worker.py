@@ -74,6 +74,7 @@ class ItemTask:
     input_url: str | None = None  # presigned GET of the photo (remote runners)
     result_upload_url: str | None = None  # signed POST {item, size, part} here returns an output's presigned PUT (remote runners)
     protected: tuple = ()  # instance keys ("person:0") and concept ids kept unchanged in this photo only
+    refine_edges: bool = True  # move mask edges onto the photo's edges before editing (settings `[edit] mask_edges`)
 
 
     def to_dict(self) -> dict:
@@ -88,11 +89,13 @@ class ItemTask:
                        optional=tuple(f.name for f in fields(cls) if f.default is not MISSING))
         kinds = {"job_id": str, "item": int, "attempt": int, "max_attempts": int, "input_key": str, "result_key": str,
                  "rule": dict, "concepts": list, "callback_url": str, "mask_threshold": (int, float), "max_pixels": int,
-                 "max_bytes": int, "input_url": (str, type(None)), "result_upload_url": (str, type(None)), "protected": (list, tuple)}
-        data = {"protected": ()} | data
+                 "max_bytes": int, "input_url": (str, type(None)), "result_upload_url": (str, type(None)), "protected": (list, tuple),
+                 "refine_edges": bool}
+        data = {"protected": (), "refine_edges": True} | data
         for name, kind in kinds.items():
             value = data.get(name)
-            if isinstance(value, bool) or not isinstance(value, kind): raise _invalid(f"task.{name}", f"has the wrong type ({json_type(value)})")
+            if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
+                raise _invalid(f"task.{name}", f"has the wrong type ({json_type(value)})")
         for i, concept in enumerate(data["concepts"]):
             _object(concept, f"task.concepts[{i}]", required=("id", "prompt", "threshold"))
         protected = _protected(data["protected"], "task.protected", [c["id"] for c in data["concepts"]])
@@ -246,7 +249,7 @@ def run_task(task: ItemTask, # one item, self-contained
         picture = load_image(transport.fetch(task), max_pixels=task.max_pixels, max_bytes=task.max_bytes, formats=UPLOAD_TYPES)
         model = segmenter if hasattr(segmenter, "segment") else segmenter()
         instances = model.segment(picture, task_concepts(task), mask_threshold=task.mask_threshold)
-        result = apply_rule(picture, instances, task_rule(task), protected=task.protected)
+        result = apply_rule(picture, instances, task_rule(task), protected=task.protected, refine_edges=task.refine_edges)
         for name, mask in result.masks.items(): transport.store_result(task, mask_png(mask), f"masks/{name}")
         transport.store_result(task, json.dumps(result.report).encode("utf-8"), "report")
         transport.store_result(task, encode_image(result.image, "png"))

@@ -7,6 +7,7 @@ in artifacts/browser/, the README's three as well; S3LIB_UPDATE_SCREENSHOTS=1 re
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import zipfile
@@ -121,7 +122,8 @@ def test_the_palette_flow_in_a_browser(chromium, setup):
 
             expect(field("edit-concept")).to_have_value("Wall")  # the composer follows the clicked concept
             page.locator("#swatches .thumbnail-item").nth(4).click()  # Sage
-            page.locator("#add-edit").click()
+            expect(page.locator("#edit-color button")).to_have_attribute("style", re.compile(r"rgb\(168, 177, 151\)"))  # the picker shows it …
+            page.locator("#add-edit").click()  # … then the edit takes it
             expect(page.locator("#edits")).to_contain_text("1. Wall → Recolour Sage #A8B197")
             readme_shot("palette-column", "palette.png")
             shot(page, "edit-added")

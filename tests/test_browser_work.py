@@ -3,7 +3,9 @@ tiny SAM 3 and thresholds at 0: a reload mid-job reattaches and the job finishes
 server restart; removing a photo removes it from what is processed and charged; a photo on which no edit applies is
 "unchanged" and not charged; a refusal is a toast that leaves no component marked; a typed threshold applies on Enter;
 the primary action stays inside a 1440×900 window (empty page and 12 cards); a 390 px phone has no horizontal scroll;
-axe-core finds no critical or serious violation; switching domain keeps each domain's draft rule."""
+axe-core finds no critical or serious violation (on the empty page, and with cards, results and jobs shown); the whole
+flow works by keyboard alone, in an order that follows the flow; switching domain keeps each domain's draft rule and job,
+and never shows one domain's results as another's."""
 import io
 import json
 import os
@@ -82,6 +84,34 @@ def compose_wall_edit(page):
     expect(page.locator("#edits")).to_contain_text("Wall → Recolour")
 
 
+FLOW = ["domain", "samples-button", "palette-buttons", "swatches", "add-edit", "rule-name", "apply", "results", "export-button"]
+
+
+def tab_to(page, predicate: str, limit: int = 400) -> list[str]:
+    "Press Tab until `predicate` (JS, of the focused element `e`) holds; the regions of FLOW passed on the way, in order."
+    passed = []
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        ids = page.evaluate("() => { const ids = []; for (let e = document.activeElement; e; e = e.parentElement) if (e.id) ids.push(e.id);"
+                            " return ids; }")
+        region = next((i for i in ids if i in FLOW), None)
+        if region and (not passed or passed[-1] != region): passed.append(region)
+        if page.evaluate(f"() => {{ const e = document.activeElement; return !!e && ({predicate}); }}"): return passed
+    raise AssertionError(f"Tab never reached an element where {predicate}; passed {passed}")
+
+
+def axe_violations(page) -> list[dict]:
+    "axe-core's critical and serious violations on the page as it is now."
+    if not AXE.exists():
+        pytest.fail(f"{AXE} is missing: run `make browser-deps` (it fetches axe-core with npm)")
+    page.wait_for_function("() => !document.querySelector('.pending, .generating')")  # no update under way (a dimmed component)
+    page.wait_for_timeout(500)
+    page.add_script_tag(path=str(AXE))
+    return page.evaluate("async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
+                         ".filter(v => ['critical', 'serious'].includes(v.impact))"
+                         ".map(v => ({id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 3).map(n => n.target.join(' '))}))")
+
+
 def no_error_marks(page):
     "No component is covered by Gradio's 'Error' marker."
     from playwright.sync_api import expect
@@ -106,10 +136,16 @@ def test_a_reload_mid_job_reattaches_and_the_job_finishes_visibly(browser, serve
     manifest = json.loads(zipfile.ZipFile(io.BytesIO(Path(download.value.path()).read_bytes())).read("manifest.json"))
     assert [i["status"] for i in manifest["items"]] == ["done"] * 6
     expect(page.locator("#my-jobs")).to_be_visible()
+    expect(page.locator("#job-covers .thumbnail-item")).to_have_count(1)  # the job's picture in the list
     page.screenshot(path=ARTIFACTS / "work-reattached.png", full_page=True)
     DOCS.mkdir(parents=True, exist_ok=True)
     expect(page.locator(".toast-body")).to_have_count(0, timeout=15_000)
     page.locator("#job-column").screenshot(path=DOCS / "jobs.png")  # README: results, export and my jobs
+    page.reload(wait_until="domcontentloaded")  # a finished job does not reattach: its picture opens it
+    expect(page.locator("#job-covers .thumbnail-item")).to_have_count(1)
+    expect(page.locator("#results")).to_be_hidden()
+    page.locator("#job-covers .thumbnail-item").first.click()
+    expect(page.locator("#results .thumbnail-item")).to_have_count(6)
     close(page)
 
 
@@ -150,12 +186,17 @@ def test_a_removed_photo_is_not_processed_or_charged(browser, server, setup):
     page.get_by_label("Remove this file").nth(1).click()
     expect(page.locator("#strip .thumbnail-item")).to_have_count(2)
     expect(page.locator("#apply")).to_have_text("Apply to 2 photo(s) · 2 credit(s)")
+    with page.expect_file_chooser() as chooser:  # Add photos joins the set
+        page.locator("#add-photos").click()
+    chooser.value.set_files([str(setup["photos"][5])])
+    expect(page.locator("#strip .thumbnail-item")).to_have_count(3)
+    expect(page.locator("#apply")).to_have_text("Apply to 3 photo(s) · 3 credit(s)")
     compose_wall_edit(page)
     page.locator("#apply").click()
     expect(page.locator("#job .s3-percent")).to_have_text("100 %", timeout=240_000)
-    expect(page.locator("#job")).to_contain_text("2 of 2 photos done")
-    expect(page.locator("#header")).to_contain_text("28 credits")
-    expect(page.locator("#results .thumbnail-item")).to_have_count(2)
+    expect(page.locator("#job")).to_contain_text("3 of 3 photos done")
+    expect(page.locator("#header")).to_contain_text("27 credits")
+    expect(page.locator("#results .thumbnail-item")).to_have_count(3)
     close(page)
 
 
@@ -238,18 +279,52 @@ def test_switching_domain_keeps_each_domains_draft(browser, server, setup):
     expect(page.get_by_text("Wall → Recolour")).to_have_count(0)  # the seller's own (empty) draft
     page.locator("#domain").get_by_label("Interior").check()
     expect(page.locator("#edits")).to_contain_text("Wall → Recolour")  # the interior draft came back
+    page.locator("#apply").click()
+    expect(page.locator("#job .s3-percent")).to_have_text("100 %", timeout=240_000)
+    expect(page.locator("#results .thumbnail-item")).to_have_count(2)
+    page.locator("#domain").get_by_label("Product seller").check()  # the interior results are not the seller's
+    expect(page.locator("#results")).to_be_hidden()
+    expect(page.locator("#job [data-status]")).to_have_count(0)
+    page.locator("#domain").get_by_label("Interior").check()  # … and come back with their domain
+    expect(page.locator("#job [data-status=done]")).to_be_attached()
+    expect(page.locator("#results .thumbnail-item")).to_have_count(2)
     close(page)
 
 
 def test_axe_finds_no_critical_or_serious_violation(browser, server):
-    if not AXE.exists():
-        pytest.fail(f"{AXE} is missing: run `make browser-deps` (it fetches axe-core with npm)")
     page = open_page(browser, server)
-    page.add_script_tag(path=str(AXE))
-    found = page.evaluate("async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
-                          ".filter(v => ['critical', 'serious'].includes(v.impact))"
-                          ".map(v => ({id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 3).map(n => n.target.join(' '))}))")
+    found = axe_violations(page)
     (ARTIFACTS / "axe.json").write_text(json.dumps(found, indent=2))
+    assert found == [], json.dumps(found, indent=2)
+    close(page)
+
+
+def test_the_whole_flow_by_keyboard_in_the_order_of_the_flow(browser, server):
+    "Samples, a concept, a swatch, the edit, Apply and Export, each reached with Tab and pressed with Enter; then axe on the full page."
+    from playwright.sync_api import expect
+    page = open_page(browser, server)
+    regions = tab_to(page, "e.id === 'samples-button'")
+    page.keyboard.press("Enter")
+    expect(page.locator("#strip .thumbnail-item")).to_have_count(2)
+    regions += tab_to(page, "e.tagName === 'BUTTON' && e.textContent.trim() === 'Wall'")
+    page.keyboard.press("Enter")
+    expect(page.locator(".s3-card").first).to_be_visible()
+    regions += tab_to(page, "!!e.closest('#swatches') && e.classList.contains('thumbnail-item')")
+    page.keyboard.press("Enter")
+    regions += tab_to(page, "e.id === 'add-edit'")
+    page.keyboard.press("Enter")
+    expect(page.locator("#edits")).to_contain_text("Wall → Recolour")
+    regions += tab_to(page, "e.id === 'apply'")
+    page.keyboard.press("Enter")
+    expect(page.locator("#job .s3-percent")).to_have_text("100 %", timeout=240_000)
+    expect(page.locator("#results .thumbnail-item")).to_have_count(2)
+    regions += tab_to(page, "e.id === 'export-button'")
+    page.keyboard.press("Enter")
+    expect(page.locator("#export a").first).to_be_visible()
+    assert sorted(set(regions), key=FLOW.index) == FLOW, regions  # every step of the flow was passed …
+    assert regions == sorted(regions, key=FLOW.index), regions  # … in the flow's order
+    found = axe_violations(page)  # with cards, results, the jobs list and its pictures shown
+    (ARTIFACTS / "axe-full.json").write_text(json.dumps(found, indent=2))
     assert found == [], json.dumps(found, indent=2)
     close(page)
 

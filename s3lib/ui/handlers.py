@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['logger', 'TOAST_SECONDS', 'GPU_GROUP', 'POLL_SECONDS', 'MODEL_POLL_SECONDS', 'SCRATCH_SECONDS', 'INFO_SECONDS',
-           'SAMPLES', 'JOBS_LISTED', 'error_title', 'shown_error', 'refuse', 'guarded', 'PaletteApp', 'apply_label']
+           'SAMPLES', 'JOBS_LISTED', 'COVER_SIDE', 'error_title', 'shown_error', 'refuse', 'guarded', 'PaletteApp',
+           'apply_label']
 
 # %% ../../nbs/14d_ui_handlers.ipynb #5516533d
 import functools
@@ -23,7 +24,7 @@ import gradio as gr
 from fastcore.basics import patch
 from PIL import Image
 
-from ..core import InvalidRequest, ModelUnavailable, S3libError, Settings, Unauthorized, color_hex, load_image
+from ..core import InvalidRequest, ModelUnavailable, NotFound, S3libError, Settings, Unauthorized, color_hex, encode_image, load_image
 from ..edit import ACTIONS
 from ..export import safe_stems
 from ..operations import NO_TOKEN
@@ -33,7 +34,7 @@ from ..service import Service
 from .views import (action_view, button_view, canvas_view, editor_view, me_view, overlay_view, palette_view,
                             threshold_view)
 from .words import TEXT, text
-from .workspace import (DISPLAY_SIDE, Workspace, control_name, display_photo, edit_from_inputs, fit, is_material, job_label,
+from .workspace import (DISPLAY_SIDE, Workspace, control_name, cover_caption, display_photo, edit_from_inputs, fit, is_material, job_label,
                                 progress_html, result_caption)
 
 # %% ../../nbs/14d_ui_handlers.ipynb #9a0acb5d
@@ -98,6 +99,7 @@ class PaletteApp:
         self.service, self.settings, self.presets = service, settings, service.presets
         self.scratch = Path(tempfile.mkdtemp(prefix="s3lib-ui-"))
         self._scratch_lock, self._warm_up_lock, self._warming_up = threading.Lock(), threading.Lock(), False
+        self._covers: dict = {}  # (job id, "photo" | "result") -> the picture's file in the jobs list
 
     def user(self, token: str | None) -> str:
         "The user a token stands for; `Unauthorized` without one."
@@ -269,6 +271,14 @@ def samples(self: PaletteApp, ws: Workspace) -> dict:
     if not found: raise InvalidRequest(f"there are no sample photos for {ws.domain!r}; upload your own")
     return {"photos": [self.scratch_file(path.name, path.read_bytes()) for path in found]}
 
+# %% ../../nbs/14d_ui_handlers.ipynb #249c27cf
+@patch
+def add_photos(self: PaletteApp, added: list | None, # what the Add photos button uploaded
+               photos: list | None, # what the Photos box holds
+              ) -> dict:
+    "The Photos box with the added photos after the ones it holds."
+    return {"photos": [*(photos or []), *added]} if added else {}
+
 # %% ../../nbs/14d_ui_handlers.ipynb #74b0a369
 def _first_control(action: str | None, wanted) -> list:
     "The control of the chosen action's first parameter for which `wanted(param)` holds: [its name], or [] when none does."
@@ -384,12 +394,17 @@ def preview(self: PaletteApp, name: str, token: str | None, ws: Workspace, lang:
     result = self.service.preview(self.user(token), photo, ws.rule_body(name or "preview"), list(ws.protect_keys), ws.thresholds)
     return {"slider": (fit(load_image(photo), 2 * DISPLAY_SIDE), fit(result.image, 2 * DISPLAY_SIDE))}
 
+def _job_panel(job: dict | None, lang: str) -> dict:
+    "The job panel showing `job` (None: no job): its progress, its cancel button while it runs, an empty results area its results will fill."
+    running = job is not None and not _is_finished(job)
+    return {"job": progress_html(job, lang), "cancel": gr.update(visible=running), "results": [], "results_state": [],
+            "result_slider": gr.update(value=None, visible=False), "marketplace": gr.update(value=[]),
+            "export_file": gr.update(value=None, visible=False), "results_area": gr.update(visible=job is not None)}
+
 def _opened(ws: Workspace, job: dict, lang: str) -> dict:
-    "Make `job` the page's job: its progress, its cancel button while it runs, an empty results area its results will fill."
+    "Make `job` the page's job and show it."
     ws.job_id = job["id"]
-    return {"ws": ws, "job": progress_html(job, lang), "cancel": gr.update(visible=not _is_finished(job)), "results": [],
-            "results_state": [], "result_slider": gr.update(value=None, visible=False), "marketplace": gr.update(value=[]),
-            "export_file": gr.update(value=None, visible=False), "results_area": gr.update(visible=True)}
+    return {"ws": ws, **_job_panel(job, lang)}
 
 @patch
 @guarded()
@@ -406,10 +421,10 @@ def apply(self: PaletteApp, name: str, token: str | None, ws: Workspace, lang: s
 @guarded()
 def follow(self: PaletteApp, token: str | None, ws: Workspace, lang: str):
     "Follow the job until it finishes: the bar moves, the cancel button goes away at the end (no job: nothing changes)."
-    user = self.user(token)
-    if not ws.job_id: yield {}
-    while ws.job_id:
-        job = self.service.job_status(user, ws.job_id)
+    user, followed = self.user(token), ws.job_id
+    if not followed: yield {}
+    while followed and ws.job_id == followed:  # a domain switch shows that domain's job: this one is no longer followed
+        job = self.service.job_status(user, followed)
         if _is_finished(job):
             yield {"job": progress_html(job, lang), "cancel": gr.update(visible=False)}
             return
@@ -419,8 +434,8 @@ def follow(self: PaletteApp, token: str | None, ws: Workspace, lang: str):
 @patch
 @guarded()
 def results(self: PaletteApp, token: str | None, ws: Workspace, lang: str) -> dict:
-    "The finished job's results (gallery, before/after data) and, for sellers, the marketplace check."
-    if not ws.job_id: return {}
+    "The finished job's results (gallery, before/after data) and, for sellers, the marketplace check; nothing while it runs."
+    if not ws.job_id or not _is_finished(self.service.job_status(self.user(token), ws.job_id)): return {}
     export = self.service.export_job(self.user(token), ws.job_id, lang)
     gallery, shown, checks = [], [], []
     for item, stem in zip(export["items"], safe_stems([i["filename"] for i in export["items"]])):
@@ -458,32 +473,75 @@ def export(self: PaletteApp, token: str | None, ws: Workspace, lang: str) -> dic
 
 # %% ../../nbs/14d_ui_handlers.ipynb #49040971
 JOBS_LISTED = 20  # jobs shown in the list
+COVER_SIDE = 160  # px: the longest side of a job's picture in the list
+
+@patch
+def job_cover(self: PaletteApp, user: str, job: dict) -> str | None:
+    "The picture of `job` in the list (a file): its first result once finished, else its first photo; None once retention deleted them."
+    if job["purged_at"] or not job["progress"]["total"]: return None
+    kind = "result" if _is_finished(job) and job["progress"]["done"] else "photo"
+    kept = self._covers.get((job["id"], kind))
+    if kept and Path(kept).exists(): return kept  # photos and results never change: each is read once
+    try: data = self.service.job_result(user, job["id"], 0) if kind == "result" else self.service.job_input(user, job["id"], 0)
+    except NotFound:  # the first photo failed (no result) or was never uploaded
+        if kind == "photo": return None
+        data = self.service.job_input(user, job["id"], 0)
+    small = fit(load_image(data), COVER_SIDE)
+    self._covers[(job["id"], kind)] = path = self.scratch_file(f"job-{job['id']}-{kind}.png", encode_image(small))
+    return path
 
 @patch
 @guarded()
 def my_jobs(self: PaletteApp, token: str | None, ws: Workspace | None, lang: str) -> dict:
-    "The jobs list: one line per job, newest first, the page's job selected."
-    jobs, now = self.service.list_jobs(self.user(token), JOBS_LISTED), datetime.now(timezone.utc)
-    retention = self.settings.jobs.retention_days
+    "The jobs list, newest first, the page's job selected; and the jobs' pictures (the ones whose photos are still kept)."
+    user, now = self.user(token), datetime.now(timezone.utc)
+    jobs, retention = self.service.list_jobs(user, JOBS_LISTED), self.settings.jobs.retention_days
     choices = [(job_label(job, self.presets[job["domain"]].display_name(lang) if job["domain"] in self.presets else job["domain"],
                           now, retention, lang), job["id"]) for job in jobs]
     current = ws.job_id if ws is not None and any(job["id"] == ws.job_id for job in jobs) else None
-    return {"my_jobs": gr.update(choices=choices, value=current, label=text("my_jobs", lang))}
+    covered = [(job, cover) for job in jobs if (cover := self.job_cover(user, job))]
+    return {"my_jobs": gr.update(choices=choices, value=current, label=text("my_jobs", lang)),
+            "job_covers": gr.update(value=[(cover, cover_caption(job, now, lang)) for job, cover in covered], visible=bool(covered)),
+            "job_ids": [job["id"] for job, _ in covered]}
+
+# %% ../../nbs/14d_ui_handlers.ipynb #fad68925
+@patch
+def _show_job(self: PaletteApp, ws: Workspace, job: dict, lang: str, buttons: int) -> dict:
+    "Make `job` the page's job; a job of another domain opens that domain first (its palette and draft), never shown as this one's."
+    switched = {}
+    if job["domain"] != ws.domain and job["domain"] in self.presets:
+        switched = {**self.open_domain(job["domain"], lang, ws, buttons), "domain": job["domain"]}
+    return {**switched, **_opened(ws, job, lang)}
 
 @patch
 @guarded()
-def open_job(self: PaletteApp, job_id: str | None, token: str | None, ws: Workspace, lang: str) -> dict:
+def open_job(self: PaletteApp, job_id: str | None, token: str | None, ws: Workspace, lang: str, buttons: int) -> dict:
     "Make a listed job the page's job (then `follow` and `results` show it)."
     if not job_id: return {}
-    return _opened(ws, self.service.job_status(self.user(token), job_id), lang)
+    return self._show_job(ws, self.service.job_status(self.user(token), job_id), lang, buttons)
 
 @patch
 @guarded()
-def reattach(self: PaletteApp, token: str | None, ws: Workspace, lang: str) -> dict:
-    "On page load: the newest unfinished job, if there is one, becomes the page's job again."
+def open_cover(self: PaletteApp, job_ids: list, token: str | None, ws: Workspace, lang: str, event: gr.SelectData, buttons: int) -> dict:
+    "Open the job whose picture was chosen."
+    if not 0 <= event.index < len(job_ids or []): return {}
+    return self.open_job(job_ids[event.index], token, ws, lang, buttons)
+
+@patch
+@guarded()
+def reattach(self: PaletteApp, token: str | None, ws: Workspace, lang: str, buttons: int) -> dict:
+    "On page load: the newest unfinished job, if there is one, becomes the page's job again (in its domain)."
     if ws is None or ws.job_id: return {}
     unfinished = [job for job in self.service.list_jobs(self.user(token), JOBS_LISTED) if not _is_finished(job) and job["status"] != "created"]
-    return _opened(ws, unfinished[0], lang) if unfinished else {}
+    return self._show_job(ws, unfinished[0], lang, buttons) if unfinished else {}
+
+@patch
+@guarded()
+def domain_job(self: PaletteApp, token: str | None, ws: Workspace | None, lang: str) -> dict:
+    "After a domain switch: that domain's own job (followed, then its results), or an empty job panel."
+    if ws is None: return {}
+    if not ws.job_id: return {"ws": ws, **_job_panel(None, lang)}
+    return _opened(ws, self.service.job_status(self.user(token), ws.job_id), lang)
 
 # %% ../../nbs/14d_ui_handlers.ipynb #aaaf48e6
 @patch

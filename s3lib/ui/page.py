@@ -43,6 +43,8 @@ CSS = """
 #cards { max-height: 340px; overflow-y: auto; }
 #cards-note, #cards-note *, #protect-note, #protect-note * { overflow: visible !important; }
 .or, .show-api { color: var(--neutral-700) !important; opacity: 1 !important; }
+#photos .icon-button-wrapper button:has(.upload-container) { display: none !important; }  /* a button inside a button: #add-photos adds */
+a.download-link { color: var(--body-text-color) !important; text-decoration: underline; }  /* file sizes read at AA contrast */
 .gradio-container .prose p { color: var(--neutral-800) !important; opacity: 1 !important; }  /* hints read at AA contrast */
 .s3-card .s3-card-label p, #swatches .caption-label, #materials .caption-label { white-space: normal !important; overflow-wrap: anywhere; }
 @media (max-width: 640px) {
@@ -104,6 +106,10 @@ A11Y_HEAD = """<script>
       if (shown && !label.toLowerCase().includes(shown.toLowerCase())) el.setAttribute("aria-label", `${shown} (${label})`);
       el.setAttribute("data-s3-named", "");
     });
+    document.querySelectorAll(".image-container > button:not([aria-label])").forEach(el => {  // a picture that is a button: named by its card
+      const card = el.closest(".s3-card")?.querySelector(".s3-card-label")?.innerText.replace(/\s+/g, " ").trim();
+      el.setAttribute("aria-label", card || el.querySelector("img")?.alt || "picture");
+    });
     document.querySelectorAll(".prose, .hide-container").forEach(el => {  // a region that scrolls can be reached by keyboard
       const style = getComputedStyle(el);
       if (/(auto|scroll)/.test(style.overflowY + style.overflowX) && (el.scrollHeight > el.clientHeight || el.scrollWidth > el.clientWidth)
@@ -164,6 +170,16 @@ class Page:
         "The composer's tiles and its parameter controls."
         return ["swatches", "materials", *[control_name(name) for name in composer_params()]]
 
+    @property
+    def domain_outputs(self) -> list[str]:
+        "What opening a domain changes (the action before the concept: the concept's change event then reads the new domain's action)."
+        return ["ws", *self.palette, "threshold", *self.composer, "action", "concept", "marketplace", *EDITOR, "rule_name", *CANVAS, "slider"]
+
+    @property
+    def job_outputs(self) -> list[str]:
+        "What opening a job changes: a job of another domain opens that domain too."
+        return list(dict.fromkeys([*JOB_OUTPUTS, *self.domain_outputs, "domain"]))
+
 def wire(trigger, # an event listener such as `button.click`
          handler, # a function returning {component name: value}
          inputs: list, # input components
@@ -182,6 +198,8 @@ def wire(trigger, # an event listener such as `button.click`
     else:
         @functools.wraps(handler)
         def event(*args, **kwargs): return to_components(handler(*args, **kwargs))
+    if isinstance(handler, functools.partial):  # Gradio finds `gr.SelectData` & co by annotation: those of the partial's function
+        event.__annotations__ = dict(getattr(handler.func, "__annotations__", {}))
     return trigger(event, inputs, [ui[n] for n in names], api_name=f"ui_{name}", api_visibility="private", **options)
 
 # %% ../../nbs/14g_ui_page.ipynb #3f034834
@@ -208,7 +226,10 @@ def canvas_panel(page: Page) -> None:
         with gr.Group():
             page.add("photos", gr.File(file_count="multiple", file_types=["image"], type="filepath", height=130,
                                        label=text("photos", lang), elem_id="photos"), "photos")
-            page.add("samples", gr.Button(text("samples", lang), size="sm", elem_id="samples-button"), "samples", "value")
+            with gr.Row():  # the box's own upload icon is hidden (a button inside a button): this one adds to the set
+                page.add("add_photos", gr.UploadButton(text("add_photos", lang), file_count="multiple", file_types=["image"], size="sm",
+                                                       elem_id="add-photos"), "add_photos", "label")  # its label is its text
+                page.add("samples", gr.Button(text("samples", lang), size="sm", elem_id="samples-button"), "samples", "value")
             page.add("strip", gr.Gallery(label=text("photos_hint", lang, max_batch="N"), columns=8, rows=1, height=150,
                                          allow_preview=False, object_fit="contain", elem_id="strip", interactive=False))
         page.add("canvas", gr.AnnotatedImage(label=text("canvas", lang), height=460, elem_id="canvas", format="png"), "canvas")
@@ -325,6 +346,8 @@ def results_panel(page: Page) -> None:
                          "cancel", "value")
                 page.add("job", gr.HTML(progress_html(None, lang), elem_id="job"))
             page.add("my_jobs", gr.Dropdown(choices=[], value=None, label=text("my_jobs", lang), elem_id="my-jobs", interactive=True), "my_jobs")
+            page.add("job_covers", gr.Gallery(label=text("job_covers", lang), columns=6, height=130, allow_preview=False, visible=False,
+                                              object_fit="contain", elem_id="job-covers", interactive=False), "job_covers")
             with page.add("results_area", gr.Column(visible=False)):
                 page.add("results", gr.Gallery(label=text("results", lang), columns=4, height=200, allow_preview=False,
                                                object_fit="contain", elem_id="results", interactive=False), "results")
@@ -347,7 +370,7 @@ def refresh_rules(page: Page, trigger):
 
 def refresh_jobs(page: Page, trigger):
     "After `trigger`, the jobs list read again."
-    return wire(trigger, page.app.my_jobs, [page["token"], page["ws"], page["lang"]], ["my_jobs"], page.ui)
+    return wire(trigger, page.app.my_jobs, [page["token"], page["ws"], page["lang"]], ["my_jobs", "job_covers", "job_ids"], page.ui)
 
 def show_job(page: Page, trigger):
     "After `trigger` made a job the page's job: follow it while it runs, then show its results, then refresh the header and list."
@@ -365,13 +388,11 @@ def refresh_banner(page: Page, trigger, **options):
 def wire_start(page: Page, demo: gr.Blocks) -> None:
     "Loading the page signs in and opens the first domain; choosing a domain opens it; the banner polls while SAM 3 loads."
     app, lang, ws = page.app, page["lang"], page["ws"]
-    open_domain = functools.partial(app.open_domain, buttons=page.buttons)
-    # the action before the concept: the concept's change event then reads the new domain's action, not the old one's
-    opened = ["ws", *page.palette, "threshold", *page.composer, "action", "concept", "marketplace", *EDITOR, "rule_name", *CANVAS,
-              "slider"]
+    open_domain, opened = functools.partial(app.open_domain, buttons=page.buttons), page.domain_outputs
     start = wire(demo.load, app.sign_in, [page["token"], lang], ["token", "header", "strip"], page.ui)
     first = wire(start.then, open_domain, [page["domain"], lang, ws], opened, page.ui)
-    reattached = wire(first.then, app.reattach, [page["token"], ws, lang], JOB_OUTPUTS, page.ui)  # a reload keeps the running job
+    reattach = functools.partial(app.reattach, buttons=page.buttons)
+    reattached = wire(first.then, reattach, [page["token"], ws, lang], page.job_outputs, page.ui)  # a reload keeps the running job
     refresh_jobs(page, reattached.then)
     show_job(page, reattached.success)
     refresh_rules(page, first.then)
@@ -379,6 +400,9 @@ def wire_start(page: Page, demo: gr.Blocks) -> None:
     refresh_banner(page, page["model_timer"].tick, concurrency_limit=None)
     switched = wire(page["domain"].input, open_domain, [page["domain"], lang, ws], opened, page.ui)
     refresh_rules(page, switched.then)
+    switched_job = wire(switched.then, app.domain_job, [page["token"], ws, lang], JOB_OUTPUTS, page.ui)  # each domain its own job
+    refresh_jobs(page, switched_job.then)
+    show_job(page, switched_job.success)
 
 def wire_language(page: Page) -> None:
     "A language switch relabels the page's own words, then what the workspace shows, then the action, the header and the banner."
@@ -407,6 +431,7 @@ def wire_canvas(page: Page) -> None:
     "Upload and the strip set the canvas; a concept button finds the concept, the threshold finds it again (SAM 3's group)."
     app, token, ws, lang = page.app, page["token"], page["ws"], page["lang"]
     wire(page["samples"].click, app.samples, [ws], ["photos"], page.ui)  # then the box's .change makes them the set
+    wire(page["add_photos"].upload, app.add_photos, [page["add_photos"], page["photos"]], ["photos"], page.ui)
     # .change: an upload, a removed file and a cleared box all make the set exactly what the box holds
     wire(page["photos"].change, app.upload, [page["photos"], token, ws, lang], ["ws", "strip", "threshold", "apply", *CANVAS], page.ui)
     wire(page["strip"].select, app.pick_photo, [ws, lang], ["ws", "threshold", *CANVAS], page.ui)
@@ -461,8 +486,12 @@ def wire_jobs(page: Page) -> None:
     refresh_header(page, applied.then)
     refresh_jobs(page, applied.then)
     show_job(page, applied.success)
-    opened = wire(page["my_jobs"].input, app.open_job, [page["my_jobs"], token, ws, lang], JOB_OUTPUTS, ui)
+    opened = wire(page["my_jobs"].input, functools.partial(app.open_job, buttons=page.buttons), [page["my_jobs"], token, ws, lang],
+                  page.job_outputs, ui)
     show_job(page, opened.success)
+    covered = wire(page["job_covers"].select, functools.partial(app.open_cover, buttons=page.buttons), [page["job_ids"], token, ws, lang],
+                   page.job_outputs, ui)
+    show_job(page, covered.success)
     wire(page["results"].select, app.pick_result, [page["results_state"]], ["result_slider"], ui)
     canceled = wire(page["cancel"].click, app.cancel, [token, ws, lang], [], ui)
     refresh_header(page, canceled.then)
@@ -489,6 +518,7 @@ def build_demo(service: Service, # its presets, users, rules, jobs and model
         page.add("token", gr.BrowserState(None, storage_key=settings.ui.storage_key, secret=browser_secret(settings.auth.jwt_secret)))
         page.add("ws", gr.State(None))
         page.add("results_state", gr.State([]))
+        page.add("job_ids", gr.State([]))  # the jobs whose pictures the list shows, in order
         page.add("cards", gr.State([]))
         top_panel(page)
         with gr.Row(equal_height=False):

@@ -6,7 +6,7 @@
 __all__ = ['DISPLAY_SIDE', 'MAX_CARDS', 'DRAFT_FIELDS', 'CARD_SIDE', 'TILE_SIDE', 'fit', 'shrink_mask', 'display_photo', 'Found',
            'Workspace', 'picker_hex', 'composer_params', 'control_name', 'is_material', 'edit_from_inputs',
            'describe_edit', 'cutout', 'instance_label', 'instance_cards', 'overlay', 'swatch_tiles', 'material_tiles',
-           'header_markdown', 'progress_html', 'result_caption', 'age_text', 'job_label']
+           'header_markdown', 'progress_html', 'result_caption', 'age_text', 'job_label', 'cover_caption']
 
 # %% ../../nbs/14b_ui_workspace.ipynb #e3001742
 import functools
@@ -203,16 +203,17 @@ def new_rule(self: Workspace, preset: Preset) -> None:
     self.edits, self.protect, self.rule_id, self.rule_name = [], list(preset.protect_defaults), None, ""
 
 # %% ../../nbs/14b_ui_workspace.ipynb #460eeeaa
-DRAFT_FIELDS = ("edits", "protect", "rule_id", "rule_name", "thresholds")
+DRAFT_FIELDS = ("edits", "protect", "rule_id", "rule_name", "thresholds", "job_id")
 
 @patch
 def switch_domain(self: Workspace, preset: Preset) -> "Workspace":
-    "A workspace for `preset` with this one's photos, job and drafts; this domain's rule kept as its draft, `preset`'s draft restored."
+    "Switch to `preset` in place, keeping the photos: this domain's rule and job wait as its draft, `preset`'s come back."
     drafts = {**self.drafts, self.domain: {name: getattr(self, name) for name in DRAFT_FIELDS}}
-    switched = Workspace.start(preset)
-    switched.photos, switched.canvas, switched.job_id, switched.drafts = self.photos, self.canvas, self.job_id, drafts
-    for name, value in drafts.get(preset.id, {}).items(): setattr(switched, name, value)
-    return switched
+    photos, canvas = self.photos, self.canvas
+    vars(self).update(vars(Workspace.start(preset)))
+    self.photos, self.canvas, self.drafts = photos, canvas, drafts
+    for name, value in drafts.get(preset.id, {}).items(): setattr(self, name, value)
+    return self
 
 # %% ../../nbs/14b_ui_workspace.ipynb #bc59f0b6
 _RGB = re.compile(r"rgba?\(\s*(-?[\d.]+)\s*,\s*(-?[\d.]+)\s*,\s*(-?[\d.]+)")
@@ -400,3 +401,10 @@ def job_label(job: dict, # one entry of the service's `list_jobs()`
         until = datetime.fromisoformat(job["finished_at"].replace("Z", "+00:00")) + timedelta(days=retention_days)
         parts.append(text("kept_until", lang, date=until.strftime("%Y-%m-%d %H:%M UTC")))
     return " · ".join(parts)
+
+def cover_caption(job: dict, # one entry of the service's `list_jobs()`
+                  now: datetime, # aware UTC
+                  lang: str = "en") -> str:
+    "The short caption under a job's picture in the list: how long ago, and its state."
+    created = datetime.fromisoformat(job["created_at"].replace("Z", "+00:00"))
+    return f'{age_text((now - created).total_seconds(), lang)} · {text("job_state", lang).get(job["status"], job["status"])}'
