@@ -84,7 +84,7 @@ def compose_wall_edit(page):
     expect(page.locator("#edits")).to_contain_text("Wall → Recolour")
 
 
-FLOW = ["domain", "samples-button", "palette-buttons", "swatches", "add-edit", "rule-name", "apply", "results", "export-button"]
+FLOW = ["domain", "samples-button", "palette-buttons", "swatches", "add-edit", "rule-name", "apply", "export-button"]
 
 
 def tab_to(page, predicate: str, limit: int = 400) -> list[str]:
@@ -321,6 +321,7 @@ def test_the_whole_flow_by_keyboard_in_the_order_of_the_flow(browser, server):
     regions += tab_to(page, "e.id === 'export-button'")
     page.keyboard.press("Enter")
     expect(page.locator("#export a").first).to_be_visible()
+    regions = [r for i, r in enumerate(regions) if i == 0 or regions[i - 1] != r]
     assert sorted(set(regions), key=FLOW.index) == FLOW, regions  # every step of the flow was passed …
     assert regions == sorted(regions, key=FLOW.index), regions  # … in the flow's order
     found = axe_violations(page)  # with cards, results, the jobs list and its pictures shown
