@@ -19,8 +19,8 @@ from .core import InvalidRequest, color_hex, parse_color
 
 # %% auto #0
 __all__ = ['FEATHER_PIXELS', 'MATERIALS', 'PARAM_KINDS', 'TILE', 'TEXTURE_SCALE', 'SHADING_SCALE', 'INPAINT_SIDE', 'BLUR_RADIUS',
-           'ADJUSTMENT', 'ACTIONS', 'Param', 'fill', 'recolor', 'texture', 'material', 'remove', 'blur', 'adjust',
-           'Action', 'register_action', 'unregister_action', 'apply_edit']
+           'ADJUSTMENT', 'ACTIONS', 'Param', 'fill', 'srgb_to_linear', 'linear_to_srgb', 'recolor', 'texture',
+           'material', 'remove', 'blur', 'adjust', 'Action', 'register_action', 'unregister_action', 'apply_edit']
 
 # %% ../nbs/04_edit.ipynb #08045105
 FEATHER_PIXELS = 2  # width of the soft edge outside the mask; pixels farther than this from the mask are bit-identical
@@ -142,14 +142,16 @@ def fill(image: np.ndarray, # RGB uint8 H×W×3
 _LEVELS = 65535  # linear light is quantised to 16 bits before re-encoding
 _DARK = 0.01  # linear light added to numerator and denominator of shading ratios
 
-def _srgb_to_linear(values: np.ndarray) -> np.ndarray:
+def srgb_to_linear(values: np.ndarray) -> np.ndarray:
+    "sRGB values (0..1) as linear light (0..1)."
     return np.where(values <= 0.04045, values / 12.92, ((values + 0.055) / 1.055) ** 2.4)
 
-def _linear_to_srgb(values: np.ndarray) -> np.ndarray:
+def linear_to_srgb(values: np.ndarray) -> np.ndarray:
+    "Linear light (0..1) as sRGB values (0..1)."
     return np.where(values <= 0.0031308, values * 12.92, 1.055 * values ** (1 / 2.4) - 0.055)
 
-_DECODE = _srgb_to_linear(np.arange(256) / 255).astype(np.float32)  # sRGB code -> linear light
-_ENCODE = np.rint(255 * _linear_to_srgb(np.linspace(0, 1, _LEVELS + 1))).astype(np.uint8)  # 16-bit linear -> code
+_DECODE = srgb_to_linear(np.arange(256) / 255).astype(np.float32)  # sRGB code -> linear light
+_ENCODE = np.rint(255 * linear_to_srgb(np.linspace(0, 1, _LEVELS + 1))).astype(np.uint8)  # 16-bit linear -> code
 _LUMA = np.array([0.2126, 0.7152, 0.0722], np.float32)  # Rec. 709 luminance weights (linear light)
 _LUMINANCE_TABLE = (_DECODE[:, None] * _LUMA).reshape(256, 1, 3)  # per channel: weighted linear light
 

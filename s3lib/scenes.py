@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from .edit import linear_to_srgb, srgb_to_linear
 from .refine import SAM3_INPUT, SAM3_MASK
 
 # %% ../nbs/02a_scenes.ipynb #bc9a26dd
@@ -156,9 +157,9 @@ class Plane:
 
 
 # %% ../nbs/02a_scenes.ipynb #213bb971
-def _linear(hex_or_rgb) -> np.ndarray:
-    rgb = np.asarray(hex_or_rgb, np.float32) / 255
-    return np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4).astype(np.float32)
+def _linear(rgb: tuple) -> np.ndarray:
+    "An 8-bit sRGB colour as linear light."
+    return srgb_to_linear(np.asarray(rgb, np.float32) / 255).astype(np.float32)
 
 def _hash(*values) -> np.ndarray:
     "A deterministic pseudo-random number in [0, 1) per integer tuple."
@@ -266,10 +267,6 @@ class Scene:
         shape = self.image.shape[:2]
         return np.logical_or.reduce(self.masks[concept]) if self.masks.get(concept) else np.zeros(shape, bool)
 
-def _to_srgb(linear):
-    linear = np.clip(linear, 0, 1)
-    return np.where(linear <= 0.0031308, linear * 12.92, 1.055 * linear ** (1 / 2.4) - 0.055)
-
 def _shade(parts, room, light, ids, p, normals):
     "Radiance (linear RGB) of the hit points: albedo × (ambient × occlusion + the light), emissive parts as they are."
     out = np.zeros_like(p)
@@ -282,10 +279,10 @@ def _shade(parts, room, light, ids, p, normals):
         q, n = p[at], normals[at]
         albedo = part.material(q)
         if part.emissive: out[at] = albedo; continue
-        occlusion = np.ones(len(q), np.float32)
+        occlusion, near = np.ones(len(q), np.float32), walls[at]
         own = plane_index.get(part.concept if part.concept != "wall" else ("left", "back", "right")[part.index], None)
         for j in range(5):
-            if j != own: occlusion *= 1 - 0.32 * np.exp(-walls[at][:, j] / 0.3)
+            if j != own: occlusion *= 1 - 0.32 * np.exp(-near[:, j] / 0.3)
         if part.concept == "floor":
             for piece in grounded: occlusion *= 1 - 0.6 * np.exp(-piece.shape.floor_distance(q[:, 0], q[:, 2]) / 0.09)
         elif own is None:
@@ -314,7 +311,7 @@ def render(parts: list, camera: Camera, room: Room, light: tuple, seed: int = 0,
         p = origin + best[:, None] * d
         linear[rows] = _shade(parts, room, light, ids, p, normals).reshape(rows.stop - rows.start, w, 3)
         labels[rows] = ids.reshape(rows.stop - rows.start, w)
-    photo = cv2.GaussianBlur(_to_srgb(linear).astype(np.float32), (0, 0), 0.6) * 255
+    photo = cv2.GaussianBlur(linear_to_srgb(np.clip(linear, 0, 1)).astype(np.float32), (0, 0), 0.6) * 255
     photo += np.random.default_rng(seed).normal(0, 1.6, photo.shape).astype(np.float32)
     return np.clip(photo + 0.5, 0, 255).astype(np.uint8), labels
 
