@@ -24,7 +24,7 @@ import gradio as gr
 from fastcore.basics import patch
 from PIL import Image
 
-from ..core import InvalidRequest, ModelUnavailable, NotFound, S3libError, Settings, Unauthorized, color_hex, encode_image, load_image
+from ..core import InvalidRequest, InvalidState, ModelUnavailable, NotFound, S3libError, Settings, Unauthorized, color_hex, encode_image, load_image
 from ..edit import ACTIONS
 from ..export import safe_stems
 from ..operations import NO_TOKEN
@@ -435,8 +435,9 @@ def follow(self: PaletteApp, token: str | None, ws: Workspace, lang: str):
 @guarded()
 def results(self: PaletteApp, token: str | None, ws: Workspace, lang: str) -> dict:
     "The finished job's results (gallery, before/after data) and, for sellers, the marketplace check; nothing while it runs."
-    if not ws.job_id or not _is_finished(self.service.job_status(self.user(token), ws.job_id)): return {}
-    export = self.service.export_job(self.user(token), ws.job_id, lang)
+    if not ws.job_id: return {}
+    try: export = self.service.export_job(self.user(token), ws.job_id, lang)
+    except InvalidState: return {}  # still running: a follow that a domain switch ended
     gallery, shown, checks = [], [], []
     for item, stem in zip(export["items"], safe_stems([i["filename"] for i in export["items"]])):
         name = item["filename"]

@@ -6,7 +6,7 @@
 __all__ = ['DISPLAY_SIDE', 'MAX_CARDS', 'DRAFT_FIELDS', 'CARD_SIDE', 'TILE_SIDE', 'fit', 'shrink_mask', 'display_photo', 'Found',
            'Workspace', 'picker_hex', 'composer_params', 'control_name', 'is_material', 'edit_from_inputs',
            'describe_edit', 'cutout', 'instance_label', 'instance_cards', 'overlay', 'swatch_tiles', 'material_tiles',
-           'header_markdown', 'progress_html', 'result_caption', 'age_text', 'job_label', 'cover_caption']
+           'header_markdown', 'progress_html', 'result_caption', 'age_text', 'cover_caption', 'job_label']
 
 # %% ../../nbs/14b_ui_workspace.ipynb #e3001742
 import functools
@@ -386,25 +386,24 @@ def age_text(seconds: float, # how long ago
     for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
         if seconds >= size: return text(f"age_{unit}", lang, n=int(seconds // size))
 
+def cover_caption(job: dict, # one entry of the service's `list_jobs()`
+                  now: datetime, # aware UTC
+                  lang: str = "en") -> str:
+    "How long ago the job was made, and its state: the caption under its picture, and how its line in the list begins."
+    created = datetime.fromisoformat(job["created_at"].replace("Z", "+00:00"))
+    return f'{age_text((now - created).total_seconds(), lang)} · {text("job_state", lang).get(job["status"], job["status"])}'
+
 def job_label(job: dict, # one entry of the service's `list_jobs()`
               domain_name: str, # the job's preset, named in `lang`
               now: datetime, # aware UTC
               retention_days: float, # how long finished jobs' results are kept
               lang: str = "en") -> str:
     "One line of the jobs list."
-    created = datetime.fromisoformat(job["created_at"].replace("Z", "+00:00"))
-    progress, state = job["progress"], text("job_state", lang).get(job["status"], job["status"])
-    parts = [age_text((now - created).total_seconds(), lang), state, text("job_photos", lang, done=progress["done"], total=progress["total"]),
+    progress = job["progress"]
+    parts = [cover_caption(job, now, lang), text("job_photos", lang, done=progress["done"], total=progress["total"]),
              text("job_charged", lang, charged=job["credits_charged"]), domain_name]
     if job["purged_at"]: parts.append(text("results_deleted", lang, days=retention_days))
     elif job["finished_at"]:
         until = datetime.fromisoformat(job["finished_at"].replace("Z", "+00:00")) + timedelta(days=retention_days)
         parts.append(text("kept_until", lang, date=until.strftime("%Y-%m-%d %H:%M UTC")))
     return " · ".join(parts)
-
-def cover_caption(job: dict, # one entry of the service's `list_jobs()`
-                  now: datetime, # aware UTC
-                  lang: str = "en") -> str:
-    "The short caption under a job's picture in the list: how long ago, and its state."
-    created = datetime.fromisoformat(job["created_at"].replace("Z", "+00:00"))
-    return f'{age_text((now - created).total_seconds(), lang)} · {text("job_state", lang).get(job["status"], job["status"])}'
