@@ -33,6 +33,8 @@ class EdgeRefiner:
         h, w = image.shape[:2]
         self.shape, self.image = (h, w), image
         self.cell = cell or max(w, h) / SAM3_MASK
+        self.needed = self.cell > 1  # a photo no larger than the mask grid: its masks are at photo resolution already
+        if not self.needed: return
         s = self.scale = max(1, int(round(self.cell / samples_per_cell)))
         self.low = (max(1, h // s), max(1, w // s))  # rows, cols of the sampled grid: cell (i, j) = pixels [i*s, (i+1)*s)
         self.r = max(1, int(round(radius_cells * self.cell / s)))
@@ -57,7 +59,7 @@ class EdgeRefiner:
         if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_ or mask.shape != self.shape:
             raise ValueError(f"the mask must be bool {self.shape}, the photo's size, not {getattr(mask, 'dtype', type(mask).__name__)} "
                              f"{np.shape(mask)}")
-        if self.cell <= 1: return mask.copy()  # a photo no larger than the mask grid: its masks are at photo resolution already
+        if not self.needed: return mask.copy()
         h, w = self.shape
         s, (lh, lw) = self.scale, self.low
         if window is None:
