@@ -16,10 +16,11 @@ import cv2
 import numpy as np
 
 from .core import InvalidRequest, color_hex, parse_color
+from .perspective import lay, mip_levels, surface_plane
 
 # %% auto #0
 __all__ = ['FEATHER_PIXELS', 'MATERIALS', 'PARAM_KINDS', 'TILE', 'TEXTURE_SCALE', 'SHADING_SCALE', 'INPAINT_SIDE', 'BLUR_RADIUS',
-           'ADJUSTMENT', 'ACTIONS', 'Param', 'fill', 'srgb_to_linear', 'linear_to_srgb', 'recolor', 'texture',
+           'ADJUSTMENT', 'ACTIONS', 'Param', 'fill', 'srgb_to_linear', 'linear_to_srgb', 'recolor', 'texture', 'laying',
            'material', 'remove', 'blur', 'adjust', 'Action', 'register_action', 'unregister_action', 'apply_edit']
 
 # %% ../nbs/04_edit.ipynb #08045105
@@ -370,24 +371,46 @@ def _scaled_texture(name: str, side: int) -> np.ndarray:
     interpolation = cv2.INTER_AREA if side < TILE else cv2.INTER_CUBIC
     return np.ascontiguousarray(cv2.resize(repeat, (3 * side, 3 * side), interpolation=interpolation)[side:2 * side, side:2 * side])
 
+@lru_cache(maxsize=4)
+def _texture_levels(name: str) -> list:
+    "The material's tile in linear light and its mip levels, for laying in perspective."
+    return mip_levels(_DECODE[texture(name)])
+
+def _tile_side(image: np.ndarray) -> int:
+    return max(8, round(max(image.shape[:2]) * TEXTURE_SCALE))
+
+def laying(image: np.ndarray, # RGB uint8 H×W×3
+           mask: np.ndarray, # bool H×W: the surface to cover
+           name: str = "oak", # the material (every material is laid the same way)
+          ) -> str:
+    "How `material` lays a texture on this mask: in perspective on which plane, or flat and why."
+    _check(image, mask)
+    if not mask.any(): return "nothing to cover: the mask is empty"
+    plane = surface_plane(mask, _tile_side(image))
+    return plane.reason if plane.homography is not None else f"laid flat: {plane.reason}"
+
 def material(image: np.ndarray, # RGB uint8 H×W×3
              mask: np.ndarray, # bool H×W: the surface to cover
              name: str, # one of `MATERIALS`
+             perspective: bool = True, # follow the surface's plane where one is found; False: always flat
             ) -> np.ndarray:
-    "Cover the masked surface with a generated material, lit by the original surface's shading."
+    "Cover the masked surface with a generated material in the surface's perspective, lit by the original surface's shading."
     _check(image, mask)
     _material_name(name)
     region = _region(mask)
     if region is None: return image.copy()
-    longer = max(image.shape[:2])
-    side = max(8, round(longer * TEXTURE_SCALE))
-    top, left = region.rows.start % side, region.cols.start % side
-    height, width = region.mask.shape
-    tiles = np.tile(_scaled_texture(name, side), (-(-(top + height) // side), -(-(left + width) // side), 1))
-    surface = cv2.LUT(np.ascontiguousarray(tiles[top:top + height, left:left + width]), _DECODE)  # linear light
+    side = _tile_side(image)
+    plane = surface_plane(mask, side) if perspective else None
+    if plane is not None and plane.homography is not None:
+        surface = lay(_texture_levels(name), plane.homography, region.rows, region.cols)  # linear light
+    else:
+        top, left = region.rows.start % side, region.cols.start % side
+        height, width = region.mask.shape
+        tiles = np.tile(_scaled_texture(name, side), (-(-(top + height) // side), -(-(left + width) // side), 1))
+        surface = cv2.LUT(np.ascontiguousarray(tiles[top:top + height, left:left + width]), _DECODE)
     luminance = _luminance(image[region.rows, region.cols])
     inside = region.mask.astype(np.float32)
-    sigma = max(1.0, longer * SHADING_SCALE)
+    sigma = max(1.0, max(image.shape[:2]) * SHADING_SCALE)
     light = _smooth(luminance * inside, sigma) / np.maximum(_smooth(inside, sigma), 1e-3)
     shading = (light + _DARK) / (_mean(luminance, region.mask) + _DARK)
     return _composite(image, region, _encode(surface * shading[..., None]))
@@ -468,6 +491,7 @@ class Action:
     name: str  # what rules and presets write, e.g. "recolor": 1-32 lower-case letters, digits and _
     function: Callable  # function(image, mask, **params) -> a new image, changing nothing beyond the mask's soft edge
     params: dict = field(default_factory=dict)  # parameter name -> `Param`, in the order people see them
+    explain: Callable | None = None  # explain(image, mask, **params) -> how the action treats this mask (reported with the edit)
 
     @property
     def summary(self) -> str:
@@ -505,7 +529,7 @@ def unregister_action(name: str) -> Action:
     return ACTIONS.pop(name)
 
 register_action(Action("recolor", recolor, {"color": Param("color", True)}))
-register_action(Action("material", material, {"name": Param("choice", True, choices=MATERIALS)}))
+register_action(Action("material", material, {"name": Param("choice", True, choices=MATERIALS)}, explain=laying))
 register_action(Action("fill", fill, {"color": Param("color", False, "#FFFFFF")}))
 register_action(Action("remove", remove))
 register_action(Action("blur", blur, {"radius": BLUR_RADIUS}))

@@ -212,7 +212,7 @@ class EditResult:
     "What `apply_rule` made: the image, the masks it used, and what each edit did."
     image: Image.Image  # the edited RGB image
     masks: dict  # concept id -> bool mask each edit used (protected pixels excluded), plus "protect"
-    report: list  # per edit: concept, action, instances, pixels_changed, skipped (None or why)
+    report: list  # per edit: concept, action, instances, pixels_changed, skipped (None or why), and the action's note (e.g. how a material was laid)
 
 def _rgb_array(image) -> np.ndarray:
     if isinstance(image, Image.Image):
@@ -298,6 +298,8 @@ def apply_rule(image: Image.Image | np.ndarray, # the photo, RGB
         mask = masks[edit.concept] = np.zeros(shape, dtype=bool)
         mask[rows, cols] = crop
         edited = apply_edit(current, mask, edit.action, edit.params)
+        explain = ACTIONS[edit.action].explain
+        if explain is not None: entry["note"] = explain(current, mask, **edit.params)
         reach = _window_of(targets, shape, pad=FEATHER_PIXELS)  # every pixel an edit may write: its mask and soft edge
         keep = protect_mask[reach]
         if keepers and keep.any(): np.copyto(edited[reach], original[reach], where=keep[..., None])

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['INF', 'WALL_PAINTS', 'FLOORS', 'FABRICS', 'Camera', 'Box', 'Cylinder', 'Sphere', 'Plane', 'Planks', 'Paint', 'Sky',
            'Part', 'Room', 'Scene', 'render', 'room_parts', 'render_room', 'coarse_mask', 'boundary', 'boundary_f',
-           'iou']
+           'iou', 'line_errors']
 
 # %% ../nbs/02a_scenes.ipynb #a97cab2e
 import math
@@ -404,3 +404,29 @@ def iou(pred, truth):
     union = np.count_nonzero(pred | truth)
     return 1.0 if union == 0 else np.count_nonzero(pred & truth) / union
 
+
+# %% ../nbs/02a_scenes.ipynb #7f727bb0
+def line_errors(image: np.ndarray, # uint8 H×W×3
+                mask: np.ndarray, # bool H×W: where to look (e.g. the floor)
+                point, # (x, y) pixels: where the lines should meet
+                side: int = 1600, # the image is measured shrunk to this longer side
+                coherence: float = 0.7, # points whose tensor is less directional than this are left out
+               ) -> np.ndarray:
+    "Angles (degrees, 0..90) between the image's dominant line direction and the direction to `point`, at sample points inside `mask`."
+    scale = min(1.0, side / max(mask.shape))
+    size = (round(mask.shape[1] * scale), round(mask.shape[0] * scale))
+    grey = cv2.cvtColor(cv2.resize(image, size, interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    inside = cv2.resize(mask.view(np.uint8), size, interpolation=cv2.INTER_NEAREST)
+    sigma = max(size) / 160
+    gx, gy = cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1)
+    jxx, jxy, jyy = (cv2.GaussianBlur(a, (0, 0), sigma) for a in (gx * gx, gx * gy, gy * gy))
+    inside = cv2.erode(inside, np.ones((int(4 * sigma) | 1,) * 2, np.uint8))
+    step = max(2, int(sigma))
+    ys, xs = np.nonzero(inside[::step, ::step])
+    ys, xs = ys * step, xs * step
+    a, b, c = jxx[ys, xs], jxy[ys, xs], jyy[ys, xs]
+    clear = np.sqrt((a - c) ** 2 + 4 * b * b) / np.maximum(a + c, 1e-6) > coherence
+    line = 0.5 * np.arctan2(2 * b, a - c) + np.pi / 2  # the gradient is across the line
+    towards = np.arctan2(point[1] * scale - ys, point[0] * scale - xs)
+    error = np.abs((line - towards + np.pi / 2) % np.pi - np.pi / 2)
+    return np.degrees(error[clear])
