@@ -209,7 +209,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "runner": dict(kind=("inline", "external", "ray", "runpod"), threads=int, ray_address=str, ray_actors=int,
                    ray_gpus_per_actor=float, lease_seconds=float, runpod_url=str, runpod_endpoint_id=str, runpod_api_key=str),
     "ui": dict(storage_key=str, language=("en", "ko")),
-    "edit": dict(mask_edges=("refined", "coarse")),
+    "edit": dict(mask_edges=("refined", "coarse"), inpainter=("classical", "lama"), inpaint_weights=str),
 }
 PLAN_KEYS = dict(credits_at_signup=int, credits_per_image=int, max_concurrent_jobs=int, max_rules=int, max_batch=int)
 
@@ -314,6 +314,9 @@ def _validated(raw: dict, raw_plans: dict, root: Path, source: str) -> Settings:
         missing = set(keys) - set(given)
         if missing: raise SettingsError(f"missing key(s) in [{section}] of {source}: {', '.join(sorted(missing))}")
         sections[section] = Section(section, {k: _convert(section, k, given[k], kind, source) for k, kind in keys.items()})
+    if sections["edit"].inpainter == "lama" and not sections["edit"].inpaint_weights:
+        raise SettingsError(f"[edit] inpainter = lama (from {source}) needs [edit] inpaint_weights: a big-lama.pt file, "
+                            "a folder holding one, or a hub id; or set inpainter = classical")
     if "free" not in raw_plans: raise SettingsError(f"{source} has no [plan.free] section; new users need a plan")
     plans = {}
     for name, given in raw_plans.items():

@@ -16,12 +16,13 @@ import cv2
 import numpy as np
 
 from .core import InvalidRequest, color_hex, parse_color
+from .inpaint import patchmatch_fill
 from .perspective import lay, mip_levels, surface_plane
 
 # %% auto #0
-__all__ = ['FEATHER_PIXELS', 'MATERIALS', 'PARAM_KINDS', 'TILE', 'TEXTURE_SCALE', 'SHADING_SCALE', 'INPAINT_SIDE', 'BLUR_RADIUS',
-           'ADJUSTMENT', 'ACTIONS', 'Param', 'fill', 'srgb_to_linear', 'linear_to_srgb', 'recolor', 'texture', 'laying',
-           'material', 'remove', 'blur', 'adjust', 'Action', 'register_action', 'unregister_action', 'apply_edit']
+__all__ = ['FEATHER_PIXELS', 'MATERIALS', 'PARAM_KINDS', 'TILE', 'TEXTURE_SCALE', 'SHADING_SCALE', 'BLUR_RADIUS', 'ADJUSTMENT',
+           'ACTIONS', 'Param', 'fill', 'srgb_to_linear', 'linear_to_srgb', 'recolor', 'texture', 'laying', 'material',
+           'remove', 'blur', 'adjust', 'Action', 'register_action', 'unregister_action', 'apply_edit']
 
 # %% ../nbs/04_edit.ipynb #08045105
 FEATHER_PIXELS = 2  # width of the soft edge outside the mask; pixels farther than this from the mask are bit-identical
@@ -416,28 +417,28 @@ def material(image: np.ndarray, # RGB uint8 H×W×3
     return _composite(image, region, _encode(surface * shading[..., None]))
 
 # %% ../nbs/04_edit.ipynb #5eac941c
-INPAINT_SIDE = 384  # remove() inpaints a copy of the region shrunk to at most this many pixels on its longer side
-
 def remove(image: np.ndarray, # RGB uint8 H×W×3
            mask: np.ndarray, # bool H×W: the object to remove
+           inpainter: Callable | None = None, # inpainter(crop, hole) -> filled crop, with `max_side`; default PatchMatch
           ) -> np.ndarray:
     "Remove the masked object, filling its place from the surroundings (inpainting)."
     _check(image, mask)
     region = _region(mask)
     if region is None: return image.copy()
+    fill = inpainter or patchmatch_fill
     height, width = image.shape[:2]
-    margin = max(16, (region.rows.stop - region.rows.start + region.cols.stop - region.cols.start) // 8)
+    margin = max(16, (region.rows.stop - region.rows.start + region.cols.stop - region.cols.start) // 4)
     rows = slice(max(0, region.rows.start - margin), min(height, region.rows.stop + margin))
     cols = slice(max(0, region.cols.start - margin), min(width, region.cols.stop + margin))
     context = image[rows, cols]
     context_height, context_width = context.shape[:2]
-    scale = min(1.0, INPAINT_SIDE / max(context_height, context_width))
+    scale = min(1.0, fill.max_side / max(context_height, context_width))
     size = (max(1, round(context_width * scale)), max(1, round(context_height * scale)))
-    small = cv2.resize(context, size, interpolation=cv2.INTER_AREA)
+    small = cv2.resize(context, size, interpolation=cv2.INTER_AREA) if scale < 1 else context
     hole = cv2.resize(mask[rows, cols].astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0
-    hole = cv2.dilate(hole.view(np.uint8), np.ones((3, 3), np.uint8))
-    filled = cv2.inpaint(small, hole, 3, cv2.INPAINT_NS)
-    filled = cv2.resize(filled, (context_width, context_height), interpolation=cv2.INTER_LINEAR)
+    hole = cv2.dilate(hole.view(np.uint8), np.ones((3, 3), np.uint8)).view(bool)
+    filled = fill(small, hole)
+    if scale < 1: filled = cv2.resize(filled, (context_width, context_height), interpolation=cv2.INTER_CUBIC)
     top, left = region.rows.start - rows.start, region.cols.start - cols.start
     edited = filled[top:top + region.mask.shape[0], left:left + region.mask.shape[1]]
     return _composite(image, region, edited)
@@ -539,6 +540,7 @@ def apply_edit(image: np.ndarray, # RGB uint8 H×W×3
                mask: np.ndarray, # bool H×W
                action: str, # a name in `ACTIONS`
                params: dict, # the action's parameters by name; optional ones may be left out
+               inpainter: Callable | None = None, # for actions that fill holes (remove): the inpainter to use
               ) -> np.ndarray:
     "Run one edit action by name: `apply_edit(image, mask, 'fill', {'color': '#FFFFFF'})`."
     if not isinstance(params, Mapping):
@@ -553,4 +555,6 @@ def apply_edit(image: np.ndarray, # RGB uint8 H×W×3
     missing = [name for name, param in allowed.items() if param.required and name not in params]
     if missing: raise InvalidRequest(f"{action} needs {', '.join(missing)}", field=missing[0])
     values = {name: params.get(name, param.default) for name, param in allowed.items()}
-    return ACTIONS[action].function(image, mask, **values)
+    function = ACTIONS[action].function
+    if inpainter is not None and "inpainter" in inspect.signature(function).parameters: values["inpainter"] = inpainter
+    return function(image, mask, **values)

@@ -20,7 +20,7 @@ from PIL import Image
 from .core import (ImageError, InvalidRequest, RuleError, S3libError, Settings, encode_image, load_image,
                         load_settings)
 from .presets import Preset, load_presets, resolve_concepts
-from .rules import EditResult, Rule, apply_rule
+from .rules import EditResult, Rule, apply_rule, edit_options
 
 # %% auto #0
 __all__ = ['MANIFEST_FORMAT', 'IMAGE_SUFFIXES', 'OUTPUT_FORMATS', 'load_rule', 'rule_concepts', 'default_segmenter', 'edit_image',
@@ -100,7 +100,7 @@ def edit_image(image, # path, bytes, PIL image or H×W×3 uint8 array
         image, max_pixels=settings.images.max_pixels, max_bytes=settings.images.max_bytes)
     segmenter = segmenter or default_segmenter(settings)
     instances = segmenter.segment(photo, concepts, thresholds=used, mask_threshold=recorded.get("mask_threshold"))
-    return apply_rule(photo, instances, rule, protected, refine_edges=settings.edit.mask_edges == "refined")
+    return apply_rule(photo, instances, rule, protected, **edit_options(settings))
 
 # %% ../nbs/06_pipeline.ipynb #2ed0d89b
 def library_versions() -> dict:
@@ -210,7 +210,7 @@ def edit_folder(sources: str | Path | Iterable, # a folder, an image file, or a 
             item["sha256"] = sha256_of(data)
             photo = load_image(data, max_pixels=settings.images.max_pixels, max_bytes=settings.images.max_bytes)
             found = segmenter.segment(photo, concepts, thresholds=used, mask_threshold=mask_threshold)
-            result = apply_rule(photo, found, rule, refine_edges=settings.edit.mask_edges == "refined")
+            result = apply_rule(photo, found, rule, **edit_options(settings))
             (destination / f"{stem}.{extension}").write_bytes(encode_image(result.image, format, quality))
             item["output"] = f"{stem}.{extension}"
             if save_masks:

@@ -19,12 +19,13 @@ from PIL import Image
 from .core import ImageError, PresetError, RuleError, color_hex, json_type, load_image
 from .presets import Preset
 from .edit import ACTIONS, FEATHER_PIXELS, MATERIALS, Param, apply_edit
+from .inpaint import load_inpainter
 from .refine import refine_instances
 from .segment import Instance
 
 # %% auto #0
 __all__ = ['MAX_EDITS', 'MAX_NAME_CHARS', 'RULE_KEYS', 'Edit', 'Rule', 'check_materials', 'edit_schema', 'rule_schema',
-           'EditResult', 'apply_rule']
+           'EditResult', 'apply_rule', 'edit_options']
 
 # %% ../nbs/05_rules.ipynb #d5c1783f
 MAX_EDITS = 32  # edits in one rule
@@ -254,6 +255,7 @@ def apply_rule(image: Image.Image | np.ndarray, # the photo, RGB
                rule: Rule, # a validated rule (`Rule.from_dict`)
                protected: Iterable = (), # more to keep unchanged: concept ids, `Instance`s or keys like "person:0"
                refine_edges: bool = False, # move the masks' edges onto the photo's first (`s3lib.refine`; settings `[edit] mask_edges`)
+               inpainter=None, # what `remove` fills holes with; None: PatchMatch (`s3lib.inpaint.load_inpainter`; settings `[edit] inpainter`)
               ) -> EditResult:
     "Apply the rule's edits in order; protected pixels come out bit-identical to the input."
     if not isinstance(rule, Rule): raise TypeError(f"rule must be a Rule, not a {type(rule).__name__}; build it with Rule.from_dict")
@@ -297,7 +299,7 @@ def apply_rule(image: Image.Image | np.ndarray, # the photo, RGB
             continue
         mask = masks[edit.concept] = np.zeros(shape, dtype=bool)
         mask[rows, cols] = crop
-        edited = apply_edit(current, mask, edit.action, edit.params)
+        edited = apply_edit(current, mask, edit.action, edit.params, inpainter=inpainter)
         explain = ACTIONS[edit.action].explain
         if explain is not None: entry["note"] = explain(current, mask, **edit.params)
         reach = _window_of(targets, shape, pad=FEATHER_PIXELS)  # every pixel an edit may write: its mask and soft edge
@@ -306,3 +308,9 @@ def apply_rule(image: Image.Image | np.ndarray, # the photo, RGB
         entry["pixels_changed"] = _pixels_changed(current[reach], edited[reach])
         current = edited
     return EditResult(Image.fromarray(current), masks, report)
+
+# %% ../nbs/05_rules.ipynb #91400d44
+def edit_options(settings) -> dict:
+    "`apply_rule`'s keyword arguments that the settings' [edit] section chooses: refine_edges and inpainter."
+    edit = settings.edit
+    return {"refine_edges": edit.mask_edges == "refined", "inpainter": load_inpainter(edit.inpainter, edit.inpaint_weights)}

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['INF', 'WALL_PAINTS', 'FLOORS', 'FABRICS', 'Camera', 'Box', 'Cylinder', 'Sphere', 'Plane', 'Planks', 'Paint', 'Sky',
            'Part', 'Room', 'Scene', 'render', 'room_parts', 'render_room', 'coarse_mask', 'boundary', 'boundary_f',
-           'iou', 'line_errors']
+           'iou', 'line_errors', 'hole_errors']
 
 # %% ../nbs/02a_scenes.ipynb #a97cab2e
 import math
@@ -430,3 +430,21 @@ def line_errors(image: np.ndarray, # uint8 H×W×3
     towards = np.arctan2(point[1] * scale - ys, point[0] * scale - xs)
     error = np.abs((line - towards + np.pi / 2) % np.pi - np.pi / 2)
     return np.degrees(error[clear])
+
+# %% ../nbs/02a_scenes.ipynb #c7b960c0
+def hole_errors(result: np.ndarray, # uint8 H×W×3: the photo after removal
+                truth: np.ndarray, # uint8 H×W×3: the scene rendered without the object
+                hole: np.ndarray, # bool H×W: where the object was
+                shrink: int = 4, # SSIM is computed on both images shrunk by this factor
+               ) -> tuple[float, float]:
+    "(mean absolute error, SSIM) of `result` against `truth` inside `hole`."
+    mae = float(np.abs(result.astype(np.float32) - truth.astype(np.float32))[hole].mean()) if hole.any() else 0.0
+    size = (max(1, hole.shape[1] // shrink), max(1, hole.shape[0] // shrink))
+    a, b = (cv2.cvtColor(cv2.resize(x, size, interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY).astype(np.float32) for x in (result, truth))
+    inside = cv2.resize(hole.view(np.uint8), size, interpolation=cv2.INTER_AREA) > 0
+    blur = lambda x: cv2.GaussianBlur(x, (0, 0), 1.5)
+    mean_a, mean_b = blur(a), blur(b)
+    var_a, var_b, cov = blur(a * a) - mean_a ** 2, blur(b * b) - mean_b ** 2, blur(a * b) - mean_a * mean_b
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    ssim = (2 * mean_a * mean_b + c1) * (2 * cov + c2) / ((mean_a ** 2 + mean_b ** 2 + c1) * (var_a + var_b + c2))
+    return mae, float(ssim[inside].mean()) if inside.any() else 1.0

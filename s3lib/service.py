@@ -32,7 +32,7 @@ from .export import export_zip
 from .presets import Preset, resolve_concepts
 from .storage import ObjectStore
 from .ledger import ACTIVE_JOB_STATES, FINISHED_JOB_STATES, Ledger, iso, utc
-from .rules import Rule, apply_rule
+from .rules import Rule, apply_rule, edit_options
 from .worker import (INSTANCE_KEY, MAX_PROTECTED, ItemTask, Runner, _invalid, _object, _protected,
                           output_content_type, output_key)
 
@@ -458,7 +458,8 @@ class Dispatch:
                         concepts=self.concepts(job, found["protected"]), callback_url=context.urls.callback(job["id"]),
                         mask_threshold=context.settings.model.mask_threshold, max_pixels=images.max_pixels,
                         max_bytes=images.max_bytes, protected=tuple(found["protected"]),
-                        refine_edges=context.settings.edit.mask_edges == "refined", **remote)
+                        refine_edges=context.settings.edit.mask_edges == "refined", inpainter=context.settings.edit.inpainter,
+                        inpaint_weights=context.settings.edit.inpaint_weights, **remote)
 
     def hand_out(self, job: dict, items: list[dict], now: datetime, only: list[int] | None = None, reason: str = "",
                  after_attempt: int | None = None, # only items handed out exactly this often so far (a retry of that attempt)
@@ -966,7 +967,7 @@ class Photos:
         extra = [INSTANCE_KEY.fullmatch(entry)[1] for entry in protected]
         picture = self.image(image)
         instances = self.segment(user_id, picture, parsed.domain, list(dict.fromkeys([*parsed.concepts, *extra])), thresholds)
-        return apply_rule(picture, instances, parsed, protected=protected, refine_edges=self.context.settings.edit.mask_edges == "refined")
+        return apply_rule(picture, instances, parsed, protected=protected, **edit_options(self.context.settings))
 
     def create_job_from_images(self, user_id: str, images: list, domain: str, rule_id: str | None = None, rule: dict | None = None,
                                filenames: list[str] | None = None, thresholds: dict | None = None, protected: list | None = None) -> dict:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['SIZES', 'CHECKPOINT_FILES', 'RECIPE_VERSION', 'byte_tokenizer', 'sam3_config', 'random_sam3', 'make_tiny_sam3',
-           'tiny_sam3_path', 'zero_threshold_presets', 'make_demo', 'png', 'sample_task', 'MemoryTransport',
-           'RecordingService']
+           'tiny_sam3_path', 'make_tiny_lama', 'zero_threshold_presets', 'make_demo', 'png', 'sample_task',
+           'MemoryTransport', 'RecordingService']
 
 # %% ../nbs/02_testing.ipynb #652dd310
 def byte_tokenizer():
@@ -126,6 +126,41 @@ def tiny_sam3_path(cache_dir: str | Path | None = None, # default: $S3LIB_TEST_C
     finally:
         shutil.rmtree(building, ignore_errors=True)
     return final
+
+# %% ../nbs/02_testing.ipynb #39d669b8
+def make_tiny_lama(folder: str | Path, # where to write big-lama.pt
+                   seed: int = 0, # the random weights' seed
+                  ) -> Path:
+    "Write a tiny random LaMa-style TorchScript network as `folder/big-lama.pt`; return the file's path."
+    import torch
+    from torch import nn
+
+    class FourierUnit(nn.Module):
+        def __init__(self, channels: int):
+            super().__init__()
+            self.conv = nn.Conv2d(2 * channels, 2 * channels, 1)
+        def forward(self, x):
+            spectrum = torch.fft.rfft2(x, norm="ortho")
+            mixed = self.conv(torch.cat([spectrum.real, spectrum.imag], 1)).relu()
+            real, imag = mixed.chunk(2, 1)
+            return torch.fft.irfft2(torch.complex(real, imag), s=x.shape[-2:], norm="ortho")
+
+    class TinyLama(nn.Module):
+        def __init__(self, width: int = 8):
+            super().__init__()
+            self.down = nn.Conv2d(4, width, 3, stride=2, padding=1)
+            self.global_context, self.local = FourierUnit(width), nn.Conv2d(width, width, 3, padding=1)
+            self.up = nn.ConvTranspose2d(width, 3, 4, stride=2, padding=1)
+        def forward(self, image, mask):
+            x = self.down(torch.cat([image * (1 - mask), mask], 1)).relu()
+            x = x + self.global_context(x) + self.local(x).relu()
+            predicted = torch.sigmoid(self.up(x))
+            return mask * predicted + (1 - mask) * image
+
+    torch.manual_seed(seed)
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    torch.jit.script(TinyLama().eval()).save(str(folder / "big-lama.pt"))
+    return folder / "big-lama.pt"
 
 # %% ../nbs/02_testing.ipynb #b55560f7
 def zero_threshold_presets(presets_dir: str | Path, # the presets to copy (the project's `presets/`)

@@ -21,6 +21,7 @@ from .auth import sign_callback
 from .core import (UPLOAD_TYPES, InvalidRequest, NotFound, S3libError, SettingsError, encode_image, json_type,
                         load_image)
 from .presets import Concept
+from .inpaint import load_inpainter
 from .rules import Edit, Rule, apply_rule
 
 # %% auto #0
@@ -75,6 +76,8 @@ class ItemTask:
     result_upload_url: str | None = None  # signed POST {item, size, part} here returns an output's presigned PUT (remote runners)
     protected: tuple = ()  # instance keys ("person:0") and concept ids kept unchanged in this photo only
     refine_edges: bool = True  # move mask edges onto the photo's edges before editing (settings `[edit] mask_edges`)
+    inpainter: str = "classical"  # what remove fills holes with (settings `[edit] inpainter`)
+    inpaint_weights: str = ""  # the learned inpainter's weights on the worker's machine (settings `[edit] inpaint_weights`)
 
 
     def to_dict(self) -> dict:
@@ -90,8 +93,8 @@ class ItemTask:
         kinds = {"job_id": str, "item": int, "attempt": int, "max_attempts": int, "input_key": str, "result_key": str,
                  "rule": dict, "concepts": list, "callback_url": str, "mask_threshold": (int, float), "max_pixels": int,
                  "max_bytes": int, "input_url": (str, type(None)), "result_upload_url": (str, type(None)), "protected": (list, tuple),
-                 "refine_edges": bool}
-        data = {"protected": (), "refine_edges": True} | data
+                 "refine_edges": bool, "inpainter": str, "inpaint_weights": str}
+        data = {"protected": (), "refine_edges": True, "inpainter": "classical", "inpaint_weights": ""} | data
         for name, kind in kinds.items():
             value = data.get(name)
             if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
@@ -249,7 +252,8 @@ def run_task(task: ItemTask, # one item, self-contained
         picture = load_image(transport.fetch(task), max_pixels=task.max_pixels, max_bytes=task.max_bytes, formats=UPLOAD_TYPES)
         model = segmenter if hasattr(segmenter, "segment") else segmenter()
         instances = model.segment(picture, task_concepts(task), mask_threshold=task.mask_threshold)
-        result = apply_rule(picture, instances, task_rule(task), protected=task.protected, refine_edges=task.refine_edges)
+        result = apply_rule(picture, instances, task_rule(task), protected=task.protected, refine_edges=task.refine_edges,
+                             inpainter=load_inpainter(task.inpainter, task.inpaint_weights))
         for name, mask in result.masks.items(): transport.store_result(task, mask_png(mask), f"masks/{name}")
         transport.store_result(task, json.dumps(result.report).encode("utf-8"), "report")
         transport.store_result(task, encode_image(result.image, "png"))
