@@ -540,6 +540,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               's3lib.scenes.iou': ('scenes.html#iou', 's3lib/scenes.py'),
                               's3lib.scenes.line_errors': ('scenes.html#line_errors', 's3lib/scenes.py'),
                               's3lib.scenes.render': ('scenes.html#render', 's3lib/scenes.py'),
+                              's3lib.scenes.render_product': ('scenes.html#render_product', 's3lib/scenes.py'),
                               's3lib.scenes.render_room': ('scenes.html#render_room', 's3lib/scenes.py'),
                               's3lib.scenes.room_parts': ('scenes.html#room_parts', 's3lib/scenes.py')},
             's3lib.segment': { 's3lib.segment.Instance': ('segment.html#instance', 's3lib/segment.py'),

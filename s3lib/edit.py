@@ -71,12 +71,15 @@ def _region(mask: np.ndarray) -> _Region | None:
         distance[reached[band].view(bool)] = value
     return _Region(rows, cols, crop, band, 1 - distance / (FEATHER_PIXELS + 1))
 
-def _composite(image: np.ndarray, region: _Region, edited: np.ndarray) -> np.ndarray:
-    "A copy of `image` with `edited` (crop-sized uint8) inside the mask and blended into the feather band."
+def _composite(image: np.ndarray, region: _Region, edited: np.ndarray, feather: bool = True) -> np.ndarray:
+    "A copy of `image` with `edited` (crop-sized uint8) inside the mask and blended into the feather band (written in full there when not `feather`)."
     result = image.copy()
     view = result[region.rows, region.cols]
     cv2.copyTo(edited, region.mask.view(np.uint8), view)  # writes into `view`, i.e. into `result`
     ys, xs = region.band
+    if not feather:
+        view[ys, xs] = edited[ys, xs]
+        return result
     original = view[ys, xs].astype(np.float32)
     blend = original + region.weights[:, None] * (edited[ys, xs] - original)
     view[ys, xs] = np.rint(blend).astype(np.uint8)
@@ -441,7 +444,7 @@ def remove(image: np.ndarray, # RGB uint8 H×W×3
     if scale < 1: filled = cv2.resize(filled, (context_width, context_height), interpolation=cv2.INTER_CUBIC)
     top, left = region.rows.start - rows.start, region.cols.start - cols.start
     edited = filled[top:top + region.mask.shape[0], left:left + region.mask.shape[1]]
-    return _composite(image, region, edited)
+    return _composite(image, region, edited, feather=False)  # the object's blurred rim goes with it: no ghost outline
 
 # %% ../nbs/04_edit.ipynb #872bfdf9
 BLUR_RADIUS = Param("number", False, 8.0, 0.5, 100.0)  # blur's radius: the Gaussian's standard deviation, in pixels

@@ -7,7 +7,7 @@ __all__ = ['WORK_SIDE', 'MIN_SEGMENT', 'STRAIGHTNESS', 'ANGLE_TOLERANCE', 'VERTI
            'HORIZONTAL_SHARE', 'GRID', 'BLOCK', 'boundary_segments', 'vanishing_points', 'SurfacePlane',
            'surface_plane', 'mip_levels', 'tile_coordinates', 'lay']
 
-# %% ../nbs/04a_perspective.ipynb #b97d1556
+# %% ../nbs/04a_perspective.ipynb #84a341ce
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -23,7 +23,7 @@ VERTICAL_EDGE_DEGREES = 20  # edges this close to vertical are left out: wall co
 FOCAL_GUESS = 0.75  # focal length in units of the photo's longer side when the photo cannot tell (a phone's main camera)
 HORIZONTAL_SHARE = 0.98  # a surface this much on one side of the horizon is a floor (below) or a ceiling (above)
 
-# %% ../nbs/04a_perspective.ipynb #dcd0c216
+# %% ../nbs/04a_perspective.ipynb #618e9548
 def _working_copy(mask: np.ndarray) -> tuple[np.ndarray, float]:
     "The mask as uint8 0/1, shrunk so its longer side is at most WORK_SIDE, and the scale used."
     height, width = mask.shape
@@ -60,7 +60,7 @@ def boundary_segments(mask: np.ndarray, # bool H×W: the surface
             segments.append(((ends + 0.5) / scale - 0.5).ravel())  # pixel centres back to photo pixels
     return np.array(segments, np.float64).reshape(-1, 4)
 
-# %% ../nbs/04a_perspective.ipynb #e12066ed
+# %% ../nbs/04a_perspective.ipynb #98d7dd42
 def _line(segment: np.ndarray) -> np.ndarray:
     return np.cross([*segment[:2], 1.0], [*segment[2:], 1.0])
 
@@ -105,7 +105,7 @@ def vanishing_points(segments: np.ndarray, # n×4 edges (x1, y1, x2, y2), as `bo
         segments = segments[~pointing]
     return found
 
-# %% ../nbs/04a_perspective.ipynb #fcb4481a
+# %% ../nbs/04a_perspective.ipynb #a9996d83
 @dataclass(frozen=True)
 class SurfacePlane:
     "A surface's plane as the photo shows it, or why none was found (`homography` None: lay the texture flat)."
@@ -127,6 +127,7 @@ def surface_plane(mask: np.ndarray, # bool H×W: the surface
     segments = boundary_segments(mask)
     if len(segments) < 2: return _flat("the surface's outline has fewer than two straight edges")
     points = [(p, _finite(p)) for p, _ in vanishing_points(segments)]
+    if not points: return _flat("no two of the outline's straight edges (other than vertical ones) meet at a vanishing point")
     finite = [(p, xy) for p, xy in points if xy is not None]
     if not finite: return _flat("the surface's straight edges are parallel in the photo: it faces the camera, flat laying is right")
     centre = np.array([width / 2, height / 2])
@@ -167,7 +168,7 @@ def _project(homography: np.ndarray, uv) -> np.ndarray:
     point = homography @ [uv[0], uv[1], 1.0]
     return point[:2] / point[2]
 
-# %% ../nbs/04a_perspective.ipynb #cdadd171
+# %% ../nbs/04a_perspective.ipynb #6f32ce09
 GRID = 8  # tile coordinates are exact every GRID pixels, bilinear in between
 BLOCK = 128  # pixels per side of a block that shares a pair of mip levels
 
