@@ -12,12 +12,15 @@ import zipfile
 from pathlib import Path
 from typing import Mapping
 
+from PIL import Image
+
+from .coco import mask_png, rle_box, rle_decode
 from .pipeline import build_manifest, sha256_of
 from .presets import Preset
 from .rules import Rule
 
 # %% auto #0
-__all__ = ['safe_stems', 'export_zip']
+__all__ = ['safe_stems', 'coco_categories', 'export_zip']
 
 # %% ../nbs/06b_export.ipynb #acf2c7bd
 def safe_stems(filenames: list[str]) -> list[str]:
@@ -31,26 +34,59 @@ def safe_stems(filenames: list[str]) -> list[str]:
     return stems
 
 # %% ../nbs/06b_export.ipynb #c1332763
-def export_zip(export: dict, # {"job", "model", "mask_threshold", "items": [{"item","filename","status","error","input","result","masks","report","checks"}]}
+_EXTENSIONS = ((b"\x89PNG\r\n\x1a\n", "png"), (b"\xff\xd8\xff", "jpg"), (b"RIFF", "webp"))
+
+def _extension(data: bytes) -> str:
+    "The file extension of encoded image bytes (png, jpg or webp), from their first bytes."
+    return next((ext for magic, ext in _EXTENSIONS if data.startswith(magic)), "bin")
+
+def _size(data: bytes) -> tuple[int, int]:
+    "(width, height) from an encoded image's header (nothing is decoded)."
+    with Image.open(io.BytesIO(data)) as picture: return picture.size
+
+def coco_categories(preset: Preset) -> list[dict]:
+    "COCO categories: one per concept of the preset, numbered from 1 in the preset's order."
+    return [{"id": k + 1, "name": concept.id, "supercategory": preset.id} for k, concept in enumerate(preset.concepts)]
+
+def export_zip(export: dict, # {"job", "model", "mask_threshold", "items": [{"item","filename","status","error","input","result","instances","report","checks"}]}
                presets: Mapping[str, Preset], # the presets (to validate the job's rule and record its prompts)
               ) -> bytes:
-    "The export set as ZIP bytes: results, masks (PNG) and manifest.json listing every photo."
+    "The export set as ZIP bytes: results/, originals/, masks/ (one PNG per instance), instances.json (COCO) and manifest.json."
     job = export["job"]
     rule = Rule.from_dict(job["rule"], presets)
-    items, buffer = [], io.BytesIO()
+    preset = presets[rule.domain]
+    categories = coco_categories(preset)
+    category_of = {category["name"]: category["id"] for category in categories}
+    items, images, annotations, buffer = [], [], [], io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for stem, item in zip(safe_stems([i["filename"] for i in export["items"]]), export["items"]):
+        for image_id, (stem, item) in enumerate(zip(safe_stems([i["filename"] for i in export["items"]]), export["items"]), start=1):
             entry = {"input": item["filename"], "sha256": sha256_of(item["input"]) if item.get("input") is not None else None,
-                     "output": None, "masks": {}, "status": item["status"], "error": item.get("error"),
+                     "original": None, "output": None, "masks": {}, "status": item["status"], "error": item.get("error"),
                      "unchanged": bool(item.get("unchanged")), "report": item.get("report") or [], "checks": item.get("checks") or []}
+            if item.get("input") is not None:
+                entry["original"] = f"originals/{stem}.{_extension(item['input'])}"
+                archive.writestr(entry["original"], item["input"])
             if item.get("result") is not None:
-                entry["output"] = f"{stem}.png"
+                entry["output"] = f"results/{stem}.{_extension(item['result'])}"
                 archive.writestr(entry["output"], item["result"])
-            for concept, png in sorted((item.get("masks") or {}).items()):
-                entry["masks"][concept] = f"masks/{stem}/{safe_stems([concept])[0]}.png"
-                archive.writestr(entry["masks"][concept], png)
+            shown = item.get("result") if item.get("result") is not None else item.get("input")
+            width, height = _size(shown) if shown is not None else (0, 0)
+            for found in item.get("instances") or []:
+                mask = rle_decode(found["rle"])
+                name = f"masks/{stem}/{safe_stems([found['concept']])[0]}-{found['index']}.png"
+                archive.writestr(name, mask_png(mask))
+                entry["masks"][found["key"]] = name
+                annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": category_of.get(found["concept"], 0),
+                                    "segmentation": found["rle"], "area": int(mask.sum()), "bbox": rle_box(mask), "score": found["score"],
+                                    "iscrowd": 0, "concept": found["concept"], "index": found["index"], "protected": found["protected"],
+                                    "mask": name})
+            images.append({"id": image_id, "file_name": entry["output"] or entry["original"], "original": entry["original"],
+                           "width": width, "height": height, "status": item["status"]})
             items.append(entry)
-        manifest = build_manifest(rule, presets[rule.domain], items, export["model"], job.get("thresholds") or {},
+        coco = {"info": {"description": f"s3lib job {job['id']}: {rule.name}", "date_created": job.get("created_at")},
+                "images": images, "categories": categories, "annotations": annotations}
+        archive.writestr("instances.json", json.dumps(coco, ensure_ascii=False))
+        manifest = build_manifest(rule, preset, items, export["model"], job.get("thresholds") or {},
                                   export.get("mask_threshold", 0.5), {"format": "png"})
         manifest["job"] = {"id": job["id"], "status": job["status"], "created_at": job.get("created_at")}
         archive.writestr("manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False))

@@ -283,6 +283,10 @@ def _table() -> tuple:
            lambda s, c: s.create_job(c.user_id, c.values["job"], idempotency_key=c.headers.get("idempotency-key")),
            (Input("job", job_schema(), "the job: a domain, a saved rule_id or a rule, and the items to upload", place="whole"),),
            status=201, tag="jobs"),
+        op("job_quote", "POST", "/jobs/quote", "What `POST /jobs` with this body would reserve when executed: `{images, credits, "
+           "balance, enough, limits}`, checked as `POST /jobs` checks it (the same errors); nothing is created or reserved.",
+           lambda s, c: s.quote(c.user_id, c.values["job"]),
+           (Input("job", job_schema(), "the body you would send to POST /jobs", place="whole"),), tag="jobs"),
         op("job_create", "POST", "/jobs", "Run a rule on photos as a job in one call: the photos are sent with it, credits are reserved "
            "and the job is queued.", _job_create,
            (Input("images", {"type": "array", "items": IMAGE.schema, "minItems": 1}, "the photos, at most the plan's max_batch", image=True),

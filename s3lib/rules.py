@@ -214,6 +214,7 @@ class EditResult:
     image: Image.Image  # the edited RGB image
     masks: dict  # concept id -> bool mask each edit used (protected pixels excluded), plus "protect"
     report: list  # per edit: concept, action, instances, pixels_changed, skipped (None or why), and the action's note (e.g. how a material was laid)
+    instances: list = field(default_factory=list)  # (Instance, protected) for every instance the edits or the protection used, refined where refined
 
 def _rgb_array(image) -> np.ndarray:
     if isinstance(image, Image.Image):
@@ -279,6 +280,8 @@ def apply_rule(image: Image.Image | np.ndarray, # the photo, RGB
         refined = dict(zip(map(id, wanted), refine_instances(original, wanted)))
         instances = [refined.get(id(i), i) for i in instances]
     keepers = [i for i in instances if i.concept in protect_concepts or i.key in protect_keys]
+    kept, edited_concepts = set(map(id, keepers)), {edit.concept for edit in rule.edits}
+    used = [(i, id(i) in kept) for i in instances if id(i) in kept or i.concept in edited_concepts]
     protect_mask = np.zeros(shape, dtype=bool)  # built once, where the protected instances lie
     rows, cols = _window_of(keepers, shape)
     protect_mask[rows, cols] = _paint(keepers, rows, cols)
@@ -307,7 +310,7 @@ def apply_rule(image: Image.Image | np.ndarray, # the photo, RGB
         if keepers and keep.any(): np.copyto(edited[reach], original[reach], where=keep[..., None])
         entry["pixels_changed"] = _pixels_changed(current[reach], edited[reach])
         current = edited
-    return EditResult(Image.fromarray(current), masks, report)
+    return EditResult(Image.fromarray(current), masks, report, used)
 
 # %% ../nbs/05_rules.ipynb #91400d44
 def edit_options(settings) -> dict:

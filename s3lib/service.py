@@ -38,11 +38,11 @@ from .worker import (INSTANCE_KEY, MAX_PROTECTED, ItemTask, Runner, _invalid, _o
 
 # %% auto #0
 __all__ = ['CONTENT_TYPES', 'MAX_FILENAME_CHARS', 'IDEMPOTENCY_KEY', 'IDEMPOTENCY_HOURS', 'MAX_ERROR_CHARS', 'MAX_JOB_LIST',
-           'MAX_REPORT_BYTES', 'MAX_GRANT', 'MAX_CLAIM_WAIT', 'MAX_CLAIM_TASKS', 'MODEL_RETRY_SECONDS', 'log',
-           'UNEXECUTED_JOB_STATES', 'JOB_MOVES', 'RateLimiter', 'default_segmenter_factory', 'WorkerUrls',
-           'ServiceContext', 'SignedBodies', 'Accounts', 'RuleBook', 'JobRequest', 'Settlement', 'Dispatch',
-           'WorkerLeases', 'Jobs', 'Uploads', 'JobReads', 'Callbacks', 'ResultUploads', 'Retention', 'ModelSlot',
-           'Photos', 'Service', 'MetricsCollector']
+           'MAX_REPORT_BYTES', 'MAX_INSTANCES_BYTES', 'MAX_GRANT', 'MAX_CLAIM_WAIT', 'MAX_CLAIM_TASKS',
+           'MODEL_RETRY_SECONDS', 'log', 'UNEXECUTED_JOB_STATES', 'JOB_MOVES', 'RateLimiter',
+           'default_segmenter_factory', 'WorkerUrls', 'ServiceContext', 'SignedBodies', 'Accounts', 'RuleBook',
+           'JobRequest', 'Settlement', 'Dispatch', 'WorkerLeases', 'price', 'Jobs', 'Uploads', 'JobReads', 'Callbacks',
+           'ResultUploads', 'Retention', 'ModelSlot', 'Photos', 'Service', 'MetricsCollector']
 
 # %% ../nbs/11_service.ipynb #8b18e456
 CONTENT_TYPES = ("image/jpeg", "image/png", "image/webp")
@@ -52,6 +52,7 @@ IDEMPOTENCY_HOURS = 24  # how long an Idempotency-Key is remembered (and callbac
 MAX_ERROR_CHARS = 1000  # longest failure message kept for an item
 MAX_JOB_LIST = 200
 MAX_REPORT_BYTES = 1024 * 1024
+MAX_INSTANCES_BYTES = 64 * 1024 * 1024  # an item's instances JSON (COCO RLE of every mask it used)
 MAX_GRANT = 1_000_000  # most credits one operator grant gives
 MAX_CLAIM_WAIT = 20  # longest a claim waits for a task, in seconds (a long poll)
 MAX_CLAIM_TASKS = 16  # most tasks one claim leases
@@ -540,6 +541,19 @@ class WorkerLeases:
             raise InvalidState(f"the lease of attempt {attempt} of item {item} has ended and the task went back to the queue")
         return {"ok": True, "lease_seconds": self.context.runner.lease_seconds}
 
+# %% ../nbs/11_service.ipynb #63c7bdd3
+def price(plan: Plan, images: int) -> int:
+    "Credits a job of `images` photos reserves when it is executed: the plan's price per image, for each."
+    return images * plan.credits_per_image
+
+def _quote(user: dict, plan: Plan, images: int) -> dict:
+    "`{images, credits, balance, enough, limits}`: what a job of `images` photos would reserve, and whether it could start now."
+    credits = price(plan, images)
+    return {"images": images, "credits": credits, "balance": user["credits"], "enough": user["credits"] >= credits,
+            "limits": {"max_batch": plan.max_batch, "credits_per_image": plan.credits_per_image,
+                       "max_concurrent_jobs": plan.max_concurrent_jobs, "active_jobs": user["active_jobs"],
+                       "slot_free": user["active_jobs"] < plan.max_concurrent_jobs}}
+
 # %% ../nbs/11_service.ipynb #6c5a2c62
 class Jobs:
     "A job's life before its results: create (uploads presigned), execute (credits reserved, tasks handed out), cancel "
@@ -574,6 +588,18 @@ class Jobs:
                                "rule": request.rule.to_dict(), "thresholds": request.thresholds}, items, now)
         return response
 
+    def quote(self, user_id: str, body: Any) -> dict:
+        "What `POST /jobs` with this body would reserve at execute, checked as `POST /jobs` checks it; nothing is written."
+        user = self.context.user(user_id)
+        plan = self.context.plan(user)
+        return _quote(user, plan, len(JobRequest.parse(body, user_id, plan, self.context, self.rules).items))
+
+    def quote_images(self, user_id: str, images: int) -> dict:
+        "The same quote for `images` photos (the palette's Apply button, before any upload)."
+        user = self.context.user(user_id)
+        plan = self.context.plan(user)
+        return _quote(user, plan, _integer(images, "images", 0, plan.max_batch))
+
     def _replay(self, user_id: str, key: str, body_hash: str) -> dict | None:
         remembered = self.context.ledger.idempotent_response(user_id, key)
         if remembered is None: return None
@@ -589,7 +615,7 @@ class Jobs:
             hint = "confirm the uploads first" if job["status"] == "created" else "it cannot be executed again"
             raise InvalidState(f"job {job_id} is {job['status']}; {hint}")
         plan, items = context.plan(context.user(user_id)), ledger.items(job_id)
-        credits, now = len(items) * plan.credits_per_image, context.now()
+        credits, now = price(plan, len(items)), context.now()
         with ledger.transaction():
             if not ledger.set_job_status(job_id, "queued", JOB_MOVES["queued"], now, credits_per_image=plan.credits_per_image, queued_at=now):
                 raise InvalidState(f"job {job_id} is {ledger.job(job_id)['status']}; it cannot be executed again")
@@ -726,12 +752,14 @@ class JobReads:
         "One item of an export: its photo and, when done, its result, masks, report and the preset's checks on it."
         exported = {"item": it["item"], "filename": it["filename"], "status": it["status"], "error": it["error"],
                     "unchanged": it["unchanged"], "input": self._object_or_none(it["input_key"]), "result": None, "masks": {},
-                    "report": it["report"] or [], "checks": []}
+                    "instances": [], "report": it["report"] or [], "checks": []}
         if it["status"] != "done": return exported
         exported["result"] = self._object_or_none(it["result_key"])
         for name in dict.fromkeys([*(e["concept"] for e in job["rule"]["edits"]), "protect"]):
             mask = self._object_or_none(output_key(it["result_key"], f"masks/{name}"))
             if mask is not None: exported["masks"][name] = mask
+        instances = self._object_or_none(output_key(it["result_key"], "instances"))
+        if instances is not None: exported["instances"] = json.loads(instances)["instances"]  # none from a worker older than instances.json
         report = None if it["report"] is not None else self._object_or_none(output_key(it["result_key"], "report"))
         if report is not None: exported["report"] = json.loads(report)  # a worker that sent its report as an object only
         exported["checks"] = self._checks(job, exported, lang)
@@ -859,7 +887,7 @@ class ResultUploads:
             raise _invalid("part", f"{part!r}: this item has masks of {', '.join(masks)} only")
         pixels = context.settings.images.max_pixels
         # worst cases with room for the headers: an RGB result PNG, an 8-bit mask PNG, a report of ≤ 32 edits
-        limit = {"result": 4 * pixels + 1024 * 1024, "report": MAX_REPORT_BYTES}.get(part, pixels + 1024 * 1024)
+        limit = {"result": 4 * pixels + 1024 * 1024, "report": MAX_REPORT_BYTES, "instances": MAX_INSTANCES_BYTES}.get(part, pixels + 1024 * 1024)
         size = _integer(body["size"], "size", 1, limit)
         upload = context.store.presign_put(key, output_content_type(part), size, context.settings.jobs.upload_url_seconds)
         return {"item": found["item"], "part": part, **upload.to_dict()}
@@ -1210,6 +1238,17 @@ def create_job(self: Service, user_id: str, body: Any, # {"domain", "rule_id" | 
 def confirm_upload(self: Service, user_id: str, job_id: str) -> dict:
     "Check every upload arrived, is the photo it was declared as and decodes, and keep exactly those bytes for processing: "
     return self.uploads.confirm_upload(user_id, job_id)
+
+@patch
+def quote(self: Service, user_id: str, body: Any, # the body `POST /jobs` would get
+         ) -> dict:
+    "What `POST /jobs` with this body would reserve: `{images, credits, balance, enough, limits}`; no side effects."
+    return self.jobs.quote(user_id, body)
+
+@patch
+def quote_images(self: Service, user_id: str, images: int) -> dict:
+    "The same quote for a number of photos (before they are uploaded)."
+    return self.jobs.quote_images(user_id, images)
 
 @patch
 def execute(self: Service, user_id: str, job_id: str) -> dict:

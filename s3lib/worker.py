@@ -21,13 +21,14 @@ from .auth import sign_callback
 from .core import (UPLOAD_TYPES, InvalidRequest, NotFound, S3libError, SettingsError, encode_image, json_type,
                         load_image)
 from .presets import Concept
+from .coco import instances_json, mask_png
 from .inpaint import load_inpainter
 from .rules import Edit, Rule, apply_rule
 
 # %% auto #0
 __all__ = ['MAX_PROTECTED', 'INSTANCE_KEY', 'log', 'RECONNECT_SECONDS', 'ItemTask', 'Runner', 'output_key', 'output_content_type',
-           'TransportError', 'LeaseLost', 'error_message', 'HttpTransport', 'task_rule', 'task_concepts', 'mask_png',
-           'run_task', 'Heartbeat', 'work']
+           'TransportError', 'LeaseLost', 'error_message', 'HttpTransport', 'task_rule', 'task_concepts', 'run_task',
+           'Heartbeat', 'work']
 
 # %% ../nbs/12_worker.ipynb #11c6a67e
 MAX_PROTECTED = 64  # instance keys / concept ids protected in one photo
@@ -119,18 +120,18 @@ class Runner(Protocol):
 
 # %% ../nbs/12_worker.ipynb #a53b2349
 def output_key(result_key: str, # the item's result key (`…/results/{item}.png`)
-               part: str = "result", # "result", "report" or "masks/<concept or protect>"
+               part: str = "result", # "result", "report", "instances" or "masks/<concept or protect>"
               ) -> str:
-    "The object key of one output of an item: its result PNG, its report (JSON) or one of its masks (PNG)."
+    "The object key of one output of an item: its result PNG, its report or instances (JSON) or one of its masks (PNG)."
     if part == "result": return result_key
     base = result_key.removesuffix(".png")
-    if part == "report": return f"{base}/report.json"
+    if part in ("report", "instances"): return f"{base}/{part}.json"
     if part.startswith("masks/") and len(part) > len("masks/") and "/" not in part[len("masks/"):]: return f"{base}/{part}.png"
-    raise _invalid("part", f"{part!r} is not an output of an item; use result, report or masks/<concept>")
+    raise _invalid("part", f"{part!r} is not an output of an item; use result, report, instances or masks/<concept>")
 
 def output_content_type(part: str) -> str:
     "The content type an output is stored with."
-    return "application/json" if part == "report" else "image/png"
+    return "application/json" if part in ("report", "instances") else "image/png"
 
 # %% ../nbs/12_worker.ipynb #323aef9e
 log = logging.getLogger(__name__)
@@ -234,13 +235,6 @@ def task_concepts(task: ItemTask) -> list[Concept]:
     "The concepts to segment (targets, then protected), with the prompts and thresholds the coordinator chose."
     return [Concept(c["id"], {"en": c["id"]}, c["prompt"], c["threshold"], ()) for c in task.concepts]
 
-def mask_png(mask: np.ndarray # bool H×W
-            ) -> bytes:
-    "A mask as an 8-bit grayscale PNG, 255 inside and 0 outside (what `s3lib.pipeline.edit_folder` writes)."
-    buffer = io.BytesIO()
-    Image.fromarray(mask.astype(np.uint8) * 255).save(buffer, "PNG")
-    return buffer.getvalue()
-
 def run_task(task: ItemTask, # one item, self-contained
              segmenter, # a segmenter, or a function returning one (called only when needed, e.g. `service.segmenter`)
              transport, # `HttpTransport` (a worker elsewhere) or `InProcessTransport` (this process)
@@ -255,6 +249,7 @@ def run_task(task: ItemTask, # one item, self-contained
         result = apply_rule(picture, instances, task_rule(task), protected=task.protected, refine_edges=task.refine_edges,
                              inpainter=load_inpainter(task.inpainter, task.inpaint_weights))
         for name, mask in result.masks.items(): transport.store_result(task, mask_png(mask), f"masks/{name}")
+        transport.store_result(task, instances_json(result.instances), "instances")
         transport.store_result(task, json.dumps(result.report).encode("utf-8"), "report")
         transport.store_result(task, encode_image(result.image, "png"))
     except S3libError as e:

@@ -218,3 +218,51 @@ def test_concurrency_limit_and_insufficient_credits(server):
     assert error_of(fourth) == (402, "insufficient_credits"), fourth.text
     assert dave.get(f"/jobs/{jobs[3]}").json()["status"] == "uploaded"  # nothing reserved, nothing changed
     assert dave.me()["credits"] == 0
+
+
+def test_quote_then_export_with_coco_masks(server):
+    "A quote is what execute reserves; the finished job's export ZIP has results, originals, one PNG per instance and a COCO "
+    "instances.json that pycocotools decodes to exactly those PNGs; nobody else can export it, nor can anyone before it ends."
+    import zipfile
+    from pycocotools import mask as coco_mask
+    alice, bob = user(server), user(server)
+    photos = [png_bytes(64, 48, color=(120, 120, 120)), png_bytes(40, 56, color=(20, 160, 90), format="JPEG")]
+    rule = {"edits": [{"concept": "wall", "action": "recolor", "color": "#A8B197"}], "protect": ["person"]}
+    body = {"domain": "interior", "rule": rule, "thresholds": {"wall": 0.0, "person": 0.0},
+            "items": [{"filename": name, "content_type": kind, "size": len(photo)}
+                      for name, kind, photo in zip(("living room.png", "hall.jpg"), ("image/png", "image/jpeg"), photos)]}
+    quote = alice.post("/jobs/quote", json=body)
+    assert quote.status_code == 200, quote.text
+    assert {k: quote.json()[k] for k in ("images", "credits", "balance", "enough")} == {"images": 2, "credits": 2, "balance": 30, "enough": True}
+    assert error_of(alice.post("/jobs/quote", json={**body, "items": []}))[1] == "invalid_request"
+    assert alice.me()["credits"] == 30 and alice.get("/jobs").json() == []  # a quote creates and reserves nothing
+    job = alice.post("/jobs", json=body).json()
+    alice.upload(job, photos)
+    assert alice.post(f"/jobs/{job['id']}/confirm-upload").status_code == 200
+    assert error_of(alice.get(f"/jobs/{job['id']}/export")) == (409, "invalid_state")  # not finished
+    executed = alice.post(f"/jobs/{job['id']}/execute").json()
+    assert executed["credits_reserved"] == quote.json()["credits"]
+    assert alice.wait(job["id"])["status"] == "done"
+    assert error_of(bob.get(f"/jobs/{job['id']}/export")) == (404, "not_found")
+    exported = alice.get(f"/jobs/{job['id']}/export")
+    assert (exported.status_code, exported.headers["content-type"]) == (200, "application/zip")
+    archive = zipfile.ZipFile(io.BytesIO(exported.content))
+    names = set(archive.namelist())
+    assert {"results/living-room.png", "results/hall.png", "originals/living-room.png", "originals/hall.jpg",
+            "instances.json", "manifest.json"} <= names
+    assert archive.read("originals/hall.jpg") == photos[1]
+    coco = json.loads(archive.read("instances.json"))
+    category = {c["id"]: c["name"] for c in coco["categories"]}
+    assert coco["annotations"], "the tiny model at threshold 0 finds walls"
+    assert {a["concept"] for a in coco["annotations"]} <= {"wall", "person"}
+    for note in coco["annotations"]:
+        image = coco["images"][note["image_id"] - 1]
+        png = np.asarray(Image.open(io.BytesIO(archive.read(note["mask"]))))
+        assert png.dtype == np.uint8 and set(np.unique(png)) <= {0, 255}
+        decoded = coco_mask.decode({"size": note["segmentation"]["size"], "counts": note["segmentation"]["counts"].encode()})
+        assert np.array_equal(decoded.astype(bool), png == 255), note["mask"]
+        assert decoded.shape == (image["height"], image["width"])
+        assert note["area"] == int(decoded.sum()) and note["iscrowd"] == 0 and isinstance(note["protected"], bool)
+        assert note["protected"] == (note["concept"] == "person") and category[note["category_id"]] == note["concept"]
+        assert note["mask"] == f"masks/{Path(image['file_name']).stem}/{note['concept']}-{note['index']}.png"
+        if note["area"]: assert list(coco_mask.toBbox(coco_mask.encode(np.asfortranarray(decoded)))) == note["bbox"]

@@ -159,7 +159,8 @@ def test_the_palette_flow_in_a_browser(chromium, setup):
             archive = zipfile.ZipFile(io.BytesIO(Path(download.value.path()).read_bytes()))
             manifest = json.loads(archive.read("manifest.json"))
             assert [(i["input"], i["status"]) for i in manifest["items"]] == [("living-room.png", "done"), ("bedroom.png", "done")]
-            assert {"living-room.png", "bedroom.png", "masks/living-room/wall.png"} <= set(archive.namelist())
+            assert {"results/living-room.png", "results/bedroom.png", "originals/living-room.png", "masks/living-room/wall-0.png",
+                    "instances.json"} <= set(archive.namelist())
             assert manifest["rule"]["name"] == "Sage walls" and manifest["thresholds"]["wall"] == 0.0
             (ARTIFACTS / "export.zip").write_bytes(Path(download.value.path()).read_bytes())
             shot(page, "exported")

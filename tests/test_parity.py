@@ -149,6 +149,7 @@ SUCCESS = {
     "rules_update": lambda s, a, fresh: ({"rule_id": a["rule_id"], "rule": RULE}, a["token"]),
     "rules_delete": lambda s, a, fresh: ({"rule_id": s.http.post("/rules", json=RULE, headers={"Authorization": f"Bearer {fresh}"}).json()["id"]}, fresh),
     "job_prepare": lambda s, a, fresh: ({"job": job_body()}, fresh),
+    "job_quote": lambda s, a, fresh: ({"job": job_body()}, fresh),
     "jobs": lambda s, a, fresh: ({"limit": 5}, a["token"]),
     "job_status": lambda s, a, fresh: ({"job_id": a["job_id"]}, a["token"]),
     "job_confirm": lambda s, a, fresh: ({"job_id": prepared_job(s, fresh)}, fresh),
@@ -156,7 +157,7 @@ SUCCESS = {
     "job_cancel": lambda s, a, fresh: ({"job_id": prepared_job(s, fresh, upload=False)}, fresh),
     "export": lambda s, a, fresh: ({"job_id": a["job_id"]}, a["token"]),
 }
-SAME_JSON = {"me", "presets", "preset", "segment", "rules_list", "rules_get", "jobs", "job_status"}
+SAME_JSON = {"me", "presets", "preset", "segment", "rules_list", "rules_get", "jobs", "job_status", "job_quote"}
 BAD = {
     "presets": ({"lang": "fr"}, "invalid_request"),
     "preset": ({"preset_id": "nowhere", "lang": "en"}, "not_found"),
@@ -167,6 +168,7 @@ BAD = {
     "rules_update": ({"rule_id": "RULE", "rule": BAD_RULE}, "invalid_rule"),
     "rules_delete": ({"rule_id": LONG_ID}, "invalid_request"),
     "job_prepare": ({"job": {**job_body(), "items": []}}, "invalid_request"),
+    "job_quote": ({"job": {**job_body(), "domain": "nowhere"}}, "invalid_request"),
     "jobs": ({"limit": 0}, "invalid_request"),
     "job_status": ({"job_id": LONG_ID}, "invalid_request"),
     "job_confirm": ({"job_id": LONG_ID}, "invalid_request"),

@@ -142,7 +142,7 @@ def test_every_endpoint_works_with_a_token(server, photos, downloads):
     archive = zipfile.ZipFile(client.predict(job["id"], api_name="/export"))
     manifest = json.loads(archive.read("manifest.json"))
     assert [(i["input"], i["status"]) for i in manifest["items"]] == [("living-room.png", "done"), ("bedroom.png", "done")]
-    assert {"living-room.png", "bedroom.png", "masks/living-room/wall.png", "masks/bedroom/protect.png"} <= set(archive.namelist())
+    assert {"results/living-room.png", "results/bedroom.png", "masks/living-room/wall-0.png", "instances.json"} <= set(archive.namelist())
     assert manifest["thresholds"]["wall"] == 0.0 and manifest["rule"]["edits"] == RULE["edits"]
     assert client.predict(api_name="/me")["credits"] == 28
 

@@ -208,18 +208,20 @@ def upload(self: PaletteApp, files: list | None, token: str | None, ws: Workspac
     ws.set_photos(photos)
     preset = self.preset(ws)
     return {"ws": ws, "strip": [(p["path"], p["name"]) for p in photos], "threshold": threshold_view(ws, preset, lang),
-            "apply": apply_label(len(photos), limits["credits_per_image"], lang), **canvas_view(ws, preset, lang)}
+            "apply": apply_label(self.service.quote_images(self.user(token), len(photos)), lang), **canvas_view(ws, preset, lang)}
 
-def apply_label(photos: int, per_image: int, lang: str) -> str:
-    "'Apply to 3 photo(s) · 3 credit(s)': what Apply will process and reserve."
-    return text("apply_count", lang, n=photos, credits=photos * per_image) if photos else text("apply", lang)
+def apply_label(quote: dict, lang: str) -> str:
+    "'Apply to 3 photo(s) · 3 credit(s)': what Apply will process and reserve (the service's quote), and when the balance is short, by how much."
+    if not quote["images"]: return text("apply", lang)
+    label = text("apply_count", lang, n=quote["images"], credits=quote["credits"])
+    return label if quote["enough"] else f"{label} · {text('apply_short', lang, balance=quote['balance'])}"
 
 @patch
 @guarded()
 def apply_view(self: PaletteApp, token: str | None, ws: Workspace | None, lang: str) -> dict:
     "The Apply button's label for the current photos (after a language switch)."
     if ws is None: return {}
-    return {"apply": apply_label(len(ws.photos), self.service.me(self.user(token))["limits"]["credits_per_image"], lang)}
+    return {"apply": apply_label(self.service.quote_images(self.user(token), len(ws.photos)), lang)}
 
 @patch
 @guarded()
