@@ -204,7 +204,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "auth": dict(jwt_secret=str, token_days=float, callback_secret=str, callback_tolerance_seconds=int),
     "limits": dict(signups_per_minute=int, jobs_per_minute=int, uploads_per_minute=int),
     "jobs": dict(retention_days=float, unexecuted_ttl_hours=float, upload_url_seconds=int,
-                 download_url_seconds=int, max_attempts=int),
+                 download_url_seconds=int, max_attempts=int, webhook_retry_seconds=str),
     "storage": dict(backend=("local", "s3"), endpoint_url=str, bucket=str, region=str, access_key=str, secret_key=str),
     "runner": dict(kind=("inline", "external", "ray", "runpod"), threads=int, ray_address=str, ray_actors=int,
                    ray_gpus_per_actor=float, lease_seconds=float, runpod_url=str, runpod_endpoint_id=str, runpod_api_key=str),

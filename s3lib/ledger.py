@@ -20,7 +20,7 @@ from .core import ConcurrencyLimit, InsufficientCredits, InvalidState, NotFound
 
 # %% auto #0
 __all__ = ['JOB_STATES', 'ACTIVE_JOB_STATES', 'FINISHED_JOB_STATES', 'ITEM_STATES', 'FINISHED_ITEM_STATES', 'ENTRY_KINDS',
-           'ENTRY_SIGN', 'MIGRATIONS', 'entry_key', 'migration', 'utc', 'iso', 'Ledger']
+           'ENTRY_SIGN', 'MIGRATIONS', 'WEBHOOK_STATES', 'entry_key', 'migration', 'utc', 'iso', 'Ledger']
 
 # %% ../nbs/09_ledger.ipynb #26839c4a
 JOB_STATES = ("created", "uploaded", "queued", "running", "done", "failed", "canceled", "expired")
@@ -197,6 +197,30 @@ def _item_outcomes(cursor):
     DROP TABLE items;
     ALTER TABLE items_new RENAME TO items;
     CREATE INDEX items_job ON items (job_id);
+    """)
+
+WEBHOOK_STATES = ("pending", "delivered", "failed")
+
+@migration("0005_client_webhooks")
+def _client_webhooks(cursor):
+    "A job may name a webhook URL; each job that ends with one gets one delivery, retried until delivered or given up."
+    cursor.execute("ALTER TABLE jobs ADD COLUMN webhook_url VARCHAR")
+    cursor.execute(f"""
+    CREATE TABLE webhook_deliveries (
+        id VARCHAR PRIMARY KEY,
+        job_id VARCHAR NOT NULL UNIQUE,
+        user_id VARCHAR NOT NULL,
+        url VARCHAR NOT NULL,
+        event VARCHAR NOT NULL,
+        body VARCHAR,
+        state VARCHAR NOT NULL CHECK (state IN ({", ".join(f"'{v}'" for v in WEBHOOK_STATES)})),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at TIMESTAMP,
+        last_status INTEGER,
+        last_error VARCHAR,
+        created_at TIMESTAMP NOT NULL,
+        delivered_at TIMESTAMP);
+    CREATE INDEX webhook_deliveries_due ON webhook_deliveries (state, next_at);
     """)
 
 # %% ../nbs/09_ledger.ipynb #8c26a26c
@@ -489,17 +513,17 @@ def delete_rule(self: Ledger, user_id: str, rule_id: str) -> bool:
 
 # %% ../nbs/09_ledger.ipynb #5b2bab16
 @patch
-def insert_job(self: Ledger, job: dict, # id, user_id, domain, rule_id, rule (dict), thresholds (dict, optional); status starts as "created"
+def insert_job(self: Ledger, job: dict, # id, user_id, domain, rule_id, rule (dict), thresholds and webhook_url (optional); status starts as "created"
                items: list[dict], # filename, content_type, size, input_key, result_key, protected (list, optional) per item, in order
                now: datetime | None = None,
               ) -> dict:
     "Store a new job and its items (all pending) in one transaction."
     thresholds = job.get("thresholds")
     with self.transaction() as cursor:
-        cursor.execute("INSERT INTO jobs (id, user_id, domain, rule_id, rule, thresholds, status, created_at, updated_at) "
-                       "VALUES (?, ?, ?, ?, ?, ?, 'created', ?, ?)",
+        cursor.execute("INSERT INTO jobs (id, user_id, domain, rule_id, rule, thresholds, webhook_url, status, created_at, updated_at) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, 'created', ?, ?)",
                        [job["id"], job["user_id"], job["domain"], job.get("rule_id"), json.dumps(job["rule"]),
-                        None if thresholds is None else json.dumps(thresholds), _naive(now), _naive(now)])
+                        None if thresholds is None else json.dumps(thresholds), job.get("webhook_url"), _naive(now), _naive(now)])
         cursor.executemany("INSERT INTO items (job_id, item, filename, content_type, size, input_key, result_key, protected, status, updated_at) "
                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
                            [[job["id"], i, it["filename"], it["content_type"], it["size"], it["input_key"], it["result_key"],
@@ -596,6 +620,36 @@ def mark_purged(self: Ledger, job_id: str, now: datetime | None = None) -> bool:
     with self.transaction() as cursor:
         return bool(cursor.execute("UPDATE jobs SET purged_at = ? WHERE id = ? AND purged_at IS NULL RETURNING id",
                                    [_naive(now), job_id]).fetchall())
+
+# %% ../nbs/09_ledger.ipynb #529b3ce4
+@patch
+def add_webhook(self: Ledger, delivery_id: str, job: dict, event: str, now: datetime | None = None) -> bool:
+    "Inside the transaction that ends `job`: queue its delivery (once per job; False if it already has one)."
+    with self.transaction() as cursor:
+        added = cursor.execute("INSERT INTO webhook_deliveries (id, job_id, user_id, url, event, state, next_at, created_at) "
+                               "VALUES (?, ?, ?, ?, ?, 'pending', ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+                               [delivery_id, job["id"], job["user_id"], job["webhook_url"], event, _naive(now), _naive(now)]).fetchall()
+        return bool(added)
+
+@patch
+def due_webhooks(self: Ledger, now: datetime, limit: int = 20) -> list[dict]:
+    "Pending deliveries whose next attempt is due, oldest first."
+    return self.rows("SELECT * FROM webhook_deliveries WHERE state = 'pending' AND next_at <= ? ORDER BY next_at LIMIT ?", [_naive(now), limit])
+
+@patch
+def record_webhook(self: Ledger, delivery_id: str, state: str, attempts: int, next_at: datetime | None, status: int | None,
+                   error: str | None, body: str | None = None, now: datetime | None = None) -> None:
+    "The outcome of one attempt (and the body, written once)."
+    if state not in WEBHOOK_STATES: raise ValueError(f"unknown delivery state {state!r}")
+    with self.transaction() as cursor:
+        cursor.execute("UPDATE webhook_deliveries SET state = ?, attempts = ?, next_at = ?, last_status = ?, last_error = ?, "
+                       "body = coalesce(body, ?), delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at END WHERE id = ?",
+                       [state, attempts, _naive(next_at) if next_at else None, status, error, body, state, _naive(now), delivery_id])
+
+@patch
+def webhook(self: Ledger, job_id: str) -> dict | None:
+    "A job's delivery row, if it has one."
+    return self.row("SELECT * FROM webhook_deliveries WHERE job_id = ?", [job_id])
 
 # %% ../nbs/09_ledger.ipynb #18d86396
 @patch

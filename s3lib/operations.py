@@ -223,7 +223,10 @@ def job_schema() -> dict:
             "properties": {"domain": {"type": "string", "description": "the preset id, e.g. 'interior'"},
                            "rule_id": {"type": "string", "description": "a saved rule's id, instead of rule"}, "rule": rule,
                            "items": {"type": "array", "minItems": 1, "items": item, "description": "one per photo, at most the plan's max_batch"},
-                           "thresholds": THRESHOLDS_SCHEMA},
+                           "thresholds": THRESHOLDS_SCHEMA,
+                           "webhook_url": {"type": "string", "maxLength": 2000, "format": "uri",
+                                           "description": "POSTed the job's status (Standard Webhooks signature) when it ends; "
+                                                          "https:// to a public address in production"}},
             "examples": [{"domain": "interior", "rule": {"edits": [{"concept": "wall", "action": "recolor", "color": "#EDE6DA"}], "protect": ["person"]},
                           "items": [{"filename": "living-room.jpg", "content_type": "image/jpeg", "size": 482113}]}]}
 
@@ -296,6 +299,9 @@ def _table() -> tuple:
             Input("protected", {"type": "array", "items": {"type": "array", "items": {"type": "string"}}},
                   "per photo, instance keys (e.g. 'person:0') or concept ids kept unchanged in that photo only", False)),
            tag="jobs", surfaces=("gradio",)),
+        op("webhook_secret", "GET", "/webhooks/secret", "The caller's webhook signing secret `{secret: 'whsec_…'}`: verify the "
+           "deliveries to a job's webhook_url with it (Standard Webhooks headers webhook-id, webhook-timestamp, webhook-signature).",
+           lambda s, c: s.webhook_secret(c.user_id), tag="webhooks"),
         op("jobs", "GET", "/jobs", "The caller's jobs, newest first.", lambda s, c: s.list_jobs(c.user_id, c.values["limit"]),
            (Input("limit", {"type": "integer", "minimum": 1, "maximum": 200}, "at most this many", False, 50, "query"),), tag="jobs", returns="list"),
         op("job_status", "GET", "/jobs/{job_id}", "A job's state, progress, items (with expiring result URLs) and credits.",

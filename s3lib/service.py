@@ -29,6 +29,7 @@ from .core import (Plan, IdempotencyMismatch, ImageError, InvalidRequest, Invali
                         RateLimited, RuleError, S3libError, Settings, SettingsError, TooLarge, Unauthorized, UploadIncomplete,
                         json_type, load_image, parse_json_object, DECODE_SLOTS, UPLOAD_TYPES, verify_image)
 from .export import export_zip
+from .webhooks import RETRY_SECONDS, check_webhook_url, deliver, next_attempt, sign_webhook, webhook_secret
 from .presets import Preset, resolve_concepts
 from .storage import ObjectStore
 from .ledger import ACTIVE_JOB_STATES, FINISHED_JOB_STATES, Ledger, iso, utc
@@ -42,7 +43,8 @@ __all__ = ['CONTENT_TYPES', 'MAX_FILENAME_CHARS', 'IDEMPOTENCY_KEY', 'IDEMPOTENC
            'MODEL_RETRY_SECONDS', 'log', 'UNEXECUTED_JOB_STATES', 'JOB_MOVES', 'RateLimiter',
            'default_segmenter_factory', 'WorkerUrls', 'ServiceContext', 'SignedBodies', 'Accounts', 'RuleBook',
            'JobRequest', 'Settlement', 'Dispatch', 'WorkerLeases', 'price', 'Jobs', 'Uploads', 'JobReads', 'Callbacks',
-           'ResultUploads', 'Retention', 'ModelSlot', 'Photos', 'Service', 'MetricsCollector']
+           'ResultUploads', 'webhook_state', 'Webhooks', 'Retention', 'ModelSlot', 'Photos', 'Service',
+           'MetricsCollector']
 
 # %% ../nbs/11_service.ipynb #8b18e456
 CONTENT_TYPES = ("image/jpeg", "image/png", "image/webp")
@@ -355,6 +357,7 @@ class JobRequest:
     rule_id: str | None  # the saved rule it came from, if any
     items: tuple  # {filename, content_type, size, protected} per photo
     thresholds: dict  # concept id -> score threshold, for the rule's concepts and every photo's protected ones
+    webhook_url: str | None = None  # where to POST the job's status when it ends
 
     @classmethod
     def parse(cls, body: Any, # {"domain", "rule_id" | "rule", "items", "thresholds"?}
@@ -362,7 +365,7 @@ class JobRequest:
               plan: Plan, # the caller's plan (max_batch)
               context: ServiceContext, rules: RuleBook) -> "JobRequest":
         "Validate a create-job body field by field; the errors name the field (`items[2].size`, `thresholds.wall`)."
-        body = _object(body, "", required=("domain", "items"), optional=("rule_id", "rule", "thresholds"))
+        body = _object(body, "", required=("domain", "items"), optional=("rule_id", "rule", "thresholds", "webhook_url"))
         domain, presets = body["domain"], context.presets
         if not isinstance(domain, str) or domain not in presets:
             raise _invalid("domain", f"{domain!r} is not a preset; use one of {', '.join(presets)}")
@@ -381,7 +384,9 @@ class JobRequest:
         items, preset = cls._items(body["items"], plan, context.settings.images.max_bytes, presets[domain]), presets[domain]
         protected = (INSTANCE_KEY.fullmatch(key)[1] for item in items for key in item["protected"])
         concepts = resolve_concepts(preset, [*rule.concepts, *protected], body.get("thresholds"))
-        return cls(domain, rule, rule_id, items, {c.id: c.threshold for c in concepts})
+        webhook_url = body.get("webhook_url")
+        if webhook_url is not None: webhook_url = check_webhook_url(webhook_url, production=context.settings.server.env == "production")
+        return cls(domain, rule, rule_id, items, {c.id: c.threshold for c in concepts}, webhook_url)
 
     @staticmethod
     def _items(items, plan: Plan, max_bytes: int, preset: Preset) -> tuple:
@@ -411,11 +416,16 @@ class Settlement:
         "Inside a transaction: move an active job to `status` (done, failed, canceled), refund what was reserved and not charged, free its slot. Returns the refund."
         ledger = self.context.ledger
         if not ledger.set_job_status(job["id"], status, _moves_from(status, ACTIVE_JOB_STATES), now, finished_at=now): return 0
+        self.ended(job, status, now)
         credits = ledger.job_credits(job["id"])
         refund = credits["reserve"] - credits["charge"]
         if refund > 0: ledger.post_entry(job["user_id"], "refund", refund, job_id=job["id"], now=now)
         ledger.release_slot(job["user_id"])
         return max(refund, 0)
+
+    def ended(self, job: dict, status: str, now: datetime) -> None:
+        "Inside the transaction that ends a job, every way it ends: queue its webhook delivery when it named a URL."
+        if job.get("webhook_url"): self.context.ledger.add_webhook(f"msg_{uuid.uuid4().hex}", job, f"job.{status}", now)
 
     def finish_if_complete(self, job: dict, now: datetime) -> None:
         "Inside a transaction: once every item is done or failed, the job is done (≥ 1 done) or failed."
@@ -585,7 +595,7 @@ class Jobs:
             self.creations.hit(user_id)  # here, under the writer lock: a replayed request is not a new job
             if body_hash is not None: ledger.remember_response(user_id, idempotency_key, body_hash, response, now)
             ledger.insert_job({"id": job_id, "user_id": user_id, "domain": request.domain, "rule_id": request.rule_id,
-                               "rule": request.rule.to_dict(), "thresholds": request.thresholds}, items, now)
+                               "rule": request.rule.to_dict(), "thresholds": request.thresholds, "webhook_url": request.webhook_url}, items, now)
         return response
 
     def quote(self, user_id: str, body: Any) -> dict:
@@ -635,6 +645,7 @@ class Jobs:
                 refunded = self.settlement.settle(job, "canceled", now)
                 ledger.end_unfinished_items(job_id, "canceled", "job canceled", now)
             elif ledger.set_job_status(job_id, "canceled", _moves_from("canceled", UNEXECUTED_JOB_STATES), now, finished_at=now):
+                self.settlement.ended(job, "canceled", now)
                 refunded = 0
             else:
                 raise InvalidState(f"job {job_id} is already {job['status']}; only unfinished jobs can be canceled")
@@ -712,6 +723,7 @@ class JobReads:
                          "result_url": self.context.store.presign_get(it["result_key"], seconds)
                                        if it["status"] == "done" and job["purged_at"] is None else None}
                         for it in items]
+        out["webhook"] = webhook_state(ledger, job)
         return out
 
     def list_jobs(self, user_id: str, limit: int = 50) -> list[dict]:
@@ -892,6 +904,67 @@ class ResultUploads:
         upload = context.store.presign_put(key, output_content_type(part), size, context.settings.jobs.upload_url_seconds)
         return {"item": found["item"], "part": part, **upload.to_dict()}
 
+# %% ../nbs/11_service.ipynb #e661baad
+def webhook_state(ledger: Ledger, job: dict) -> dict | None:
+    "What a job's status says about its webhook: None without one, `waiting` until the job ends, then its delivery."
+    if not job.get("webhook_url"): return None
+    found = ledger.webhook(job["id"])
+    if found is None: return {"url": job["webhook_url"], "state": "waiting", "attempts": 0}
+    return {"url": found["url"], "id": found["id"], "event": found["event"], "state": found["state"], "attempts": found["attempts"],
+            "last_status": found["last_status"], "last_error": found["last_error"],
+            "next_attempt_at": iso(found["next_at"]) if found["state"] == "pending" and found["next_at"] else None,
+            "delivered_at": iso(found["delivered_at"]) if found["delivered_at"] else None}
+
+def _retry_seconds(text: str) -> tuple:
+    "`[jobs] webhook_retry_seconds` as a tuple of waits; `SettingsError` naming the problem."
+    try: waits = tuple(float(part) for part in str(text).split(",") if part.strip())
+    except ValueError: waits = ()
+    if not waits or len(waits) > 50 or not all(0 < wait <= 86400 for wait in waits):
+        raise SettingsError(f"[jobs] webhook_retry_seconds = {text!r}: give 1 to 50 waits in seconds (0 < wait <= 86400), "
+                            "comma-separated, e.g. 10, 30, 60, 120, 300, 600, 900, 1800")
+    return waits
+
+class Webhooks:
+    "Telling a client's server that its job ended: one signed delivery per ended job (queued by `Settlement.ended`), retried "
+    "with backoff until delivered or the waits are spent, never to an address that is not allowed (checked at each attempt)."
+    def __init__(self, context: ServiceContext, status_of: Callable[[str, str], dict]):
+        self.context, self.status_of = context, status_of
+        self.retry_seconds = _retry_seconds(context.settings.jobs.webhook_retry_seconds)
+        self._sending = threading.Lock()  # one delivery pass at a time: no row is sent twice at once
+
+    @property
+    def production(self) -> bool: return self.context.settings.server.env == "production"
+
+    def secret(self, user_id: str) -> dict:
+        self.context.user(user_id)
+        return {"secret": webhook_secret(self.context.settings.auth.jwt_secret, user_id)}
+
+    def deliver_due(self, now: datetime | None = None) -> int:
+        "Attempt every delivery that is due; returns how many were attempted."
+        now = utc(now) if now is not None else self.context.now()
+        with self._sending:
+            due = self.context.ledger.due_webhooks(now)
+            for delivery in due: self._attempt(delivery, now)
+        return len(due)
+
+    def _attempt(self, delivery: dict, now: datetime) -> None:
+        ledger = self.context.ledger
+        body = delivery["body"]
+        if body is None:  # the first attempt writes the body; every retry sends the same bytes under the same id
+            status = self.status_of(delivery["user_id"], delivery["job_id"])
+            body = json.dumps({"type": delivery["event"], "timestamp": iso(now), "data": status}, ensure_ascii=False)
+        headers = sign_webhook(body.encode("utf-8"), self.secret(delivery["user_id"])["secret"], delivery["id"])  # signed as it is sent
+        delivered, answer, error = deliver(delivery["url"], body.encode("utf-8"), headers, self.production)
+        attempts = delivery["attempts"] + 1
+        if delivered:
+            ledger.record_webhook(delivery["id"], "delivered", attempts, None, answer, None, body, now)
+            return
+        wait = None if error.startswith("refused") else next_attempt(attempts, self.retry_seconds)
+        state, next_at = ("pending", now + timedelta(seconds=wait)) if wait is not None else ("failed", None)
+        ledger.record_webhook(delivery["id"], state, attempts, next_at, answer, error, body, now)
+        log.info("webhook %s for job %s: attempt %s failed (%s)%s", delivery["id"], delivery["job_id"], attempts, error,
+                 f"; next in {wait:g} s" if wait is not None else "; giving up")
+
 # %% ../nbs/11_service.ipynb #9fe6d0b8
 class Retention:
     "Nothing is kept forever: unexecuted jobs expire, jobs a worker never finished are ended and refunded, and photos and "
@@ -913,7 +986,10 @@ class Retention:
             counts["timed_out_jobs"] += 1
             if context.runner is not None: context.runner.cancel(job["id"])
         for job in ledger.jobs_in(JOB_MOVES["expired"], before=now - timedelta(hours=jobs.unexecuted_ttl_hours)):
-            if ledger.set_job_status(job["id"], "expired", JOB_MOVES["expired"], now, finished_at=now):
+            with ledger.transaction():
+                expired = ledger.set_job_status(job["id"], "expired", JOB_MOVES["expired"], now, finished_at=now)
+                if expired: self.settlement.ended(job, "expired", now)
+            if expired:
                 counts["expired_jobs"] += 1
                 counts["objects_deleted"] += self._purge(job, now)
         for job in ledger.jobs_in(FINISHED_JOB_STATES, before=cutoff, purged=False):
@@ -1063,9 +1139,10 @@ class Service:
         self.reads = JobReads(context, self.model)
         self.callbacks, self.result_uploads = Callbacks(context, signed, settlement), ResultUploads(context, signed, self.dispatch)
         self.retention = Retention(context, settlement)
+        self.webhooks = Webhooks(context, self.reads.job_status)
         self.photos = Photos(context, self.model, self.rules, self.jobs, self.uploads, self.reads)
         self.started = False
-        self._stopping, self._maintenance = threading.Event(), None
+        self._stopping, self._maintenance, self._deliveries = threading.Event(), None, None
 
     def __repr__(self): return f"Service({self.ledger!r}, {self.store!r}, runner={type(self.runner).__name__ if self.runner else None})"
 
@@ -1087,25 +1164,32 @@ class Service:
     def model_retry_seconds(self, seconds: float): self.model.retry_seconds = seconds
 
     def start(self, maintenance_seconds: float | None = 600.0, # run `purge_expired` this often in a thread; None: never
+              webhook_seconds: float | None = 1.0, # look for due webhook deliveries this often in a thread; None: never
              ) -> "Service":
-        "Start the runner, hand it the work a previous process left unfinished, and start retention."
+        "Start the runner, hand it the work a previous process left unfinished, and start retention and webhook delivery."
         if self.runner is not None: self.runner.start(self)
         self.started = True
         self.resume()
         if maintenance_seconds:
-            self._maintenance = threading.Thread(target=self._maintain, args=(maintenance_seconds,), name="s3lib-retention", daemon=True)
+            self._maintenance = threading.Thread(target=self._every, args=(maintenance_seconds, self.purge_expired, "retention (purge_expired)"),
+                                                 name="s3lib-retention", daemon=True)
             self._maintenance.start()
+        if webhook_seconds:
+            self._deliveries = threading.Thread(target=self._every, args=(webhook_seconds, self.deliver_webhooks, "webhook delivery"),
+                                                name="s3lib-webhooks", daemon=True)
+            self._deliveries.start()
         return self
 
-    def _maintain(self, seconds: float) -> None:
+    def _every(self, seconds: float, work: Callable, what: str) -> None:
         while not self._stopping.wait(seconds):
-            try: self.purge_expired()
-            except Exception: log.exception("retention (purge_expired) failed; trying again in %s s", seconds)
+            try: work()
+            except Exception: log.exception("%s failed; trying again in %s s", what, seconds)
 
     def close(self) -> None:
         "Stop retention and the runner, then close the ledger."
         self._stopping.set()
-        if self._maintenance is not None: self._maintenance.join()
+        for thread in (self._maintenance, self._deliveries):
+            if thread is not None: thread.join()
         if self.runner is not None: self.runner.stop()
         self.started = False
         self.ledger.close()
@@ -1227,6 +1311,16 @@ def delete_rule(self: Service, user_id: str, rule_id: str) -> None:
     return self.rules.delete_rule(user_id, rule_id)
 
 # %% ../nbs/11_service.ipynb #df331624
+@patch
+def webhook_secret(self: Service, user_id: str) -> dict:
+    "The user's webhook signing secret, `{secret: 'whsec_…'}` (Standard Webhooks): verify deliveries with it."
+    return self.webhooks.secret(user_id)
+
+@patch
+def deliver_webhooks(self: Service, now: datetime | None = None) -> int:
+    "Attempt the webhook deliveries that are due (the delivery thread does this every second); how many were attempted."
+    return self.webhooks.deliver_due(now)
+
 @patch
 def create_job(self: Service, user_id: str, body: Any, # {"domain", "rule_id" | "rule": {edits, protect}, "items": [{filename, content_type, size, protected?}], "thresholds"?}
                idempotency_key: str | None = None, # the Idempotency-Key header, if any

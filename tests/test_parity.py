@@ -150,6 +150,7 @@ SUCCESS = {
     "rules_delete": lambda s, a, fresh: ({"rule_id": s.http.post("/rules", json=RULE, headers={"Authorization": f"Bearer {fresh}"}).json()["id"]}, fresh),
     "job_prepare": lambda s, a, fresh: ({"job": job_body()}, fresh),
     "job_quote": lambda s, a, fresh: ({"job": job_body()}, fresh),
+    "webhook_secret": lambda s, a, fresh: ({}, a["token"]),
     "jobs": lambda s, a, fresh: ({"limit": 5}, a["token"]),
     "job_status": lambda s, a, fresh: ({"job_id": a["job_id"]}, a["token"]),
     "job_confirm": lambda s, a, fresh: ({"job_id": prepared_job(s, fresh)}, fresh),
@@ -157,7 +158,7 @@ SUCCESS = {
     "job_cancel": lambda s, a, fresh: ({"job_id": prepared_job(s, fresh, upload=False)}, fresh),
     "export": lambda s, a, fresh: ({"job_id": a["job_id"]}, a["token"]),
 }
-SAME_JSON = {"me", "presets", "preset", "segment", "rules_list", "rules_get", "jobs", "job_status", "job_quote"}
+SAME_JSON = {"me", "presets", "preset", "segment", "rules_list", "rules_get", "jobs", "job_status", "job_quote", "webhook_secret"}
 BAD = {
     "presets": ({"lang": "fr"}, "invalid_request"),
     "preset": ({"preset_id": "nowhere", "lang": "en"}, "not_found"),
