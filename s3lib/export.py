@@ -15,6 +15,7 @@ from typing import Mapping
 from PIL import Image
 
 from .coco import mask_png, rle_box, rle_decode
+from .disclosure import disclosure_markdown, disclosure_report, listing_names
 from .pipeline import build_manifest, sha256_of
 from .presets import Preset
 from .rules import Rule
@@ -41,12 +42,31 @@ def _extension(data: bytes) -> str:
     return next((ext for magic, ext in _EXTENSIONS if data.startswith(magic)), "bin")
 
 def _size(data: bytes) -> tuple[int, int]:
-    "(width, height) from an encoded image's header (nothing is decoded)."
-    with Image.open(io.BytesIO(data)) as picture: return picture.size
+    "(width, height) from an encoded image's header (nothing is decoded); (0, 0) for bytes that are no image (a failed upload)."
+    try:
+        with Image.open(io.BytesIO(data)) as picture: return picture.size
+    except (OSError, ValueError): return 0, 0
 
 def coco_categories(preset: Preset) -> list[dict]:
     "COCO categories: one per concept of the preset, numbered from 1 in the preset's order."
     return [{"id": k + 1, "name": concept.id, "supercategory": preset.id} for k, concept in enumerate(preset.concepts)]
+
+def _write_listing(archive: zipfile.ZipFile, exported: list, entries: list, images: list, preset: Preset, disclosure: dict) -> None:
+    "listing/ (each altered photo, then its original; unaltered photos once), disclosure.json and disclosure.md."
+    done = [(item, entry, image) for item, entry, image in zip(exported, entries, images) if item.get("result") is not None]
+    altered = [any(e.get("pixels_changed") for e in entry["report"]) for _, entry, _ in done]
+    extensions = [(_extension(item["result"]), _extension(item["input"])) for item, _, _ in done]
+    for (item, entry, _), changed, names in zip(done, altered, listing_names(altered, extensions)):
+        archive.writestr(names[0], item["result"] if changed else item["input"])  # an unaltered photo is listed as it was taken
+        if changed: archive.writestr(names[1], item["input"])
+        entry["listing"] = names
+    report = disclosure_report([{"name": Path(entry["output"]).stem, "report": entry["report"], "size": (image["width"], image["height"]),
+                                 "label": item.get("label")} for item, entry, image in done],
+                               preset.disclosure["permanent"], {c.id: c.label(disclosure.get("language", "en")) for c in preset.concepts})
+    for photo, (_, entry, _) in zip(report["photos"], done): photo["files"] = entry["listing"]
+    report["label"] = disclosure["label"]
+    archive.writestr("disclosure.json", json.dumps(report, indent=2, ensure_ascii=False))
+    archive.writestr("disclosure.md", disclosure_markdown(report, f"Disclosure: {len(done)} photos, {sum(altered)} digitally altered"))
 
 def export_zip(export: dict, # {"job", "model", "mask_threshold", "items": [{"item","filename","status","error","input","result","instances","report","checks"}]}
                presets: Mapping[str, Preset], # the presets (to validate the job's rule and record its prompts)
@@ -83,6 +103,7 @@ def export_zip(export: dict, # {"job", "model", "mask_threshold", "items": [{"it
             images.append({"id": image_id, "file_name": entry["output"] or entry["original"], "original": entry["original"],
                            "width": width, "height": height, "status": item["status"]})
             items.append(entry)
+        if job.get("disclosure") and preset.disclosure: _write_listing(archive, export["items"], items, images, preset, job["disclosure"])
         coco = {"info": {"description": f"s3lib job {job['id']}: {rule.name}", "date_created": job.get("created_at")},
                 "images": images, "categories": categories, "annotations": annotations}
         archive.writestr("instances.json", json.dumps(coco, ensure_ascii=False))

@@ -224,6 +224,10 @@ def job_schema() -> dict:
                            "rule_id": {"type": "string", "description": "a saved rule's id, instead of rule"}, "rule": rule,
                            "items": {"type": "array", "minItems": 1, "items": item, "description": "one per photo, at most the plan's max_batch"},
                            "thresholds": THRESHOLDS_SCHEMA,
+                           "disclosure": {"oneOf": [{"type": "boolean"}, {"type": "object", "additionalProperties": False,
+                                                                          "properties": {"enabled": {"type": "boolean"}, "language": {"type": "string", "enum": ["en", "ko"]}}}],
+                                          "description": "label altered results and export a listing with each original after its altered photo; "
+                                                         "default: the preset's (on for interior)"},
                            "webhook_url": {"type": "string", "maxLength": 2000, "format": "uri",
                                            "description": "POSTed the job's status (Standard Webhooks signature) when it ends; "
                                                           "https:// to a public address in production"}},

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .checks import CHECKS
+from .disclosure import POSITIONS
 from .core import InvalidRequest, PresetError, Settings, color_hex, json_type
 from .edit import ACTIONS
 
 # %% auto #0
-__all__ = ['MAX_PROMPT_CHARS', 'PRESET_KEYS', 'OPTIONAL_PRESET_KEYS', 'CONCEPT_KEYS', 'SWATCH_KEYS', 'Concept', 'Preset',
-           'parse_preset', 'load_preset', 'load_presets', 'resolve_concepts']
+__all__ = ['MAX_PROMPT_CHARS', 'PRESET_KEYS', 'OPTIONAL_PRESET_KEYS', 'DISCLOSURE_KEYS', 'CONCEPT_KEYS', 'SWATCH_KEYS', 'Concept',
+           'Preset', 'parse_preset', 'load_preset', 'load_presets', 'resolve_concepts']
 
 # %% ../nbs/01_presets.ipynb #c5dba693
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class Preset:
     swatches: tuple  # {"name", "color": "#RRGGBB"} dicts
     materials: tuple  # material names offered in the palette (known to `s3lib.edit.MATERIALS`)
     checks: tuple = ()  # ids of `s3lib.checks.CHECKS` run on every result of this domain
+    disclosure: dict | None = None  # {enabled, label: {lang: text}, position, size, permanent: (concept ids)}: label altered results
 
     @property
     def concept_ids(self) -> tuple:
@@ -74,7 +76,8 @@ class Preset:
                 "concepts": [c.to_dict(lang) for c in self.concepts],
                 "protect_defaults": list(self.protect_defaults),
                 "swatches": [dict(s) for s in self.swatches], "materials": list(self.materials),
-                "checks": list(self.checks)}
+                "checks": list(self.checks),
+                "disclosure": None if self.disclosure is None else {**self.disclosure, "permanent": list(self.disclosure["permanent"])}}
 
 # %% ../nbs/01_presets.ipynb #8a80534d
 _ID = re.compile(r"[a-z][a-z0-9_]{0,31}")
@@ -82,7 +85,8 @@ _LANG = re.compile(r"[a-z]{2}(-[A-Z]{2})?")
 _PROMPT = re.compile(r"[A-Za-z0-9][A-Za-z0-9 '\-]*")
 MAX_PROMPT_CHARS = 30
 PRESET_KEYS = ("id", "name", "concepts", "protect_defaults", "swatches", "materials")
-OPTIONAL_PRESET_KEYS = ("checks",)  # may be left out: a preset without checks
+OPTIONAL_PRESET_KEYS = ("checks", "disclosure")  # may be left out: a preset without checks, or one whose photos need no disclosure
+DISCLOSURE_KEYS = ("enabled", "label", "position", "size", "permanent")
 CONCEPT_KEYS = ("id", "labels", "prompt", "threshold", "actions")
 SWATCH_KEYS = ("name", "color")
 
@@ -187,7 +191,22 @@ def parse_preset(data: Any, # the decoded JSON of a preset file
     for i, check_id in enumerate(checks):
         if check_id not in CHECKS: check.fail(f"checks[{i}]", f"{check_id!r} is not a check; use one of {', '.join(CHECKS)}")
         if check_id in checks[:i]: check.fail(f"checks[{i}]", f"{check_id!r} is listed twice")
-    return Preset(preset_id, name, tuple(concepts), tuple(protect), tuple(swatches), tuple(materials), tuple(checks))
+    disclosure = _parse_disclosure(check, data["disclosure"], ids) if "disclosure" in data else None
+    return Preset(preset_id, name, tuple(concepts), tuple(protect), tuple(swatches), tuple(materials), tuple(checks), disclosure)
+
+def _parse_disclosure(check: _Checker, value, ids: list) -> dict:
+    "The preset's disclosure block: whether altered results are labelled by default, the label, where, how big, which concepts are permanent features."
+    check.require_object(value, "disclosure", DISCLOSURE_KEYS)
+    if not isinstance(value["enabled"], bool): check.fail("disclosure.enabled", "must be true or false")
+    if value["position"] not in POSITIONS: check.fail("disclosure.position", f"{value['position']!r}: use one of {', '.join(POSITIONS)}")
+    size = value["size"]
+    if isinstance(size, bool) or not isinstance(size, (int, float)) or not 0.01 <= size <= 0.2:
+        check.fail("disclosure.size", f"{size!r}: the label's height as a share of the photo's shorter side, 0.01 to 0.2")
+    permanent = check.require_list(value["permanent"], "disclosure.permanent", "concept ids")
+    for i, concept_id in enumerate(permanent):
+        if concept_id not in ids: check.fail(f"disclosure.permanent[{i}]", f"{concept_id!r} is not a concept of this preset; use one of {', '.join(ids)}")
+    return {"enabled": value["enabled"], "label": check.labels(value["label"], "disclosure.label"), "position": value["position"],
+            "size": float(size), "permanent": tuple(permanent)}
 
 def load_preset(path: str | Path, # a preset JSON file
                ) -> Preset:

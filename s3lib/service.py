@@ -348,6 +348,21 @@ class RuleBook:
     def delete_rule(self, user_id: str, rule_id: str) -> None:
         if not isinstance(rule_id, str) or not self.context.ledger.delete_rule(user_id, rule_id): raise NotFound(f"rule {rule_id} does not exist")
 
+# %% ../nbs/11_service.ipynb #05dd1e5f
+def _job_disclosure(value, # the body's "disclosure": left out, true, false, or {"enabled"?, "language"?}
+                    preset: Preset) -> dict | None:
+    "The label a job draws on its altered results, from what it asks and its preset's disclosure block; None when it draws none."
+    defaults = preset.disclosure
+    value = {} if value is None else {"enabled": value} if isinstance(value, bool) else _object(value, "disclosure", optional=("enabled", "language"))
+    enabled = value.get("enabled", bool(defaults and defaults["enabled"]))
+    if not isinstance(enabled, bool): raise _invalid("disclosure.enabled", "must be true or false")
+    if not enabled: return None
+    if defaults is None: raise _invalid("disclosure", f"the {preset.id} preset defines no disclosure label; leave disclosure out")
+    language = value.get("language", "en")
+    if language not in defaults["label"]: raise _invalid("disclosure.language", f"{language!r}: use one of {', '.join(defaults['label'])}")
+    return {"label": defaults["label"][language], "fallback": defaults["label"]["en"], "position": defaults["position"],
+            "size": defaults["size"], "language": language}
+
 # %% ../nbs/11_service.ipynb #19338f03
 @dataclass(frozen=True)
 class JobRequest:
@@ -358,6 +373,7 @@ class JobRequest:
     items: tuple  # {filename, content_type, size, protected} per photo
     thresholds: dict  # concept id -> score threshold, for the rule's concepts and every photo's protected ones
     webhook_url: str | None = None  # where to POST the job's status when it ends
+    disclosure: dict | None = None  # the label drawn on altered results ({label, fallback, position, size, language}), None: none
 
     @classmethod
     def parse(cls, body: Any, # {"domain", "rule_id" | "rule", "items", "thresholds"?}
@@ -365,7 +381,7 @@ class JobRequest:
               plan: Plan, # the caller's plan (max_batch)
               context: ServiceContext, rules: RuleBook) -> "JobRequest":
         "Validate a create-job body field by field; the errors name the field (`items[2].size`, `thresholds.wall`)."
-        body = _object(body, "", required=("domain", "items"), optional=("rule_id", "rule", "thresholds", "webhook_url"))
+        body = _object(body, "", required=("domain", "items"), optional=("rule_id", "rule", "thresholds", "webhook_url", "disclosure"))
         domain, presets = body["domain"], context.presets
         if not isinstance(domain, str) or domain not in presets:
             raise _invalid("domain", f"{domain!r} is not a preset; use one of {', '.join(presets)}")
@@ -386,7 +402,7 @@ class JobRequest:
         concepts = resolve_concepts(preset, [*rule.concepts, *protected], body.get("thresholds"))
         webhook_url = body.get("webhook_url")
         if webhook_url is not None: webhook_url = check_webhook_url(webhook_url, production=context.settings.server.env == "production")
-        return cls(domain, rule, rule_id, items, {c.id: c.threshold for c in concepts}, webhook_url)
+        return cls(domain, rule, rule_id, items, {c.id: c.threshold for c in concepts}, webhook_url, _job_disclosure(body.get("disclosure"), preset))
 
     @staticmethod
     def _items(items, plan: Plan, max_bytes: int, preset: Preset) -> tuple:
@@ -470,6 +486,7 @@ class Dispatch:
                         mask_threshold=context.settings.model.mask_threshold, max_pixels=images.max_pixels,
                         max_bytes=images.max_bytes, protected=tuple(found["protected"]),
                         refine_edges=context.settings.edit.mask_edges == "refined", inpainter=context.settings.edit.inpainter,
+                        disclosure=job.get("disclosure"),
                         inpaint_weights=context.settings.edit.inpaint_weights, **remote)
 
     def hand_out(self, job: dict, items: list[dict], now: datetime, only: list[int] | None = None, reason: str = "",
@@ -595,7 +612,8 @@ class Jobs:
             self.creations.hit(user_id)  # here, under the writer lock: a replayed request is not a new job
             if body_hash is not None: ledger.remember_response(user_id, idempotency_key, body_hash, response, now)
             ledger.insert_job({"id": job_id, "user_id": user_id, "domain": request.domain, "rule_id": request.rule_id,
-                               "rule": request.rule.to_dict(), "thresholds": request.thresholds, "webhook_url": request.webhook_url}, items, now)
+                               "rule": request.rule.to_dict(), "thresholds": request.thresholds, "webhook_url": request.webhook_url,
+                               "disclosure": request.disclosure}, items, now)
         return response
 
     def quote(self, user_id: str, body: Any) -> dict:
@@ -724,6 +742,7 @@ class JobReads:
                                        if it["status"] == "done" and job["purged_at"] is None else None}
                         for it in items]
         out["webhook"] = webhook_state(ledger, job)
+        out["disclosure"] = job["disclosure"]
         return out
 
     def list_jobs(self, user_id: str, limit: int = 50) -> list[dict]:
@@ -771,7 +790,9 @@ class JobReads:
             mask = self._object_or_none(output_key(it["result_key"], f"masks/{name}"))
             if mask is not None: exported["masks"][name] = mask
         instances = self._object_or_none(output_key(it["result_key"], "instances"))
-        if instances is not None: exported["instances"] = json.loads(instances)["instances"]  # none from a worker older than instances.json
+        if instances is not None:  # none from a worker older than instances.json
+            stored = json.loads(instances)
+            exported["instances"], exported["label"] = stored["instances"], stored.get("label")
         report = None if it["report"] is not None else self._object_or_none(output_key(it["result_key"], "report"))
         if report is not None: exported["report"] = json.loads(report)  # a worker that sent its report as an object only
         exported["checks"] = self._checks(job, exported, lang)

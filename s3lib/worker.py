@@ -22,13 +22,14 @@ from .core import (UPLOAD_TYPES, InvalidRequest, NotFound, S3libError, SettingsE
                         load_image)
 from .presets import Concept
 from .coco import instances_json, mask_png
+from .disclosure import draw_label
 from .inpaint import load_inpainter
 from .rules import Edit, Rule, apply_rule
 
 # %% auto #0
 __all__ = ['MAX_PROTECTED', 'INSTANCE_KEY', 'log', 'RECONNECT_SECONDS', 'ItemTask', 'Runner', 'output_key', 'output_content_type',
-           'TransportError', 'LeaseLost', 'error_message', 'HttpTransport', 'task_rule', 'task_concepts', 'run_task',
-           'Heartbeat', 'work']
+           'TransportError', 'LeaseLost', 'error_message', 'HttpTransport', 'task_rule', 'task_concepts', 'disclose',
+           'run_task', 'Heartbeat', 'work']
 
 # %% ../nbs/12_worker.ipynb #11c6a67e
 MAX_PROTECTED = 64  # instance keys / concept ids protected in one photo
@@ -79,6 +80,7 @@ class ItemTask:
     refine_edges: bool = True  # move mask edges onto the photo's edges before editing (settings `[edit] mask_edges`)
     inpainter: str = "classical"  # what remove fills holes with (settings `[edit] inpainter`)
     inpaint_weights: str = ""  # the learned inpainter's weights on the worker's machine (settings `[edit] inpaint_weights`)
+    disclosure: dict | None = None  # the label to draw on the result when an edit changed it ({label, fallback, position, size})
 
 
     def to_dict(self) -> dict:
@@ -94,8 +96,8 @@ class ItemTask:
         kinds = {"job_id": str, "item": int, "attempt": int, "max_attempts": int, "input_key": str, "result_key": str,
                  "rule": dict, "concepts": list, "callback_url": str, "mask_threshold": (int, float), "max_pixels": int,
                  "max_bytes": int, "input_url": (str, type(None)), "result_upload_url": (str, type(None)), "protected": (list, tuple),
-                 "refine_edges": bool, "inpainter": str, "inpaint_weights": str}
-        data = {"protected": (), "refine_edges": True, "inpainter": "classical", "inpaint_weights": ""} | data
+                 "refine_edges": bool, "inpainter": str, "inpaint_weights": str, "disclosure": (dict, type(None))}
+        data = {"protected": (), "refine_edges": True, "inpainter": "classical", "inpaint_weights": "", "disclosure": None} | data
         for name, kind in kinds.items():
             value = data.get(name)
             if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
@@ -235,6 +237,12 @@ def task_concepts(task: ItemTask) -> list[Concept]:
     "The concepts to segment (targets, then protected), with the prompts and thresholds the coordinator chose."
     return [Concept(c["id"], {"en": c["id"]}, c["prompt"], c["threshold"], ()) for c in task.concepts]
 
+def disclose(result, disclosure: dict | None):
+    "The result's picture, labelled when the job discloses and an edit changed it (avoiding protected pixels), and the label's place."
+    if not disclosure or not any(entry.get("pixels_changed") for entry in result.report): return result.image, None
+    return draw_label(result.image, disclosure["label"], disclosure["position"], disclosure["size"], avoid=result.masks.get("protect"),
+                      fallback=disclosure.get("fallback", "Digitally altered"))
+
 def run_task(task: ItemTask, # one item, self-contained
              segmenter, # a segmenter, or a function returning one (called only when needed, e.g. `service.segmenter`)
              transport, # `HttpTransport` (a worker elsewhere) or `InProcessTransport` (this process)
@@ -248,10 +256,11 @@ def run_task(task: ItemTask, # one item, self-contained
         instances = model.segment(picture, task_concepts(task), mask_threshold=task.mask_threshold)
         result = apply_rule(picture, instances, task_rule(task), protected=task.protected, refine_edges=task.refine_edges,
                              inpainter=load_inpainter(task.inpainter, task.inpaint_weights))
+        picture, label = disclose(result, task.disclosure)
         for name, mask in result.masks.items(): transport.store_result(task, mask_png(mask), f"masks/{name}")
-        transport.store_result(task, instances_json(result.instances), "instances")
+        transport.store_result(task, instances_json(result.instances, label), "instances")
         transport.store_result(task, json.dumps(result.report).encode("utf-8"), "report")
-        transport.store_result(task, encode_image(result.image, "png"))
+        transport.store_result(task, encode_image(picture, "png"))
     except S3libError as e:
         outcome = _about(task) | {"status": "failed", "error": e.message}
     else:

@@ -266,3 +266,53 @@ def test_quote_then_export_with_coco_masks(server):
         assert note["protected"] == (note["concept"] == "person") and category[note["category_id"]] == note["concept"]
         assert note["mask"] == f"masks/{Path(image['file_name']).stem}/{note['concept']}-{note['index']}.png"
         if note["area"]: assert list(coco_mask.toBbox(coco_mask.encode(np.asfortranarray(decoded)))) == note["bbox"]
+
+
+def test_interior_disclosure_pack(server):
+    "An interior job labels each altered photo (pixels in the label's box), lists each original right after its altered photo, "
+    "and warns when a permanent feature changed — not when only a movable object did; a photo nothing changed is not labelled."
+    import zipfile
+    alice = user(server)
+
+    def exported(rule, thresholds, **options):
+        photos = [png_bytes(320, 240, color=(150, 140, 130)), png_bytes(320, 240, color=(90, 100, 110))]
+        body = {"domain": "interior", "rule": rule, "thresholds": thresholds, **options,
+                "items": [{"filename": f"room-{i}.png", "content_type": "image/png", "size": len(p)} for i, p in enumerate(photos)]}
+        job = alice.post("/jobs", json=body).json()
+        alice.upload(job, photos)
+        assert alice.post(f"/jobs/{job['id']}/confirm-upload").status_code == 200
+        assert alice.post(f"/jobs/{job['id']}/execute").status_code == 202
+        status = alice.wait(job["id"])
+        assert status["status"] == "done", status
+        answer = alice.get(f"/jobs/{job['id']}/export")
+        assert answer.status_code == 200, answer.text
+        return status, zipfile.ZipFile(io.BytesIO(answer.content)), photos
+
+    status, archive, photos = exported({"edits": [{"concept": "wall", "action": "recolor", "color": "#A8B197"}], "protect": []}, {"wall": 0.0})
+    assert status["disclosure"]["label"] == "Digitally altered"  # on by default for interior
+    told = json.loads(archive.read("disclosure.json"))
+    assert [p["files"] for p in told["photos"]] == [["listing/01-altered.png", "listing/01-original.png"],
+                                                    ["listing/02-altered.png", "listing/02-original.png"]]
+    assert archive.read("listing/01-original.png") == photos[0]  # the original right after its altered photo
+    for photo, original in zip(told["photos"], photos):
+        assert photo["altered"] and "Wall" in photo["warning"]
+        x, y, w, h = photo["label"]["box"]
+        result = np.asarray(Image.open(io.BytesIO(archive.read(photo["files"][0]))).convert("RGB")).astype(int)
+        inside = result[y:y + h, x:x + w]
+        assert (inside.min(-1) > 230).sum() > 20 and (inside.max(-1) < 60).mean() > 0.3, "white text on a dark box"
+        assert (result[y:y + h, x:x + w] != np.asarray(Image.open(io.BytesIO(original)).convert("RGB"))[y:y + h, x:x + w]).any()
+    assert "**Warning:**" in archive.read("disclosure.md").decode()
+
+    _, archive, _ = exported({"edits": [{"concept": "sofa", "action": "recolor", "color": "#A8B197"}], "protect": []}, {"sofa": 0.0})
+    told = json.loads(archive.read("disclosure.json"))
+    assert all(p["altered"] and p["warning"] is None for p in told["photos"]) and not told["permanent_features_altered"]
+
+    _, archive, photos = exported({"edits": [{"concept": "wall", "action": "recolor", "color": "#A8B197"}], "protect": []}, {"wall": 1.0})
+    told = json.loads(archive.read("disclosure.json"))  # nothing found, nothing changed: nothing labelled
+    assert [(p["altered"], p["label"], p["files"]) for p in told["photos"]] == [(False, None, ["listing/01.png"]), (False, None, ["listing/02.png"])]
+    assert archive.read("listing/01.png") == photos[0]
+
+    status, archive, _ = exported({"edits": [{"concept": "wall", "action": "recolor", "color": "#A8B197"}], "protect": []}, {"wall": 0.0},
+                                  disclosure=False)
+    assert status["disclosure"] is None and "disclosure.json" not in archive.namelist()
+    assert not any(name.startswith("listing/") for name in archive.namelist())
