@@ -107,6 +107,9 @@ def export_zip(export: dict, # {"job", "model", "mask_threshold", "items": [{"it
         coco = {"info": {"description": f"s3lib job {job['id']}: {rule.name}", "date_created": job.get("created_at")},
                 "images": images, "categories": categories, "annotations": annotations}
         archive.writestr("instances.json", json.dumps(coco, ensure_ascii=False))
+        if any(entry["checks"] for entry in items):
+            archive.writestr("checks.json", json.dumps({"photos": [{"name": Path(entry["output"] or entry["original"] or entry["input"]).stem,
+                                                                    "checks": entry["checks"]} for entry in items]}, indent=2, ensure_ascii=False))
         manifest = build_manifest(rule, preset, items, export["model"], job.get("thresholds") or {},
                                   export.get("mask_threshold", 0.5), {"format": "png"})
         manifest["job"] = {"id": job["id"], "status": job["status"], "created_at": job.get("created_at")}

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .checks import CHECKS
+from .checks import Profile, profile_from_dict
 from .disclosure import POSITIONS
 from .core import InvalidRequest, PresetError, Settings, color_hex, json_type
 from .edit import ACTIONS
@@ -49,8 +49,13 @@ class Preset:
     protect_defaults: tuple  # concept ids protected unless the user says otherwise
     swatches: tuple  # {"name", "color": "#RRGGBB"} dicts
     materials: tuple  # material names offered in the palette (known to `s3lib.edit.MATERIALS`)
-    checks: tuple = ()  # ids of `s3lib.checks.CHECKS` run on every result of this domain
+    profiles: tuple = ()  # marketplace `Profile`s every result of this domain is checked against
     disclosure: dict | None = None  # {enabled, label: {lang: text}, position, size, permanent: (concept ids)}: label altered results
+
+    @property
+    def checks(self) -> tuple:
+        "The ids of the checks run on every result: one per marketplace profile."
+        return tuple(profile.id for profile in self.profiles)
 
     @property
     def concept_ids(self) -> tuple:
@@ -76,7 +81,7 @@ class Preset:
                 "concepts": [c.to_dict(lang) for c in self.concepts],
                 "protect_defaults": list(self.protect_defaults),
                 "swatches": [dict(s) for s in self.swatches], "materials": list(self.materials),
-                "checks": list(self.checks),
+                "checks": list(self.checks), "profiles": [profile.to_dict() for profile in self.profiles],
                 "disclosure": None if self.disclosure is None else {**self.disclosure, "permanent": list(self.disclosure["permanent"])}}
 
 # %% ../nbs/01_presets.ipynb #8a80534d
@@ -85,7 +90,7 @@ _LANG = re.compile(r"[a-z]{2}(-[A-Z]{2})?")
 _PROMPT = re.compile(r"[A-Za-z0-9][A-Za-z0-9 '\-]*")
 MAX_PROMPT_CHARS = 30
 PRESET_KEYS = ("id", "name", "concepts", "protect_defaults", "swatches", "materials")
-OPTIONAL_PRESET_KEYS = ("checks", "disclosure")  # may be left out: a preset without checks, or one whose photos need no disclosure
+OPTIONAL_PRESET_KEYS = ("profiles", "disclosure")  # may be left out: a preset without marketplace checks, or one whose photos need no disclosure
 DISCLOSURE_KEYS = ("enabled", "label", "position", "size", "permanent")
 CONCEPT_KEYS = ("id", "labels", "prompt", "threshold", "actions")
 SWATCH_KEYS = ("name", "color")
@@ -187,12 +192,16 @@ def parse_preset(data: Any, # the decoded JSON of a preset file
     for i, material in enumerate(materials):
         check.identifier(material, f"materials[{i}]")
         if material in materials[:i]: check.fail(f"materials[{i}]", f"{material!r} is listed twice")
-    checks = check.require_list(data.get("checks", []), "checks", "check ids")
-    for i, check_id in enumerate(checks):
-        if check_id not in CHECKS: check.fail(f"checks[{i}]", f"{check_id!r} is not a check; use one of {', '.join(CHECKS)}")
-        if check_id in checks[:i]: check.fail(f"checks[{i}]", f"{check_id!r} is listed twice")
+    profiles = []
+    for i, value in enumerate(check.require_list(data.get("profiles", []), "profiles", "marketplace profiles")):
+        try: profile = profile_from_dict(value)
+        except ValueError as error:
+            field, _, problem = str(error).partition(": ")
+            check.fail(f"profiles[{i}]" + (f".{field}" if field else ""), problem)
+        if profile.id in {p.id for p in profiles}: check.fail(f"profiles[{i}].id", f"{profile.id!r} is used by another profile")
+        profiles.append(profile)
     disclosure = _parse_disclosure(check, data["disclosure"], ids) if "disclosure" in data else None
-    return Preset(preset_id, name, tuple(concepts), tuple(protect), tuple(swatches), tuple(materials), tuple(checks), disclosure)
+    return Preset(preset_id, name, tuple(concepts), tuple(protect), tuple(swatches), tuple(materials), tuple(profiles), disclosure)
 
 def _parse_disclosure(check: _Checker, value, ids: list) -> dict:
     "The preset's disclosure block: whether altered results are labelled by default, the label, where, how big, which concepts are permanent features."

@@ -39,8 +39,8 @@ from .worker import (INSTANCE_KEY, MAX_PROTECTED, ItemTask, Runner, _invalid, _o
 
 # %% auto #0
 __all__ = ['CONTENT_TYPES', 'MAX_FILENAME_CHARS', 'IDEMPOTENCY_KEY', 'IDEMPOTENCY_HOURS', 'MAX_ERROR_CHARS', 'MAX_JOB_LIST',
-           'MAX_REPORT_BYTES', 'MAX_INSTANCES_BYTES', 'MAX_GRANT', 'MAX_CLAIM_WAIT', 'MAX_CLAIM_TASKS',
-           'MODEL_RETRY_SECONDS', 'log', 'UNEXECUTED_JOB_STATES', 'JOB_MOVES', 'RateLimiter',
+           'MAX_REPORT_BYTES', 'MAX_INSTANCES_BYTES', 'MAX_CACHED_VERDICTS', 'MAX_GRANT', 'MAX_CLAIM_WAIT',
+           'MAX_CLAIM_TASKS', 'MODEL_RETRY_SECONDS', 'log', 'UNEXECUTED_JOB_STATES', 'JOB_MOVES', 'RateLimiter',
            'default_segmenter_factory', 'WorkerUrls', 'ServiceContext', 'SignedBodies', 'Accounts', 'RuleBook',
            'JobRequest', 'Settlement', 'Dispatch', 'WorkerLeases', 'price', 'Jobs', 'Uploads', 'JobReads', 'Callbacks',
            'ResultUploads', 'webhook_state', 'Webhooks', 'Retention', 'ModelSlot', 'Photos', 'Service',
@@ -55,6 +55,7 @@ MAX_ERROR_CHARS = 1000  # longest failure message kept for an item
 MAX_JOB_LIST = 200
 MAX_REPORT_BYTES = 1024 * 1024
 MAX_INSTANCES_BYTES = 64 * 1024 * 1024  # an item's instances JSON (COCO RLE of every mask it used)
+MAX_CACHED_VERDICTS = 4096  # marketplace verdicts kept per process (each a few reasons)
 MAX_GRANT = 1_000_000  # most credits one operator grant gives
 MAX_CLAIM_WAIT = 20  # longest a claim waits for a task, in seconds (a long poll)
 MAX_CLAIM_TASKS = 16  # most tasks one claim leases
@@ -712,7 +713,9 @@ class Uploads:
 # %% ../nbs/11_service.ipynb #a6f25df1
 class JobReads:
     "What a user sees of their jobs: status with progress and credits, expiring result URLs, photos, and the export set."
-    def __init__(self, context: ServiceContext, model: "ModelSlot"): self.context, self.model = context, model
+    def __init__(self, context: ServiceContext, model: "ModelSlot"):
+        self.context, self.model = context, model
+        self._verdicts: dict = {}  # (result key, language) -> the profiles' verdicts: a result never changes once done
 
     def thresholds(self, job: dict) -> dict:
         "The score threshold of each concept the job segments (jobs from before thresholds were kept: the preset's)."
@@ -736,10 +739,12 @@ class JobReads:
                     "unchanged": sum(it["status"] == "done" and it["unchanged"] for it in items)}
         seconds = self.context.settings.jobs.download_url_seconds
         out = self.out(job, progress, job)
+        judged = job["status"] in FINISHED_JOB_STATES and job["purged_at"] is None and bool(self.context.preset(job["domain"]).profiles)
         out["items"] = [{"item": it["item"], "filename": it["filename"], "status": it["status"], "error": it["error"],
                          "unchanged": it["unchanged"], "report": it["report"],
                          "result_url": self.context.store.presign_get(it["result_key"], seconds)
-                                       if it["status"] == "done" and job["purged_at"] is None else None}
+                                       if it["status"] == "done" and job["purged_at"] is None else None,
+                         "checks": self.verdicts(job, it) if judged and it["status"] == "done" else []}
                         for it in items]
         out["webhook"] = webhook_state(ledger, job)
         out["disclosure"] = job["disclosure"]
@@ -795,18 +800,31 @@ class JobReads:
             exported["instances"], exported["label"] = stored["instances"], stored.get("label")
         report = None if it["report"] is not None else self._object_or_none(output_key(it["result_key"], "report"))
         if report is not None: exported["report"] = json.loads(report)  # a worker that sent its report as an object only
-        exported["checks"] = self._checks(job, exported, lang)
+        exported["checks"] = self.verdicts(job, it, lang, exported)
         return exported
+
+    def verdicts(self, job: dict, it: dict, lang: str = "en", exported: dict | None = None) -> list[dict]:
+        "The preset's marketplace profiles judged on one done item, computed once per result and language."
+        key = (it["result_key"], lang)
+        if key not in self._verdicts:
+            if exported is None:
+                exported = {"result": self._object_or_none(it["result_key"]), "masks": {}}
+                for name in dict.fromkeys([*(e["concept"] for e in job["rule"]["edits"]), "protect"]):
+                    mask = self._object_or_none(output_key(it["result_key"], f"masks/{name}"))
+                    if mask is not None: exported["masks"][name] = mask
+            if len(self._verdicts) >= MAX_CACHED_VERDICTS: self._verdicts.pop(next(iter(self._verdicts)))
+            self._verdicts[key] = self._checks(job, exported, lang)
+        return self._verdicts[key]
 
     def _checks(self, job: dict, exported: dict, lang: str) -> list[dict]:
         "The verdicts of the job's preset's checks on one exported result (none when the preset has no checks)."
-        names = self.context.presets[job["domain"]].checks
-        if not names or exported["result"] is None: return []
+        profiles = self.context.presets[job["domain"]].profiles
+        if not profiles or exported["result"] is None: return []
         with Image.open(io.BytesIO(exported["result"])) as picture: result = picture.convert("RGB")
         masks = {}
         for name, png in exported["masks"].items():
             with Image.open(io.BytesIO(png)) as mask: masks[name] = np.asarray(mask.convert("L")) > 127
-        return run_checks(names, result, masks, job["rule"], lang)
+        return run_checks(profiles, result, masks, job["rule"], lang)
 
     def export_archive(self, user_id: str, job_id: str) -> bytes:
         return export_zip(self.export_job(user_id, job_id), self.context.presets)

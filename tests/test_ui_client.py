@@ -182,8 +182,8 @@ def test_without_a_token_every_endpoint_fails_clearly(server, photos, downloads,
 def test_presets_need_no_token_on_either_surface(server, downloads):
     "One policy: the presets are public, on the Gradio API as on GET /presets."
     assert {p["id"] for p in connect(server, downloads).predict("en", api_name="/presets")} == {"interior", "seller"}
-    assert connect(server, downloads).predict("seller", "en", api_name="/preset")["checks"] == ["marketplace"]
-    assert httpx.get(f"{server.url}/presets/seller").json()["checks"] == ["marketplace"]
+    assert connect(server, downloads).predict("seller", "en", api_name="/preset")["checks"] == ["amazon", "ebay", "shopify", "etsy"]
+    assert httpx.get(f"{server.url}/presets/seller").json()["checks"] == ["amazon", "ebay", "shopify", "etsy"]
 
 
 def test_another_users_token_sees_nothing_of_the_first(server, photos, downloads):

@@ -449,7 +449,7 @@ def results(self: PaletteApp, token: str | None, ws: Workspace, lang: str) -> di
         gallery.append((after, result_caption(item, lang)) if after else (before, f"❌ {text('photo_failed', lang, name=name, why=item.get('error') or item['status'])}"))
         shown.append({"name": name, "before": before, "after": after})
         for check in item["checks"]:
-            checks.append([name, text("pass" if check["passed"] else "fail", lang), "; ".join(check["reasons"])])
+            checks.append([name, f"{text('pass' if check['passed'] else 'fail', lang)} · {check['title']}", "; ".join(check["reasons"])])
     return {"results": gallery, "results_state": shown, "marketplace": gr.update(value=checks)}
 
 @patch
