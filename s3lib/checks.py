@@ -12,8 +12,9 @@ import numpy as np
 from PIL import Image
 
 # %% auto #0
-__all__ = ['CHECK_WORDS', 'PROFILE_KEYS', 'BORDER_MIN', 'REAL_PHOTO_MAX_SHARE', 'check_text', 'Profile', 'grow_mask',
-           'product_mask', 'check_profile', 'run_checks', 'profile_from_dict']
+__all__ = ['CHECK_WORDS', 'PROFILE_KEYS', 'BORDER_MIN', 'REAL_PHOTO_MAX_SHARE', 'FIT_MARGIN', 'check_text', 'Profile',
+           'grow_mask', 'product_mask', 'check_profile', 'run_checks', 'profile_from_dict', 'fit_box', 'fit_image',
+           'fit_mask']
 
 # %% ../nbs/06a_checks.ipynb #771bbe24
 CHECK_WORDS = {
@@ -108,7 +109,7 @@ def _border(pixels: np.ndarray) -> int:
     for depth in range(min(height, width) // 4):
         if np.abs(ring(depth) - colour).max() > 2: break
     else: return 0  # one colour all over: nothing is framed
-    if depth < BORDER_MIN: return 0
+    if depth < BORDER_MIN or (colour >= 250).all(): return 0  # a white surround is the backdrop, not a border
     differs = np.abs(ring(depth) - colour).max(-1) > 12
     return depth if differs.mean() >= 0.9 else 0  # a product on white touches its white surround in places only
 
@@ -193,3 +194,60 @@ def profile_from_dict(data, # one entry of a preset's "profiles"
         flags[key] = data.get(key, False)
     return Profile(data["id"], {str(k): str(v) for k, v in name.items()}, background, number("min_fill", 0.01, 1.0),
                    number("min_side", 1, 100_000, int), number("max_side", 1, 100_000, int), number("max_megapixels", 0.01, 1000.0), **flags)
+
+# %% ../nbs/06a_checks.ipynb #677175c9
+FIT_MARGIN = 0.05  # a fitted product fills this much more of the frame than the profile asks (rounding never fails it)
+
+def fit_box(shape: tuple, # the result's (height, width)
+            product: np.ndarray | None, # bool H×W, where the product is (None or empty: no crop)
+            profile: Profile,
+           ) -> tuple[tuple, tuple]:
+    "((x0, y0, x1, y1) the frame to cut, possibly past the photo's edges; (width, height) to scale it to)."
+    height, width = shape
+    box = (0, 0, width, height)
+    if profile.min_fill is not None and product is not None and product.any():
+        rows, cols = np.flatnonzero(product.any(axis=1)), np.flatnonzero(product.any(axis=0))
+        target = min(0.98, profile.min_fill + FIT_MARGIN)
+        side = max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1) / target
+        cy, cx = (rows[0] + rows[-1] + 1) / 2, (cols[0] + cols[-1] + 1) / 2
+        half = side / 2
+        box = (round(cx - half), round(cy - half), round(cx + half), round(cy + half))
+    frame_w, frame_h = box[2] - box[0], box[3] - box[1]
+    scale = 1.0
+    longest = max(frame_w, frame_h)
+    if profile.min_side is not None and longest * scale < profile.min_side: scale = profile.min_side / longest
+    if profile.max_side is not None and longest * scale > profile.max_side: scale = profile.max_side / longest
+    if profile.max_megapixels is not None and frame_w * frame_h * scale ** 2 > profile.max_megapixels * 1e6:
+        scale = (profile.max_megapixels * 1e6 / (frame_w * frame_h)) ** 0.5
+    return box, (max(1, int(frame_w * scale)), max(1, int(frame_h * scale)))
+
+def _cut(array: np.ndarray, box: tuple, fill) -> np.ndarray:
+    "The box of the array, what lies past its edges filled with `fill`."
+    x0, y0, x1, y1 = box
+    height, width = array.shape[:2]
+    out = np.empty((y1 - y0, x1 - x0) + array.shape[2:], array.dtype)
+    out[...] = fill
+    sx0, sy0, sx1, sy1 = max(0, x0), max(0, y0), min(width, x1), min(height, y1)
+    if sx0 < sx1 and sy0 < sy1: out[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = array[sy0:sy1, sx0:sx1]
+    return out
+
+def fit_image(image: Image.Image, geometry: tuple, profile: Profile,
+              product: np.ndarray | None = None, # the fitted product mask (`fit_mask`), if known
+             ) -> Image.Image:
+    "The photo cut and scaled as `fit_box` said; the padding takes the profile's background (white when it names none)."
+    box, size = geometry
+    colour = profile.background or (255, 255, 255)
+    cut = _cut(np.asarray(image.convert("RGB")), box, colour)
+    if cut.shape[1::-1] == size: return Image.fromarray(cut)
+    scaled = np.array(Image.fromarray(cut).resize(size, Image.LANCZOS))
+    if product is not None and profile.background is not None:
+        # scaling blurs the product's edge into the background: background pixels (beyond the product's soft edge) stay exact
+        background = np.asarray(Image.fromarray((cut == colour).all(axis=-1)).resize(size, Image.NEAREST)) & ~grow_mask(product, 2)
+        scaled[background] = colour
+    return Image.fromarray(scaled)
+
+def fit_mask(mask: np.ndarray, geometry: tuple) -> np.ndarray:
+    "A mask cut and scaled the same way (nearest neighbour: it stays a mask)."
+    box, size = geometry
+    cut = _cut(mask, box, False)
+    return cut if cut.shape[::-1] == size else np.asarray(Image.fromarray(cut).resize(size, Image.NEAREST))

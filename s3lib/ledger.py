@@ -228,6 +228,11 @@ def _job_disclosure(cursor):
     "A job may label its altered results: the label's text, corner and size (JSON), NULL when it does not."
     cursor.execute("ALTER TABLE jobs ADD COLUMN disclosure VARCHAR")
 
+@migration("0007_job_fit")
+def _job_fit(cursor):
+    "A job may ask its results to be fitted to one marketplace profile (its rules as JSON), NULL when it does not."
+    cursor.execute("ALTER TABLE jobs ADD COLUMN fit VARCHAR")
+
 # %% ../nbs/09_ledger.ipynb #8c26a26c
 def utc(moment: datetime | None = None # aware or naive-UTC datetime; default: now
        ) -> datetime:
@@ -264,7 +269,7 @@ def _rule_row(found: dict | None) -> dict | None:
 def _job_row(found: dict | None) -> dict | None:
     if found is None: return None
     return found | {"rule": json.loads(found["rule"]), "thresholds": json.loads(found["thresholds"] or "null"),
-                    "disclosure": json.loads(found.get("disclosure") or "null")}
+                    "disclosure": json.loads(found.get("disclosure") or "null"), "fit": json.loads(found.get("fit") or "null")}
 
 def _item_row(found: dict) -> dict:
     return found | {"protected": json.loads(found["protected"] or "[]"), "report": json.loads(found["report"] or "null")}
@@ -519,19 +524,20 @@ def delete_rule(self: Ledger, user_id: str, rule_id: str) -> bool:
 
 # %% ../nbs/09_ledger.ipynb #5b2bab16
 @patch
-def insert_job(self: Ledger, job: dict, # id, user_id, domain, rule_id, rule (dict); thresholds, webhook_url, disclosure (optional); status starts as "created"
+def insert_job(self: Ledger, job: dict, # id, user_id, domain, rule_id, rule (dict); thresholds, webhook_url, disclosure, fit (optional); status starts as "created"
                items: list[dict], # filename, content_type, size, input_key, result_key, protected (list, optional) per item, in order
                now: datetime | None = None,
               ) -> dict:
     "Store a new job and its items (all pending) in one transaction."
     thresholds = job.get("thresholds")
     with self.transaction() as cursor:
-        disclosure = job.get("disclosure")
-        cursor.execute("INSERT INTO jobs (id, user_id, domain, rule_id, rule, thresholds, webhook_url, disclosure, status, created_at, updated_at) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'created', ?, ?)",
+        disclosure, fit = job.get("disclosure"), job.get("fit")
+        cursor.execute("INSERT INTO jobs (id, user_id, domain, rule_id, rule, thresholds, webhook_url, disclosure, fit, status, created_at, updated_at) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'created', ?, ?)",
                        [job["id"], job["user_id"], job["domain"], job.get("rule_id"), json.dumps(job["rule"]),
                         None if thresholds is None else json.dumps(thresholds), job.get("webhook_url"),
-                        None if disclosure is None else json.dumps(disclosure, ensure_ascii=False), _naive(now), _naive(now)])
+                        None if disclosure is None else json.dumps(disclosure, ensure_ascii=False),
+                        None if fit is None else json.dumps(fit, ensure_ascii=False), _naive(now), _naive(now)])
         cursor.executemany("INSERT INTO items (job_id, item, filename, content_type, size, input_key, result_key, protected, status, updated_at) "
                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
                            [[job["id"], i, it["filename"], it["content_type"], it["size"], it["input_key"], it["result_key"],

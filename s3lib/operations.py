@@ -228,6 +228,8 @@ def job_schema() -> dict:
                                                                           "properties": {"enabled": {"type": "boolean"}, "language": {"type": "string", "enum": ["en", "ko"]}}}],
                                           "description": "label altered results and export a listing with each original after its altered photo; "
                                                          "default: the preset's (on for interior)"},
+                           "fit": {"type": "string", "description": "a marketplace profile of the preset (e.g. 'amazon'): each result is cut "
+                                                                    "around the product and scaled to meet it (masks alike)"},
                            "webhook_url": {"type": "string", "maxLength": 2000, "format": "uri",
                                            "description": "POSTed the job's status (Standard Webhooks signature) when it ends; "
                                                           "https:// to a public address in production"}},

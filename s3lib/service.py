@@ -375,6 +375,7 @@ class JobRequest:
     thresholds: dict  # concept id -> score threshold, for the rule's concepts and every photo's protected ones
     webhook_url: str | None = None  # where to POST the job's status when it ends
     disclosure: dict | None = None  # the label drawn on altered results ({label, fallback, position, size, language}), None: none
+    fit: dict | None = None  # the marketplace profile (as a dict) the results are fitted to, None: not fitted
 
     @classmethod
     def parse(cls, body: Any, # {"domain", "rule_id" | "rule", "items", "thresholds"?}
@@ -382,7 +383,7 @@ class JobRequest:
               plan: Plan, # the caller's plan (max_batch)
               context: ServiceContext, rules: RuleBook) -> "JobRequest":
         "Validate a create-job body field by field; the errors name the field (`items[2].size`, `thresholds.wall`)."
-        body = _object(body, "", required=("domain", "items"), optional=("rule_id", "rule", "thresholds", "webhook_url", "disclosure"))
+        body = _object(body, "", required=("domain", "items"), optional=("rule_id", "rule", "thresholds", "webhook_url", "disclosure", "fit"))
         domain, presets = body["domain"], context.presets
         if not isinstance(domain, str) or domain not in presets:
             raise _invalid("domain", f"{domain!r} is not a preset; use one of {', '.join(presets)}")
@@ -403,7 +404,12 @@ class JobRequest:
         concepts = resolve_concepts(preset, [*rule.concepts, *protected], body.get("thresholds"))
         webhook_url = body.get("webhook_url")
         if webhook_url is not None: webhook_url = check_webhook_url(webhook_url, production=context.settings.server.env == "production")
-        return cls(domain, rule, rule_id, items, {c.id: c.threshold for c in concepts}, webhook_url, _job_disclosure(body.get("disclosure"), preset))
+        fit = body.get("fit")
+        if fit is not None:
+            profiles = {profile.id: profile for profile in preset.profiles}
+            if fit not in profiles: raise _invalid("fit", f"{fit!r} is not a marketplace profile of {domain}; use one of: {', '.join(profiles) or 'none (it has no profiles)'}")
+            fit = profiles[fit].to_dict()
+        return cls(domain, rule, rule_id, items, {c.id: c.threshold for c in concepts}, webhook_url, _job_disclosure(body.get("disclosure"), preset), fit)
 
     @staticmethod
     def _items(items, plan: Plan, max_bytes: int, preset: Preset) -> tuple:
@@ -487,7 +493,7 @@ class Dispatch:
                         mask_threshold=context.settings.model.mask_threshold, max_pixels=images.max_pixels,
                         max_bytes=images.max_bytes, protected=tuple(found["protected"]),
                         refine_edges=context.settings.edit.mask_edges == "refined", inpainter=context.settings.edit.inpainter,
-                        disclosure=job.get("disclosure"),
+                        disclosure=job.get("disclosure"), fit=job.get("fit"),
                         inpaint_weights=context.settings.edit.inpaint_weights, **remote)
 
     def hand_out(self, job: dict, items: list[dict], now: datetime, only: list[int] | None = None, reason: str = "",
@@ -614,7 +620,7 @@ class Jobs:
             if body_hash is not None: ledger.remember_response(user_id, idempotency_key, body_hash, response, now)
             ledger.insert_job({"id": job_id, "user_id": user_id, "domain": request.domain, "rule_id": request.rule_id,
                                "rule": request.rule.to_dict(), "thresholds": request.thresholds, "webhook_url": request.webhook_url,
-                               "disclosure": request.disclosure}, items, now)
+                               "disclosure": request.disclosure, "fit": request.fit}, items, now)
         return response
 
     def quote(self, user_id: str, body: Any) -> dict:
@@ -747,7 +753,7 @@ class JobReads:
                          "checks": self.verdicts(job, it) if judged and it["status"] == "done" else []}
                         for it in items]
         out["webhook"] = webhook_state(ledger, job)
-        out["disclosure"] = job["disclosure"]
+        out["disclosure"], out["fit"] = job["disclosure"], (job["fit"] or {}).get("id")
         return out
 
     def list_jobs(self, user_id: str, limit: int = 50) -> list[dict]:

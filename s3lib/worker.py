@@ -22,14 +22,16 @@ from .core import (UPLOAD_TYPES, InvalidRequest, NotFound, S3libError, SettingsE
                         load_image)
 from .presets import Concept
 from .coco import instances_json, mask_png
+from .checks import fit_box, fit_image, fit_mask, product_mask, profile_from_dict
 from .disclosure import draw_label
 from .inpaint import load_inpainter
-from .rules import Edit, Rule, apply_rule
+from .rules import Edit, EditResult, Rule, apply_rule
+from .segment import Instance
 
 # %% auto #0
 __all__ = ['MAX_PROTECTED', 'INSTANCE_KEY', 'log', 'RECONNECT_SECONDS', 'ItemTask', 'Runner', 'output_key', 'output_content_type',
-           'TransportError', 'LeaseLost', 'error_message', 'HttpTransport', 'task_rule', 'task_concepts', 'disclose',
-           'run_task', 'Heartbeat', 'work']
+           'TransportError', 'LeaseLost', 'error_message', 'HttpTransport', 'task_rule', 'task_concepts', 'fit_result',
+           'disclose', 'run_task', 'Heartbeat', 'work']
 
 # %% ../nbs/12_worker.ipynb #11c6a67e
 MAX_PROTECTED = 64  # instance keys / concept ids protected in one photo
@@ -81,6 +83,7 @@ class ItemTask:
     inpainter: str = "classical"  # what remove fills holes with (settings `[edit] inpainter`)
     inpaint_weights: str = ""  # the learned inpainter's weights on the worker's machine (settings `[edit] inpaint_weights`)
     disclosure: dict | None = None  # the label to draw on the result when an edit changed it ({label, fallback, position, size})
+    fit: dict | None = None  # a marketplace profile (`Profile.to_dict`) to fit the result to: cut around the product, scaled
 
 
     def to_dict(self) -> dict:
@@ -96,8 +99,8 @@ class ItemTask:
         kinds = {"job_id": str, "item": int, "attempt": int, "max_attempts": int, "input_key": str, "result_key": str,
                  "rule": dict, "concepts": list, "callback_url": str, "mask_threshold": (int, float), "max_pixels": int,
                  "max_bytes": int, "input_url": (str, type(None)), "result_upload_url": (str, type(None)), "protected": (list, tuple),
-                 "refine_edges": bool, "inpainter": str, "inpaint_weights": str, "disclosure": (dict, type(None))}
-        data = {"protected": (), "refine_edges": True, "inpainter": "classical", "inpaint_weights": "", "disclosure": None} | data
+                 "refine_edges": bool, "inpainter": str, "inpaint_weights": str, "disclosure": (dict, type(None)), "fit": (dict, type(None))}
+        data = {"protected": (), "refine_edges": True, "inpainter": "classical", "inpaint_weights": "", "disclosure": None, "fit": None} | data
         for name, kind in kinds.items():
             value = data.get(name)
             if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
@@ -237,6 +240,17 @@ def task_concepts(task: ItemTask) -> list[Concept]:
     "The concepts to segment (targets, then protected), with the prompts and thresholds the coordinator chose."
     return [Concept(c["id"], {"en": c["id"]}, c["prompt"], c["threshold"], ()) for c in task.concepts]
 
+def fit_result(result, fit: dict | None, rule: dict):
+    "The result fitted to a marketplace profile when the job asks (photo, masks and instances cut and scaled alike)."
+    if not fit: return result
+    profile = profile_from_dict(fit)
+    product = product_mask(result.masks, rule)
+    geometry = fit_box(result.masks["protect"].shape, product, profile)
+    masks = {name: fit_mask(mask, geometry) for name, mask in result.masks.items()}
+    fitted = product_mask(masks, rule)
+    instances = [(Instance.from_mask(i.concept, fit_mask(i.mask, geometry), i.index, i.score), protected) for i, protected in result.instances]
+    return EditResult(fit_image(result.image, geometry, profile, fitted), masks, result.report, instances)
+
 def disclose(result, disclosure: dict | None):
     "The result's picture, labelled when the job discloses and an edit changed it (avoiding protected pixels), and the label's place."
     if not disclosure or not any(entry.get("pixels_changed") for entry in result.report): return result.image, None
@@ -256,6 +270,7 @@ def run_task(task: ItemTask, # one item, self-contained
         instances = model.segment(picture, task_concepts(task), mask_threshold=task.mask_threshold)
         result = apply_rule(picture, instances, task_rule(task), protected=task.protected, refine_edges=task.refine_edges,
                              inpainter=load_inpainter(task.inpainter, task.inpaint_weights))
+        result = fit_result(result, task.fit, task.rule)
         picture, label = disclose(result, task.disclosure)
         for name, mask in result.masks.items(): transport.store_result(task, mask_png(mask), f"masks/{name}")
         transport.store_result(task, instances_json(result.instances, label), "instances")

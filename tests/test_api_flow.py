@@ -316,3 +316,31 @@ def test_interior_disclosure_pack(server):
                                   disclosure=False)
     assert status["disclosure"] is None and "disclosure.json" not in archive.namelist()
     assert not any(name.startswith("listing/") for name in archive.namelist())
+
+
+def test_seller_job_fitted_to_the_amazon_profile(server):
+    "fit=amazon cuts each result around the product and scales it to at least 1000 px; its masks are cut and scaled alike "
+    "(instances.json decodes to the result's size), and the product then spans at least 85 % of the frame."
+    import zipfile
+    alice = user(server)
+    photo = png_bytes(200, 150, color=(230, 230, 230))
+    body = {"domain": "seller", "fit": "amazon", "thresholds": {"product": 0.0, "background": 0.0},
+            "rule": {"edits": [{"concept": "background", "action": "fill", "color": "#FFFFFF"}], "protect": ["product"]},
+            "items": [{"filename": "mug.png", "content_type": "image/png", "size": len(photo)}]}
+    assert error_of(alice.post("/jobs", json={**body, "fit": "walmart"}))[1] == "invalid_request"
+    job = alice.post("/jobs", json=body).json()
+    alice.upload(job, [photo])
+    assert alice.post(f"/jobs/{job['id']}/confirm-upload").status_code == 200
+    assert alice.post(f"/jobs/{job['id']}/execute").status_code == 202
+    status = alice.wait(job["id"])
+    assert status["status"] == "done" and status["fit"] == "amazon", status
+    assert [c["check"] for c in status["items"][0]["checks"]] == ["amazon", "ebay", "shopify", "etsy"]
+    archive = zipfile.ZipFile(io.BytesIO(alice.get(f"/jobs/{job['id']}/export").content))
+    result = Image.open(io.BytesIO(archive.read("results/mug.png")))
+    assert max(result.size) >= 1000
+    coco = json.loads(archive.read("instances.json"))
+    assert (coco["images"][0]["width"], coco["images"][0]["height"]) == result.size
+    for note in coco["annotations"]:
+        assert note["segmentation"]["size"] == [result.height, result.width]
+    amazon = next(c for c in status["items"][0]["checks"] if c["check"] == "amazon")
+    assert any(reason.startswith("product spans") and "needs" not in reason for reason in amazon["reasons"]), amazon
