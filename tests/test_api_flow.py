@@ -26,8 +26,8 @@ def server(tmp_path_factory, tiny_sam3):
         preset = json.loads(source.read_text())
         for concept in preset["concepts"]: concept["threshold"] = 0.0
         (presets / source.name).write_text(json.dumps(preset))
-    process = ServerProcess(root / "data", {"S3LIB_MODEL": str(tiny_sam3), "S3LIB_RUNNER": "inline",
-                                            "S3LIB_PRESETS_DIR": str(presets)}).start()
+    process = ServerProcess(root / "data", {"S3LIB_MODEL": str(tiny_sam3), "S3LIB_RUNNER": "inline", "S3LIB_PRESETS_DIR": str(presets),
+                                            "S3LIB_LIMITS_SIGNUPS_PER_MINUTE": "1000"}).start()  # a user or two per test, from one address
     yield process
     assert process.stop(), process.log_tail()
     assert "Traceback" not in process.log_path.read_text(), process.log_tail()
