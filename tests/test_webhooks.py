@@ -159,6 +159,19 @@ def test_ssrf_guard_in_production(tmp_path, receiver):
     assert hook.got == []
 
 
+def test_a_name_is_resolved_once_and_the_checked_address_is_the_one_connected_to(tmp_path, receiver):
+    service = make_service(tmp_path)
+    user = service.sign_up()["user"]["id"]
+    hook = receiver()
+    named = hook.url.replace("127.0.0.1", "localhost")
+    job_id = job_with_hook(service, user, named)
+    service.cancel(user, job_id)
+    service.deliver_webhooks(service.now())
+    (path, headers, body), = hook.got
+    assert headers["host"] == named.split("/")[2]  # the name the client gave, though the connection went to the checked address
+    assert verified(service, user, (path, headers, body))["type"] == "job.canceled"
+
+
 def test_development_allows_loopback_only(tmp_path):
     service = make_service(tmp_path)
     user = service.sign_up()["user"]["id"]
