@@ -651,6 +651,12 @@ def due_webhooks(self: Ledger, now: datetime, limit: int = 20) -> list[dict]:
     return self.rows("SELECT * FROM webhook_deliveries WHERE state = 'pending' AND next_at <= ? ORDER BY next_at LIMIT ?", [_naive(now), limit])
 
 @patch
+def next_webhook_at(self: Ledger) -> datetime | None:
+    "When the earliest pending delivery is due (None: nothing pending)."
+    found = self.value("SELECT min(next_at) FROM webhook_deliveries WHERE state = 'pending'")
+    return None if found is None else utc(found)
+
+@patch
 def record_webhook(self: Ledger, delivery_id: str, state: str, attempts: int, next_at: datetime | None, status: int | None,
                    error: str | None, body: str | None = None, now: datetime | None = None) -> None:
     "The outcome of one attempt (and the body, written once)."

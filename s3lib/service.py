@@ -433,7 +433,9 @@ class JobRequest:
 # %% ../nbs/11_service.ipynb #aa9998ce
 class Settlement:
     "Ending active jobs: the one place reserved credits come back and job slots are freed, each exactly once."
-    def __init__(self, context: ServiceContext): self.context = context
+    def __init__(self, context: ServiceContext):
+        self.context = context
+        self.queued: Callable[[], None] = lambda: None  # called when a webhook delivery was queued (the service: `Webhooks.wake`)
 
     def settle(self, job: dict, status: str, now: datetime) -> int:
         "Inside a transaction: move an active job to `status` (done, failed, canceled), refund what was reserved and not charged, free its slot. Returns the refund."
@@ -448,7 +450,8 @@ class Settlement:
 
     def ended(self, job: dict, status: str, now: datetime) -> None:
         "Inside the transaction that ends a job, every way it ends: queue its webhook delivery when it named a URL."
-        if job.get("webhook_url"): self.context.ledger.add_webhook(f"msg_{uuid.uuid4().hex}", job, f"job.{status}", now)
+        if job.get("webhook_url") and self.context.ledger.add_webhook(f"msg_{uuid.uuid4().hex}", job, f"job.{status}", now):
+            self.queued()
 
     def finish_if_complete(self, job: dict, now: datetime) -> None:
         "Inside a transaction: once every item is done or failed, the job is done (≥ 1 done) or failed."
@@ -976,6 +979,16 @@ class Webhooks:
         self.context, self.status_of = context, status_of
         self.retry_seconds = _retry_seconds(context.settings.jobs.webhook_retry_seconds)
         self._sending = threading.Lock()  # one delivery pass at a time: no row is sent twice at once
+        self._next = None  # when the delivery thread should look next (None: at once); the database is not polled when idle
+
+    def wake(self) -> None:
+        "A delivery was queued: look at the next tick."
+        self._next = None
+
+    def refresh(self) -> None:
+        "Read when the earliest pending delivery is due (at start: deliveries a previous process left)."
+        found = self.context.ledger.next_webhook_at()
+        self._next = found if found is not None else datetime.max.replace(tzinfo=timezone.utc)
 
     @property
     def production(self) -> bool: return self.context.settings.server.env == "production"
@@ -985,11 +998,13 @@ class Webhooks:
         return {"secret": webhook_secret(self.context.settings.auth.jwt_secret, user_id)}
 
     def deliver_due(self, now: datetime | None = None) -> int:
-        "Attempt every delivery that is due; returns how many were attempted."
-        now = utc(now) if now is not None else self.context.now()
+        "Attempt every delivery that is due at `now` (default: the clock's now, skipped while nothing can be due); how many were attempted."
+        scheduled, now = now is None, utc(now) if now is not None else self.context.now()
         with self._sending:
+            if scheduled and self._next is not None and now < self._next: return 0
             due = self.context.ledger.due_webhooks(now)
             for delivery in due: self._attempt(delivery, now)
+            self.refresh()
         return len(due)
 
     def _attempt(self, delivery: dict, now: datetime) -> None:
@@ -1185,6 +1200,7 @@ class Service:
         self.callbacks, self.result_uploads = Callbacks(context, signed, settlement), ResultUploads(context, signed, self.dispatch)
         self.retention = Retention(context, settlement)
         self.webhooks = Webhooks(context, self.reads.job_status)
+        settlement.queued = self.webhooks.wake
         self.photos = Photos(context, self.model, self.rules, self.jobs, self.uploads, self.reads)
         self.started = False
         self._stopping, self._maintenance, self._deliveries = threading.Event(), None, None
@@ -1220,6 +1236,7 @@ class Service:
                                                  name="s3lib-retention", daemon=True)
             self._maintenance.start()
         if webhook_seconds:
+            self.webhooks.refresh()  # the thread reads the database only when a delivery can be due
             self._deliveries = threading.Thread(target=self._every, args=(webhook_seconds, self.deliver_webhooks, "webhook delivery"),
                                                 name="s3lib-webhooks", daemon=True)
             self._deliveries.start()

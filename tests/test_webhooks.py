@@ -181,3 +181,22 @@ def test_development_allows_loopback_only(tmp_path):
         job_with_hook(service, user, "http://10.1.2.3/hook", upload=False)
     assert service.webhook_secret(user)["secret"].startswith("whsec_")
     assert service.webhook_secret(user) != service.webhook_secret(service.sign_up()["user"]["id"])
+
+
+def test_the_delivery_thread_sends_what_a_job_end_queues(tmp_path, receiver):
+    "With the service's own delivery thread (as in production): it looks at the database only once something was queued."
+    settings = make_settings(tmp_path, {"S3LIB_JOBS_WEBHOOK_RETRY_SECONDS": "1"})
+    store = LocalStore(tmp_path / "store", "http://testserver", URL_SECRET)
+    service = Service(settings, Ledger(), store, load_presets(settings), runner=RecordingRunner()).start(maintenance_seconds=None, webhook_seconds=0.1)
+    try:
+        user = service.sign_up()["user"]["id"]
+        hook = receiver()
+        job_id = job_with_hook(service, user, hook.url)
+        assert service.webhooks._next > service.now()  # nothing pending: the thread does not query
+        service.cancel(user, job_id)
+        for _ in range(100):
+            if hook.got: break
+            threading.Event().wait(0.1)
+        assert [verified(service, user, got)["type"] for got in hook.got] == ["job.canceled"]
+    finally:
+        service.close()
