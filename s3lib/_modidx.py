@@ -679,6 +679,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                's3lib.service.JobReads._checks': ('service.html#jobreads._checks', 's3lib/service.py'),
                                's3lib.service.JobReads._exported': ('service.html#jobreads._exported', 's3lib/service.py'),
                                's3lib.service.JobReads._item': ('service.html#jobreads._item', 's3lib/service.py'),
+                               's3lib.service.JobReads._masks': ('service.html#jobreads._masks', 's3lib/service.py'),
                                's3lib.service.JobReads._object_or_none': ('service.html#jobreads._object_or_none', 's3lib/service.py'),
                                's3lib.service.JobReads.export_archive': ('service.html#jobreads.export_archive', 's3lib/service.py'),
                                's3lib.service.JobReads.export_job': ('service.html#jobreads.export_job', 's3lib/service.py'),

@@ -29,7 +29,7 @@ from .core import (Plan, IdempotencyMismatch, ImageError, InvalidRequest, Invali
                         RateLimited, RuleError, S3libError, Settings, SettingsError, TooLarge, Unauthorized, UploadIncomplete,
                         json_type, load_image, parse_json_object, DECODE_SLOTS, UPLOAD_TYPES, verify_image)
 from .export import export_zip
-from .webhooks import RETRY_SECONDS, check_webhook_url, deliver, next_attempt, sign_webhook, webhook_secret
+from .webhooks import check_webhook_url, deliver, next_attempt, sign_webhook, webhook_secret
 from .presets import Preset, resolve_concepts
 from .storage import ObjectStore
 from .ledger import ACTIVE_JOB_STATES, FINISHED_JOB_STATES, Ledger, iso, utc
@@ -799,10 +799,7 @@ class JobReads:
                     "unchanged": it["unchanged"], "input": self._object_or_none(it["input_key"]), "result": None, "masks": {},
                     "instances": [], "report": it["report"] or [], "checks": []}
         if it["status"] != "done": return exported
-        exported["result"] = self._object_or_none(it["result_key"])
-        for name in dict.fromkeys([*(e["concept"] for e in job["rule"]["edits"]), "protect"]):
-            mask = self._object_or_none(output_key(it["result_key"], f"masks/{name}"))
-            if mask is not None: exported["masks"][name] = mask
+        exported["result"], exported["masks"] = self._object_or_none(it["result_key"]), self._masks(job, it)
         instances = self._object_or_none(output_key(it["result_key"], "instances"))
         if instances is not None:  # none from a worker older than instances.json
             stored = json.loads(instances)
@@ -816,14 +813,18 @@ class JobReads:
         "The preset's marketplace profiles judged on one done item, computed once per result and language."
         key = (it["result_key"], lang)
         if key not in self._verdicts:
-            if exported is None:
-                exported = {"result": self._object_or_none(it["result_key"]), "masks": {}}
-                for name in dict.fromkeys([*(e["concept"] for e in job["rule"]["edits"]), "protect"]):
-                    mask = self._object_or_none(output_key(it["result_key"], f"masks/{name}"))
-                    if mask is not None: exported["masks"][name] = mask
+            if exported is None: exported = {"result": self._object_or_none(it["result_key"]), "masks": self._masks(job, it)}
             if len(self._verdicts) >= MAX_CACHED_VERDICTS: self._verdicts.pop(next(iter(self._verdicts)))
             self._verdicts[key] = self._checks(job, exported, lang)
         return self._verdicts[key]
+
+    def _masks(self, job: dict, it: dict) -> dict:
+        "A done item's stored mask PNGs: each edited concept's and the protected region's, by name (missing ones left out)."
+        masks = {}
+        for name in dict.fromkeys([*(e["concept"] for e in job["rule"]["edits"]), "protect"]):
+            mask = self._object_or_none(output_key(it["result_key"], f"masks/{name}"))
+            if mask is not None: masks[name] = mask
+        return masks
 
     def _checks(self, job: dict, exported: dict, lang: str) -> list[dict]:
         "The verdicts of the job's preset's checks on one exported result (none when the preset has no checks)."
