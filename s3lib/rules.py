@@ -25,7 +25,7 @@ from .segment import Instance
 
 # %% auto #0
 __all__ = ['MAX_EDITS', 'MAX_NAME_CHARS', 'RULE_KEYS', 'Edit', 'Rule', 'check_materials', 'edit_schema', 'rule_schema',
-           'EditResult', 'apply_rule', 'edit_options']
+           'EditResult', 'apply_rule', 'edit_settings', 'edit_options']
 
 # %% ../nbs/05_rules.ipynb #d5c1783f
 MAX_EDITS = 32  # edits in one rule
@@ -313,7 +313,12 @@ def apply_rule(image: Image.Image | np.ndarray, # the photo, RGB
     return EditResult(Image.fromarray(current), masks, report, used)
 
 # %% ../nbs/05_rules.ipynb #91400d44
+def edit_settings(settings) -> dict:
+    "What the settings' [edit] section chooses, as plain values a worker's task carries: refine_edges, inpainter, inpaint_weights."
+    edit = settings.edit
+    return {"refine_edges": edit.mask_edges == "refined", "inpainter": edit.inpainter, "inpaint_weights": edit.inpaint_weights}
+
 def edit_options(settings) -> dict:
     "`apply_rule`'s keyword arguments that the settings' [edit] section chooses: refine_edges and inpainter."
-    edit = settings.edit
-    return {"refine_edges": edit.mask_edges == "refined", "inpainter": load_inpainter(edit.inpainter, edit.inpaint_weights)}
+    chosen = edit_settings(settings)
+    return {"refine_edges": chosen["refine_edges"], "inpainter": load_inpainter(chosen["inpainter"], chosen["inpaint_weights"])}

@@ -33,7 +33,7 @@ from .webhooks import check_webhook_url, deliver, next_attempt, sign_webhook, we
 from .presets import Preset, resolve_concepts
 from .storage import ObjectStore
 from .ledger import ACTIVE_JOB_STATES, FINISHED_JOB_STATES, Ledger, iso, utc
-from .rules import Rule, apply_rule, edit_options
+from .rules import Rule, apply_rule, edit_options, edit_settings
 from .worker import (INSTANCE_KEY, MAX_PROTECTED, ItemTask, Runner, _invalid, _object, _protected,
                           output_content_type, output_key)
 
@@ -495,9 +495,7 @@ class Dispatch:
                         concepts=self.concepts(job, found["protected"]), callback_url=context.urls.callback(job["id"]),
                         mask_threshold=context.settings.model.mask_threshold, max_pixels=images.max_pixels,
                         max_bytes=images.max_bytes, protected=tuple(found["protected"]),
-                        refine_edges=context.settings.edit.mask_edges == "refined", inpainter=context.settings.edit.inpainter,
-                        disclosure=job.get("disclosure"), fit=job.get("fit"),
-                        inpaint_weights=context.settings.edit.inpaint_weights, **remote)
+                        disclosure=job.get("disclosure"), fit=job.get("fit"), **edit_settings(context.settings), **remote)
 
     def hand_out(self, job: dict, items: list[dict], now: datetime, only: list[int] | None = None, reason: str = "",
                  after_attempt: int | None = None, # only items handed out exactly this often so far (a retry of that attempt)
