@@ -389,6 +389,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              's3lib.rules.edit_options': ('rules.html#edit_options', 's3lib/rules.py'),
                              's3lib.rules.edit_schema': ('rules.html#edit_schema', 's3lib/rules.py'),
                              's3lib.rules.edit_settings': ('rules.html#edit_settings', 's3lib/rules.py'),
+                             's3lib.rules.report_changed': ('rules.html#report_changed', 's3lib/rules.py'),
                              's3lib.rules.rule_schema': ('rules.html#rule_schema', 's3lib/rules.py')},
             's3lib.runners.base': { 's3lib.runners.base.BaseRunner': ('runners_base.html#baserunner', 's3lib/runners/base.py'),
                                     's3lib.runners.base.BaseRunner.__init__': ( 'runners_base.html#baserunner.__init__',

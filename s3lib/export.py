@@ -54,16 +54,15 @@ def coco_categories(preset: Preset) -> list[dict]:
 def _write_listing(archive: zipfile.ZipFile, exported: list, entries: list, images: list, preset: Preset, disclosure: dict) -> None:
     "listing/ (each altered photo, then its original; unaltered photos once), disclosure.json and disclosure.md."
     done = [(item, entry, image) for item, entry, image in zip(exported, entries, images) if item.get("result") is not None]
-    altered = [any(e.get("pixels_changed") for e in entry["report"]) for _, entry, _ in done]
-    extensions = [(_extension(item["result"]), _extension(item["input"])) for item, _, _ in done]
-    for (item, entry, _), changed, names in zip(done, altered, listing_names(altered, extensions)):
-        archive.writestr(names[0], item["result"] if changed else item["input"])  # an unaltered photo is listed as it was taken
-        if changed: archive.writestr(names[1], item["input"])
-        entry["listing"] = names
     report = disclosure_report([{"name": Path(entry["output"]).stem, "report": entry["report"], "size": (image["width"], image["height"]),
                                  "label": item.get("label")} for item, entry, image in done],
                                preset.disclosure["permanent"], {c.id: c.label(disclosure.get("language", "en")) for c in preset.concepts})
-    for photo, (_, entry, _) in zip(report["photos"], done): photo["files"] = entry["listing"]
+    altered = [photo["altered"] for photo in report["photos"]]
+    extensions = [(_extension(item["result"]), _extension(item["input"])) for item, _, _ in done]
+    for (item, entry, _), photo, names in zip(done, report["photos"], listing_names(altered, extensions)):
+        archive.writestr(names[0], item["result"] if photo["altered"] else item["input"])  # an unaltered photo is listed as it was taken
+        if photo["altered"]: archive.writestr(names[1], item["input"])
+        entry["listing"] = photo["files"] = names
     report["label"] = disclosure["label"]
     archive.writestr("disclosure.json", json.dumps(report, indent=2, ensure_ascii=False))
     archive.writestr("disclosure.md", disclosure_markdown(report, f"Disclosure: {len(done)} photos, {sum(altered)} digitally altered"))

@@ -20,6 +20,7 @@ from PIL import Image
 from .core import (ImageError, InvalidRequest, RuleError, S3libError, Settings, encode_image, load_image,
                         load_settings)
 from .presets import Preset, load_presets, resolve_concepts
+from .coco import mask_png
 from .rules import EditResult, Rule, apply_rule, edit_options
 
 # %% auto #0
@@ -217,7 +218,7 @@ def edit_folder(sources: str | Path | Iterable, # a folder, an image file, or a 
                 (destination / "masks" / stem).mkdir(parents=True, exist_ok=True)
                 for concept, mask in result.masks.items():
                     name = f"masks/{stem}/{concept}.png"
-                    Image.fromarray(mask.astype(np.uint8) * 255).save(destination / name)
+                    (destination / name).write_bytes(mask_png(mask))
                     item["masks"][concept] = name
             item.update(status="done", report=result.report)
         except S3libError as e:

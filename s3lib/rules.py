@@ -25,7 +25,7 @@ from .segment import Instance
 
 # %% auto #0
 __all__ = ['MAX_EDITS', 'MAX_NAME_CHARS', 'RULE_KEYS', 'Edit', 'Rule', 'check_materials', 'edit_schema', 'rule_schema',
-           'EditResult', 'apply_rule', 'edit_settings', 'edit_options']
+           'EditResult', 'report_changed', 'apply_rule', 'edit_settings', 'edit_options']
 
 # %% ../nbs/05_rules.ipynb #d5c1783f
 MAX_EDITS = 32  # edits in one rule
@@ -215,6 +215,10 @@ class EditResult:
     masks: dict  # concept id -> bool mask each edit used (protected pixels excluded), plus "protect"
     report: list  # per edit: concept, action, instances, pixels_changed, skipped (None or why), and the action's note (e.g. how a material was laid)
     instances: list = field(default_factory=list)  # (Instance, protected) for every instance the edits or the protection used, refined where refined
+
+def report_changed(report: list) -> bool:
+    "Whether an edit report (`EditResult.report`, or its JSON) says any edit changed a pixel."
+    return any(entry.get("pixels_changed") for entry in report)
 
 def _rgb_array(image) -> np.ndarray:
     if isinstance(image, Image.Image):

@@ -33,7 +33,7 @@ from .webhooks import check_webhook_url, deliver, next_attempt, sign_webhook, we
 from .presets import Preset, resolve_concepts
 from .storage import ObjectStore
 from .ledger import ACTIVE_JOB_STATES, FINISHED_JOB_STATES, Ledger, iso, utc
-from .rules import Rule, apply_rule, edit_options, edit_settings
+from .rules import Rule, apply_rule, edit_options, edit_settings, report_changed
 from .worker import (INSTANCE_KEY, MAX_PROTECTED, ItemTask, Runner, _invalid, _object, _protected,
                           output_content_type, output_key)
 
@@ -897,7 +897,7 @@ class Callbacks:
         report = _edit_report(body.get("report"), status)
         return {"item": item, "attempt": attempt, "status": status, "result_key": result_key,
                 "error": error or "the worker reported a failure", "report": report,
-                "unchanged": bool(report) and not any(entry.get("pixels_changed") for entry in report)}
+                "unchanged": bool(report) and not report_changed(report)}
 
     def _apply(self, job: dict, update: dict, now: datetime) -> str | None:
         "Inside a transaction: apply one item report to an active job; returns why it was ignored, if it was."

@@ -25,7 +25,7 @@ from .coco import instances_json, mask_png
 from .checks import fit_box, fit_image, fit_mask, product_mask, profile_from_dict
 from .disclosure import draw_label
 from .inpaint import load_inpainter
-from .rules import Edit, EditResult, Rule, apply_rule
+from .rules import Edit, EditResult, Rule, apply_rule, report_changed
 from .segment import Instance
 
 # %% auto #0
@@ -253,7 +253,7 @@ def fit_result(result, fit: dict | None, rule: dict):
 
 def disclose(result, disclosure: dict | None):
     "The result's picture, labelled when the job discloses and an edit changed it (avoiding protected pixels), and the label's place."
-    if not disclosure or not any(entry.get("pixels_changed") for entry in result.report): return result.image, None
+    if not disclosure or not report_changed(result.report): return result.image, None
     return draw_label(result.image, disclosure["label"], disclosure["position"], disclosure["size"], avoid=result.masks.get("protect"),
                       fallback=disclosure.get("fallback", "Digitally altered"))
 
