@@ -11,6 +11,8 @@ from typing import Mapping
 import numpy as np
 from PIL import Image
 
+from .core import color_hex, parse_color
+
 # %% auto #0
 __all__ = ['CHECK_WORDS', 'PROFILE_KEYS', 'BORDER_MIN', 'REAL_PHOTO_MAX_SHARE', 'FIT_MARGIN', 'check_text', 'Profile',
            'grow_mask', 'product_mask', 'check_profile', 'run_checks', 'profile_from_dict', 'fit_box', 'fit_image',
@@ -18,8 +20,7 @@ __all__ = ['CHECK_WORDS', 'PROFILE_KEYS', 'BORDER_MIN', 'REAL_PHOTO_MAX_SHARE', 
 
 # %% ../nbs/06a_checks.ipynb #771bbe24
 CHECK_WORDS = {
-    "en": {"marketplace": "Marketplace main image",
-           "no_product_in_rule": "the rule neither protects nor edits “product”, so the product cannot be located",
+    "en": {"no_product_in_rule": "the rule neither protects nor edits “product”, so the product cannot be located",
            "no_product": "no product was found in this photo",
            "white_ok": "background is pure white", "white_bad": "{share:.1%} of the background is not pure white (RGB 255)",
            "fill_ok": "product spans {fill:.0%} of the frame", "fill_bad": "product spans {fill:.0%} of the frame (needs ≥ {need:.0%})",
@@ -29,8 +30,7 @@ CHECK_WORDS = {
            "border_ok": "no border around the photo", "border_bad": "a {width} px border of one colour frames the photo",
            "real_ok": "a real photo: s3lib changed {share:.0%} of it, in the chosen regions only",
            "real_bad": "{share:.0%} of the photo was replaced: that is a regeneration, not an edit of a real photo"},
-    "ko": {"marketplace": "마켓플레이스 대표 이미지",
-           "no_product_in_rule": "규칙이 “상품”을 보호하거나 편집하지 않아 상품 위치를 알 수 없습니다",
+    "ko": {"no_product_in_rule": "규칙이 “상품”을 보호하거나 편집하지 않아 상품 위치를 알 수 없습니다",
            "no_product": "이 사진에서 상품을 찾지 못했습니다",
            "white_ok": "배경이 완전한 흰색입니다", "white_bad": "배경의 {share:.1%}가 완전한 흰색(RGB 255)이 아닙니다",
            "fill_ok": "상품이 화면의 {fill:.0%}를 채웁니다", "fill_bad": "상품이 화면의 {fill:.0%}만 채웁니다 ({need:.0%} 이상 필요)",
@@ -69,7 +69,7 @@ class Profile:
     def title(self, lang: str = "en") -> str: return self.name.get(lang) or self.name["en"]
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "name": dict(self.name), "background": None if self.background is None else "#%02X%02X%02X" % self.background,
+        return {"id": self.id, "name": dict(self.name), "background": None if self.background is None else color_hex(self.background),
                 "min_fill": self.min_fill, "min_side": self.min_side, "max_side": self.max_side, "max_megapixels": self.max_megapixels,
                 "no_borders": self.no_borders, "real_photo": self.real_photo}
 
@@ -185,9 +185,8 @@ def profile_from_dict(data, # one entry of a preset's "profiles"
         return kind(value)
     background = data.get("background")
     if background is not None:
-        text = str(background).lstrip("#")
-        if len(text) != 6 or any(ch not in "0123456789abcdefABCDEF" for ch in text): raise ValueError(f"background: {background!r} is not #RRGGBB")
-        background = tuple(int(text[i:i + 2], 16) for i in (0, 2, 4))
+        try: background = parse_color(background)
+        except ValueError as error: raise ValueError(f"background: {error}") from None
     flags = {}
     for key in ("no_borders", "real_photo"):
         if not isinstance(data.get(key, False), bool): raise ValueError(f"{key}: must be true or false")
