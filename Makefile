@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "torch==2.14.1" "torchvision==0.29.1"
-	$(BIN)/pip install -q -e ".[dev,ray,runpod]"
+	$(BIN)/pip install -q -e ".[dev,ray,runpod,cpu-fast]"
 	touch $@
 
 run: setup

@@ -98,7 +98,7 @@ def cmd_doctor(args) -> int:
     import importlib.metadata as md
     settings = _settings(args)
     lines = [("settings", str(settings.root / "settings.ini"))]
-    for name in ("s3lib", "torch", "torchvision", "transformers", "gradio", "duckdb"):
+    for name in ("s3lib", "torch", "torchvision", "transformers", "gradio", "duckdb", "openvino", "onnxruntime"):
         try: lines.append((name, md.version(name)))
         except md.PackageNotFoundError: lines.append((name, "not installed"))
     import torch
@@ -109,6 +109,9 @@ def cmd_doctor(args) -> int:
     try:
         segmenter = _segmenter(settings)
         lines.append(("model loads", f"yes, on {segmenter.device} as {segmenter.dtype}"))
+        lines.append(("backend", f"{segmenter.backend.name} ({segmenter.backend.parts}): {segmenter.backend.reason}"))
+        lines.append(("text kept", f"{len(segmenter.pinned_text)} preset prompts' embeddings"
+                                   + (f" in {segmenter.text_store.path}" if segmenter.text_store else "")))
     except S3libError as e:
         ok = False
         lines.append(("model loads", f"NO — {e.message}"))

@@ -196,7 +196,8 @@ Choice = tuple  # a tuple of strings in the schema means "one of these"
 
 SCHEMA: dict[str, dict[str, Any]] = {
     "model": dict(id=str, device=("auto", "cpu", "cuda", "mps"), dtype=("auto", "float32", "bfloat16", "float16"),
-                  threshold=float, mask_threshold=float, vision_cache_size=int, text_cache_size=int, threads=int),
+                  threshold=float, mask_threshold=float, vision_cache_size=int, text_cache_size=int, threads=int,
+                  backend=("auto", "torch", "openvino", "onnxruntime", "onnxruntime-int8"), cache_dir=str, max_drift=float),
     "images": dict(max_pixels=int, max_bytes=int, output_format=("png", "jpeg", "webp"), quality=int, concurrent_decodes=int),
     "presets": dict(dir=str),
     "server": dict(data_dir=str, host=str, port=int, public_url=str, env=("development", "production"),
@@ -220,7 +221,7 @@ SHORT_ENV = {  # short environment names other parts of the system document
     "S3LIB_PORT": ("server", "port"), "S3LIB_ENV": ("server", "env"),
 }
 # Ranges checked after conversion: (section, key) -> (low, high), inclusive.
-RANGES = {("model", "threshold"): (0.0, 1.0), ("model", "mask_threshold"): (0.0, 1.0),
+RANGES = {("model", "threshold"): (0.0, 1.0), ("model", "max_drift"): (0.0, 1.0), ("model", "mask_threshold"): (0.0, 1.0),
           ("model", "vision_cache_size"): (0, 1024), ("model", "text_cache_size"): (0, 100_000),
           ("model", "threads"): (0, 1024), ("images", "max_pixels"): (1, 10**10), ("images", "max_bytes"): (1, 10**10),
           ("images", "quality"): (1, 100), ("images", "concurrent_decodes"): (1, 64), ("server", "port"): (1, 65535), ("server", "max_body_bytes"): (1024, 10**9),

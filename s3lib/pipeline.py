@@ -116,8 +116,9 @@ def library_versions() -> dict:
 def sha256_of(data: bytes) -> str: return hashlib.sha256(data).hexdigest()
 
 def segmenter_info(segmenter) -> dict:
-    "How the manifest names a segmenter: model id, device, and dtype as settings spell it (`float32`)."
-    return {"id": segmenter.model_id, "device": str(segmenter.device), "dtype": str(segmenter.dtype).removeprefix("torch.")}
+    "How the manifest names a segmenter: model id, device, dtype as settings spell it (`float32`) and the backend that ran it."
+    return {"id": segmenter.model_id, "device": str(segmenter.device), "dtype": str(segmenter.dtype).removeprefix("torch."),
+            "backend": getattr(getattr(segmenter, "backend", None), "name", "torch")}
 
 def build_manifest(rule: Rule, # the rule applied
                    preset: Preset, # the rule's preset

@@ -21,7 +21,8 @@ import numpy as np
 from fastcore.basics import patch
 from PIL import Image
 
-from .core import DEFAULT_MAX_PIXELS, ImageError, InvalidRequest, ModelUnavailable, Settings, color_hex, load_image, parse_color
+from .backends import MAX_DRIFT, TORCH, Backend, TextStore, choose_backend, native_bf16, prepare_backend
+from .core import DEFAULT_MAX_PIXELS, ImageError, InvalidRequest, ModelUnavailable, S3libError, Settings, color_hex, load_image, parse_color
 
 # %% auto #0
 __all__ = ['MODEL_TYPES', 'WEIGHT_FILES', 'HUB_ID', 'LOCAL_FIX', 'DTYPES', 'PROTECTED_COLOR', 'CONCEPT_COLORS', 'Instance',
@@ -181,7 +182,7 @@ def _pick_dtype(dtype, device) -> "torch.dtype":
     import torch
     if isinstance(dtype, torch.dtype): return dtype
     if dtype in (None, "auto"):
-        if device.type == "cpu": return torch.float32
+        if device.type == "cpu": return torch.bfloat16 if native_bf16() else torch.float32
         if device.type == "cuda" and not torch.cuda.is_bf16_supported(): return torch.float16
         return torch.bfloat16
     if dtype not in DTYPES: raise ModelUnavailable(f"dtype {dtype!r} is not one of auto, {', '.join(DTYPES)}")
@@ -304,6 +305,8 @@ class Sam3Segmenter:
                  text_cache_size: int = 256, # prompts whose text embeddings are kept (0 = no cache)
                  max_pixels: int = DEFAULT_MAX_PIXELS, # larger images are refused (`ImageError`)
                  batch_size: int | None = None, # decodes (and images per vision pass) per call; default 16 on CUDA, else 1
+                 backend: Backend | None = None, # exported graphs that run the vision pass and decodes (default: torch)
+                 text_store: TextStore | None = None, # where fixed prompts' text embeddings are kept between processes
                 ):
         self.model, self.processor, self.model_id = model, processor, model_id
         self.threshold = _unit(threshold, "threshold")
@@ -317,6 +320,8 @@ class Sam3Segmenter:
         self._lock = threading.Lock()  # around model calls and the caches
         self._tokenizer_lock = threading.Lock()
         self._position_encoding = None  # shared by every image (it depends only on the input size)
+        self.backend, self.text_store = backend or TORCH, text_store
+        self.pinned_text = self._load_pinned_text()  # prompts whose embeddings never leave memory (the presets')
 
     @property
     def device(self): return self.model.device
@@ -324,19 +329,24 @@ class Sam3Segmenter:
     @property
     def dtype(self): return self.model.dtype
 
-    def __repr__(self): return f"Sam3Segmenter({self.model_id!r}, device={self.device}, dtype={self.dtype})"
+    def __repr__(self):
+        return f"Sam3Segmenter({self.model_id!r}, device={self.device}, dtype={self.dtype}, backend={self.backend.name!r})"
 
 
     @classmethod
     def from_pretrained(cls,
                         model_id_or_path: str | os.PathLike = "facebook/sam3", # hub id or a folder saved with save_pretrained
                         device=None, # None/"auto" (cuda, then mps, then cpu), "cpu", "cuda", "cuda:1", "mps"
-                        dtype=None, # None/"auto" (bfloat16 on GPU, float32 on CPU), "float32", "bfloat16", "float16"
+                        dtype=None, # None/"auto" (bfloat16 on GPU and on CPUs with native bf16, else float32), "float32", ...
                         vision_cache_size: int = 8, # images whose vision features are kept
                         text_cache_size: int = 256, # prompts whose text embeddings are kept
+                        backend: str = "auto", # auto, torch, openvino, onnxruntime or onnxruntime-int8 (`choose_backend`)
+                        cache_dir: str | os.PathLike | None = None, # exports and text embeddings; default $S3LIB_MODEL_CACHE_DIR or ~/.cache/s3lib/models
+                        max_drift: float = MAX_DRIFT, # exported graphs drifting further from torch float32 stay in torch
+                        prompts: Iterable[str] = (), # prompts whose text embeddings are computed now and kept (a palette's)
                         **options, # threshold, mask_threshold, max_pixels, batch_size: see `Sam3Segmenter`
                        ) -> Sam3Segmenter:
-        "Load `Sam3Model` + `Sam3Processor`; raise `ModelUnavailable` saying how to fix it when the weights can't be had."
+        "Load `Sam3Model` + `Sam3Processor` (and the backend's exported graphs); `ModelUnavailable` says how to fix a failure."
         source = os.fspath(model_id_or_path)
         folder = Path(source).expanduser()
         if folder.exists() or not HUB_ID.match(source) or source.startswith((".", "~")): _check_folder(folder)
@@ -348,13 +358,19 @@ class Sam3Segmenter:
         device = _pick_device(device)
         dtype = _pick_dtype(dtype, device)
         location = str(folder) if folder.exists() else source
+        cache_dir = Path(cache_dir or os.environ.get("S3LIB_MODEL_CACHE_DIR") or "~/.cache/s3lib/models").expanduser()
+        # before torch loads its copy: a first export runs in a child process that needs the memory
+        exported = prepare_backend(choose_backend(backend, device), location, cache_dir, max_drift)
         try:
             model = Sam3Model.from_pretrained(location, dtype=dtype).to(device).eval()  # first: its errors keep their cause
             processor = Sam3Processor.from_pretrained(location)
         except Exception as e:
             raise _unavailable(source, e) from e
-        return cls(model, processor, model_id=source, vision_cache_size=vision_cache_size,
-                   text_cache_size=text_cache_size, **options)
+        segmenter = cls(model, processor, model_id=source, vision_cache_size=vision_cache_size,
+                        text_cache_size=text_cache_size, backend=exported,
+                        text_store=TextStore.for_model(cache_dir, location, dtype), **options)
+        segmenter.pin_prompts(prompts)
+        return segmenter
 
     @classmethod
     def from_settings(cls, settings) -> Sam3Segmenter:
@@ -412,19 +428,34 @@ def _vision_features(self: Sam3Segmenter, keys: list[str], images: list[Image.Im
     if late: pixel_values.update(zip(late, self._pixel_values([images[keys.index(key)] for key in late])))
     for start in range(0, len(missing), self.batch_size):
         chunk = missing[start:start + self.batch_size]
-        batch = torch.stack([pixel_values[key] for key in chunk]).to(device=self.device, dtype=self.dtype)
-        with torch.inference_mode(): output = self.model.get_vision_features(pixel_values=batch)
+        hidden_states, position = self._vision_pass(torch.stack([pixel_values[key] for key in chunk]))
         self.vision_passes += len(chunk)
-        position = tuple(level[:1] for level in output.fpn_position_encoding)
+        position = tuple(level[:1] for level in position)
         if self._position_encoding is None or not all(
                 torch.equal(shared, new) for shared, new in zip(self._position_encoding, position)):
             self._position_encoding = tuple(level.clone() for level in position)
         for row, key in enumerate(chunk):  # a row of a batch is cloned, so evicting one image frees its memory
-            hidden = tuple(level[row:row + 1] if len(chunk) == 1 else level[row:row + 1].clone()
-                           for level in output.fpn_hidden_states)
+            hidden = tuple(level[row:row + 1] if len(chunk) == 1 else level[row:row + 1].clone() for level in hidden_states)
             features[key] = (hidden, self._position_encoding)
             self.vision_cache.put(key, features[key])
     return features
+
+@patch
+def _vision_pass(self: Sam3Segmenter, batch) -> tuple[tuple, tuple]:
+    "Forward: the FPN levels and their position encodings for a batch of pixel values, by the backend or by torch."
+    import torch
+    if self.backend.vision is None:
+        with torch.inference_mode():
+            output = self.model.get_vision_features(pixel_values=batch.to(device=self.device, dtype=self.dtype))
+        return tuple(output.fpn_hidden_states), tuple(output.fpn_position_encoding)
+    rows = [self.backend.vision({"pixel_values": row.float().numpy()}) for row in batch.split(1)]  # traced at batch 1
+    # an exported decoder reads float32, so the levels stay float32 for it; torch's decoder gets its own dtype
+    dtype = torch.float32 if self.backend.decoder is not None else self.dtype
+    hidden = tuple(torch.from_numpy(np.concatenate(level)).to(dtype) for level in zip(*rows))
+    with torch.inference_mode():
+        position = tuple(self.model.vision_encoder.neck.position_encoding(level.shape, self.device, dtype)
+                         for level in hidden)
+    return hidden, position
 
 @patch
 def _text_features(self: Sam3Segmenter, tokens: dict) -> dict:
@@ -432,7 +463,7 @@ def _text_features(self: Sam3Segmenter, tokens: dict) -> dict:
     import torch
     features = {}
     for prompt, encoded in tokens.items():
-        cached = self.text_cache.get(prompt)
+        cached = self.pinned_text.get(prompt) or self.text_cache.get(prompt)
         if cached is None:
             input_ids, attention_mask = encoded.input_ids.to(self.device), encoded.attention_mask.to(self.device)
             with torch.inference_mode():
@@ -458,8 +489,45 @@ def _forward(self: Sam3Segmenter, pairs: list[_Pair], vision: dict, text: dict):
     if pairs[0].geometry is not None:  # decoded alone: see `_groups`
         boxes, labels = pairs[0].geometry
         geometry = dict(input_boxes=boxes.to(self.device, self.dtype), input_boxes_labels=labels.to(self.device))
+    elif self.backend.decoder is not None:
+        return self._exported_decode(features, embeds.pooler_output, attention_mask)
+    features = Sam3VisionEncoderOutput(fpn_hidden_states=tuple(level.to(self.dtype) for level in features.fpn_hidden_states),
+                                       fpn_position_encoding=tuple(level.to(self.dtype) for level in features.fpn_position_encoding))
     with torch.inference_mode():
         return self.model(vision_embeds=features, text_embeds=embeds, attention_mask=attention_mask, **geometry)
+
+@patch
+def _exported_decode(self: Sam3Segmenter, features, text, attention_mask) -> SimpleNamespace:
+    "Forward: the backend's detector + mask decoder, one row at a time (it is traced at batch 1), outputs as torch tensors."
+    import torch
+    from s3lib.backends import DECODER_INPUTS, DECODER_OUTPUTS
+    rows = []
+    for row in range(text.shape[0]):
+        inputs = [level[row:row + 1] for level in features.fpn_hidden_states[:3]] + [text[row:row + 1], attention_mask[row:row + 1]]
+        rows.append(self.backend.decoder({name: value.float().numpy() if value.is_floating_point() else value.numpy()
+                                          for name, value in zip(DECODER_INPUTS, inputs)}))
+    return SimpleNamespace(**{name: torch.from_numpy(np.concatenate(outputs)) for name, outputs in zip(DECODER_OUTPUTS, zip(*rows))})
+
+# %% ../nbs/03_segment.ipynb #ab7717ce
+@patch
+def _load_pinned_text(self: Sam3Segmenter) -> dict:
+    "The text store's embeddings, on this model's device and dtype (empty without a store)."
+    if self.text_store is None: return {}
+    return {prompt: (embeds.to(self.device, self.dtype), mask.to(self.device))
+            for prompt, (embeds, mask) in self.text_store.load().items()}
+
+@patch
+def pin_prompts(self: Sam3Segmenter, prompts: Iterable[str]) -> int:
+    "Compute and keep the text embeddings of `prompts` (saved to the text store when new); returns how many were new."
+    prompts = [prompt.strip() for prompt in prompts if isinstance(prompt, str) and prompt.strip()]
+    missing = [prompt for prompt in dict.fromkeys(prompts) if prompt not in self.pinned_text]
+    if not missing: return 0
+    tokens = self._tokens(missing)
+    with self._lock:
+        for prompt, encoded in tokens.items():
+            self.pinned_text[prompt] = self._text_features({prompt: encoded})[prompt]
+    if self.text_store is not None: self.text_store.save(self.pinned_text)
+    return len(missing)
 
 # %% ../nbs/03_segment.ipynb #5bf2262c
 @patch
@@ -547,14 +615,23 @@ class SegmenterLoader:
     text_cache_size: int = 256
     threads: int = 0  # torch CPU threads (0: torch's default)
     max_pixels: int = 40_000_000
+    backend: str = "auto"  # auto, torch, openvino, onnxruntime or onnxruntime-int8
+    cache_dir: str = "~/.cache/s3lib/models"  # exported graphs and text embeddings, per checkpoint
+    max_drift: float = MAX_DRIFT  # exported graphs drifting further from torch float32 stay in torch
+    prompts: tuple = ()  # the presets' concept prompts: their text embeddings are kept with the model
 
     @classmethod
     def from_settings(cls, settings: Settings # `[model]` and `[images] max_pixels` are used
                      ) -> SegmenterLoader:
-        "The recipe for the model these settings name."
+        "The recipe for the model these settings name, with every preset concept's prompt to keep embedded."
+        from s3lib.presets import load_presets
         model = settings.model
+        try: presets = load_presets(settings).values()
+        except S3libError: presets = ()  # keeping embeddings only saves time; the service reports broken presets itself
+        prompts = tuple(dict.fromkeys(concept.prompt for preset in presets for concept in preset.concepts))
         return cls(model.id, model.device, model.dtype, model.threshold, model.mask_threshold, model.vision_cache_size,
-                   model.text_cache_size, model.threads, settings.images.max_pixels)
+                   model.text_cache_size, model.threads, settings.images.max_pixels, model.backend,
+                   str(settings.path(model.cache_dir)), model.max_drift, prompts)
 
     def __call__(self):
         "Load the segmenter (`ModelUnavailable` says how to fix a missing or gated model)."
@@ -564,7 +641,8 @@ class SegmenterLoader:
         return Sam3Segmenter.from_pretrained(self.model_id, device=self.device, dtype=self.dtype,
                                              vision_cache_size=self.vision_cache_size, text_cache_size=self.text_cache_size,
                                              threshold=self.threshold, mask_threshold=self.mask_threshold,
-                                             max_pixels=self.max_pixels)
+                                             max_pixels=self.max_pixels, backend=self.backend, cache_dir=self.cache_dir,
+                                             max_drift=self.max_drift, prompts=self.prompts)
 
 # %% ../nbs/03_segment.ipynb #d9b217dc
 PROTECTED_COLOR = "#9CA3AF"

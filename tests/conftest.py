@@ -6,6 +6,11 @@ for key, value in {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "GRAD
                    "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}.items():
     os.environ[key] = value
 
+import tempfile
+
+# exported graphs and kept text embeddings: one cache for the session and every server it starts, none in ~/.cache
+os.environ.setdefault("S3LIB_MODEL_CACHE_DIR", tempfile.mkdtemp(prefix="s3lib-test-models-"))
+
 import pytest
 
 

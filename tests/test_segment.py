@@ -28,7 +28,8 @@ def photo(width: int, height: int, seed: int) -> Image.Image:
 
 @pytest.fixture(scope="module")
 def segmenter(tiny_sam3) -> Sam3Segmenter:
-    return Sam3Segmenter.from_pretrained(tiny_sam3, device="cpu", threshold=0.0)
+    "torch in float32: exact and the same whatever the decode batch, which these comparisons need."
+    return Sam3Segmenter.from_pretrained(tiny_sam3, device="cpu", threshold=0.0, dtype="float32", backend="torch")
 
 
 def fresh(segmenter: Sam3Segmenter, **options) -> Sam3Segmenter:
@@ -187,3 +188,47 @@ def test_label_map_on_many_instances(segmenter):
     best = max(range(len(found)), key=lambda i: (found[i].concept != "lamp", found[i].score))
     only_unprotected = found[best].mask & ~lamps
     assert (labels[only_unprotected] == best + 1).all()  # the best unprotected instance loses only to lamps
+
+
+EXPORTED_START = """
+import json, sys, time
+from s3lib.segment import Sam3Segmenter
+started = time.perf_counter()
+seg = Sam3Segmenter.from_pretrained(sys.argv[1], threshold=0.0, cache_dir=sys.argv[2], prompts=["wall", "sofa"])
+found = seg.segment(sys.argv[3], ["wall", "sofa"])
+print(json.dumps({"backend": seg.backend.name, "reason": seg.backend.reason, "seconds": time.perf_counter() - started,
+                  "pinned": sorted(seg.pinned_text), "text_misses": seg.text_cache.info()["misses"],
+                  "keys": [i.key for i in found], "scores": [i.score for i in found]}))
+"""
+
+
+def test_a_second_process_starts_from_the_cached_export(tiny_sam3, tmp_path):
+    "The first process exports once; the next loads the export and the kept text embeddings, with the same results."
+    import json
+    pytest.importorskip("openvino")
+    photo(160, 120, 3).save(tmp_path / "room.png")
+    runs = []
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", EXPORTED_START, str(tiny_sam3), str(tmp_path / "cache"),
+                               str(tmp_path / "room.png")], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    first, second = runs
+    assert first["backend"] == second["backend"] == "openvino", first["reason"]
+    assert "exported now" in first["reason"] and "cached export" in second["reason"], second["reason"]
+    assert second["pinned"] == ["sofa", "wall"] and second["text_misses"] == 0  # no text encoder for the palette
+    assert first["keys"] == second["keys"] and first["scores"] == second["scores"]
+    assert len(list((tmp_path / "cache").glob("*/openvino-*/meta.json"))) == 1
+
+
+def test_an_export_that_cannot_run_falls_back_to_torch(tiny_sam3, tmp_path, monkeypatch):
+    "A failing export (here: the runtime crashes on load) leaves torch running, says why, and is not retried."
+    import s3lib.backends as backends
+    pytest.importorskip("onnxruntime")
+    def crash(*args, **kwargs): raise RuntimeError("simulated runtime crash")
+    monkeypatch.setattr(backends, "_export_in_child", crash)
+    seg = Sam3Segmenter.from_pretrained(tiny_sam3, backend="onnxruntime", cache_dir=tmp_path, threshold=0.0)
+    assert seg.backend.name == "torch" and "simulated runtime crash" in seg.backend.reason
+    assert seg.segment(photo(64, 48, 1), ["wall"])  # torch answers
+    again = Sam3Segmenter.from_pretrained(tiny_sam3, backend="onnxruntime", cache_dir=tmp_path)
+    assert "failed before" in again.backend.reason and "Delete" in again.backend.reason
