@@ -239,14 +239,14 @@ def _window_of(instances: list, shape: tuple, pad: int = 0) -> tuple[slice, slic
 
 def _paint(instances: list, rows: slice, cols: slice) -> np.ndarray:
     "The union of the instances' masks inside a window, touching each mask only where it lies (read-only: may be a view)."
-    if len(instances) == 1 and instances[0].window == (rows, cols): return instances[0].mask[rows, cols]
+    if len(instances) == 1 and instances[0].window == (rows, cols): return instances[0].mask_in(rows, cols)
     union = np.zeros((rows.stop - rows.start, cols.stop - cols.start), dtype=bool)
     for instance in instances:
         own_rows, own_cols = instance.window
         top, bottom = max(rows.start, own_rows.start), min(rows.stop, own_rows.stop)
         left, right = max(cols.start, own_cols.start), min(cols.stop, own_cols.stop)
         if top < bottom and left < right:
-            union[top - rows.start:bottom - rows.start, left - cols.start:right - cols.start] |= instance.mask[top:bottom, left:right]
+            union[top - rows.start:bottom - rows.start, left - cols.start:right - cols.start] |= instance.mask_in(slice(top, bottom), slice(left, right))
     return union
 
 def _pixels_changed(before: np.ndarray, after: np.ndarray) -> int:
@@ -270,9 +270,9 @@ def apply_rule(image: Image.Image | np.ndarray, # the photo, RGB
     for i, instance in enumerate(instances):
         if not isinstance(instance, Instance):
             raise TypeError(f"instances[{i}] is a {type(instance).__name__}, not an s3lib.segment.Instance")
-        if instance.mask.dtype != bool or instance.mask.shape != shape:
-            raise ValueError(f"instances[{i}] ({instance.key}): the mask is {instance.mask.dtype} {instance.mask.shape}; "
-                             f"it must be bool {shape}, the size of the image it was segmented on")
+        if instance.shape != shape:  # the shape alone: a soft mask's pixels are made only where an edit needs them
+            raise ValueError(f"instances[{i}] ({instance.key}): the mask is {instance.shape}; "
+                             f"it must be {shape}, the size of the image it was segmented on")
     protect_concepts, protect_keys = set(rule.protect), set()
     for item in protected:
         if isinstance(item, Instance): protect_keys.add(item.key)

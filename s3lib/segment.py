@@ -11,7 +11,7 @@ import os
 import re
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import FrozenInstanceError, dataclass, field
 from functools import cached_property
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,28 +25,86 @@ from .backends import MAX_DRIFT, TORCH, Backend, TextStore, choose_backend, nati
 from .core import DEFAULT_MAX_PIXELS, ImageError, InvalidRequest, ModelUnavailable, S3libError, Settings, color_hex, load_image, parse_color
 
 # %% auto #0
-__all__ = ['MODEL_TYPES', 'WEIGHT_FILES', 'HUB_ID', 'LOCAL_FIX', 'DTYPES', 'PROTECTED_COLOR', 'CONCEPT_COLORS', 'Instance',
-           'label_map', 'LRUCache', 'image_key', 'Sam3Segmenter', 'SegmenterLoader', 'instance_color', 'render_overlay']
+__all__ = ['MODEL_TYPES', 'WEIGHT_FILES', 'HUB_ID', 'LOCAL_FIX', 'DTYPES', 'PROTECTED_COLOR', 'CONCEPT_COLORS', 'SoftMask',
+           'Instance', 'label_map', 'LRUCache', 'image_key', 'Sam3Segmenter', 'SegmenterLoader', 'instance_color',
+           'render_overlay']
+
+# %% ../nbs/03_segment.ipynb #d5493766
+class SoftMask:
+    "A mask kept as SAM 3's low-resolution probabilities; pixels at the image's size are made only where asked for."
+    BLOCK = 1024  # columns made at a time: the float32 scratch of a 40 MP mask stays near 25 MB
+
+    def __init__(self,
+                 probabilities: np.ndarray, # h×w, 0..1: sigmoid of SAM 3's mask logits
+                 size: tuple, # (H, W) of the image
+                 threshold: float = 0.5, # a pixel belongs to the mask when its probability is above this
+                ):
+        self.probabilities = np.ascontiguousarray(probabilities, dtype=np.float32)
+        if self.probabilities.ndim != 2: raise ValueError(f"probabilities must be 2-D, got shape {self.probabilities.shape}")
+        self.size, self.threshold = (int(size[0]), int(size[1])), float(threshold)
+        self.probabilities.setflags(write=False)
+
+    def region(self, rows: slice, cols: slice, size: tuple | None = None) -> np.ndarray:
+        "bool pixels of the mask (at `size`, default the image's) in rows × cols: exactly that window of the whole mask."
+        import cv2  # imported on first use: importing s3lib.segment stays cheap
+        height, width = self.size if size is None else size
+        top, bottom = max(0, rows.start or 0), min(height, height if rows.stop is None else rows.stop)
+        left, right = max(0, cols.start or 0), min(width, width if cols.stop is None else cols.stop)
+        out = np.zeros((max(0, bottom - top), max(0, right - left)), bool)
+        if out.size == 0: return out
+        # bilinear is separable: along x at the source's height (exact copies along y), then along y over the
+        # window's columns, a block of them at a time; each pass computes what one full resize would
+        across = cv2.resize(self.probabilities, (width, self.probabilities.shape[0]), interpolation=cv2.INTER_LINEAR)
+        for start in range(left, right, self.BLOCK):
+            block = across[:, start:min(right, start + self.BLOCK)]
+            down = cv2.resize(np.ascontiguousarray(block), (block.shape[1], height), interpolation=cv2.INTER_LINEAR)
+            np.greater(down[top:bottom], self.threshold, out=out[:, start - left:start - left + block.shape[1]])
+        return out
+
+    def support(self) -> tuple[slice, slice]:
+        "Rows and columns of the image outside which no pixel can be in the mask (low-res cells above the threshold, with a margin)."
+        above = self.probabilities > self.threshold
+        if not above.any(): return slice(0, 0), slice(0, 0)
+        (h, w), (height, width) = above.shape, self.size
+        rows, cols = np.flatnonzero(above.any(axis=1)), np.flatnonzero(above.any(axis=0))
+        span = lambda first, last, size, source: slice(max(0, int(np.floor((first - 1) * size / source - 1))),
+                                                       min(size, int(np.ceil((last + 2) * size / source + 1))))
+        return span(rows[0], rows[-1], height, h), span(cols[0], cols[-1], width, w)
+
+    @property
+    def empty(self) -> bool:
+        "No probability is above the threshold, so no pixel at any size is in the mask."
+        return not bool((self.probabilities > self.threshold).any())
 
 # %% ../nbs/03_segment.ipynb #c1ae7e21
-@dataclass(frozen=True, eq=False)
 class Instance:
-    "One instance of a concept: score, box (xyxy pixels) and a bool mask the size of the original image."
-    concept: str  # concept id, e.g. "wall"
-    index: int  # 0 = the concept's highest-scoring instance
-    score: float  # 0..1: instance probability × presence probability
-    box: tuple  # (x1, y1, x2, y2) in pixels of the original image
-    mask: np.ndarray = field(repr=False)  # bool, H×W of the original image
-    area: int | None = None  # pixels in the mask; computed when not given
+    "One instance of a concept: score, box (xyxy pixels) and a mask the size of the original image (bool array or `SoftMask`)."
+    def __init__(self,
+                 concept: str, # concept id, e.g. "wall"
+                 index: int, # 0 = the concept's highest-scoring instance
+                 score: float, # 0..1: instance probability × presence probability
+                 box: tuple, # (x1, y1, x2, y2) in pixels of the original image
+                 mask, # bool H×W array, or a `SoftMask` made full-size only where asked for
+                 area: int | None = None, # pixels in the mask; computed when first asked for
+                ):
+        soft = mask if isinstance(mask, SoftMask) else None
+        if soft is None and (not isinstance(mask, np.ndarray) or mask.dtype != np.bool_ or mask.ndim != 2):
+            raise ValueError(f"Instance mask must be a 2-D bool numpy array or a SoftMask, got "
+                             f"{getattr(mask, 'dtype', type(mask).__name__)} with shape {np.shape(mask)}")
+        if len(box) != 4: raise ValueError(f"Instance box must be (x1, y1, x2, y2), got {box!r}")
+        self.__dict__.update(concept=concept, index=index, score=score, box=tuple(float(v) for v in box),
+                             _soft=soft, _mask=None if soft else mask, _area=area)
+        if soft is None: self.window  # found once, with the area: edits then work where the mask is
 
-    def __post_init__(self):
-        if not isinstance(self.mask, np.ndarray) or self.mask.dtype != np.bool_ or self.mask.ndim != 2:
-            raise ValueError(f"Instance mask must be a 2-D bool numpy array, got "
-                             f"{getattr(self.mask, 'dtype', type(self.mask).__name__)} with shape {np.shape(self.mask)}")
-        if len(self.box) != 4: raise ValueError(f"Instance box must be (x1, y1, x2, y2), got {self.box!r}")
-        object.__setattr__(self, "box", tuple(float(v) for v in self.box))
-        if self.area is None: object.__setattr__(self, "area", int(np.count_nonzero(self.mask)))
-        self.window  # found once, with the area: edits then work where the mask is, not on the whole frame
+    def __setattr__(self, name, value): raise FrozenInstanceError(f"cannot assign to field {name!r}: instances are frozen")
+    def __delattr__(self, name): raise FrozenInstanceError(f"cannot delete field {name!r}: instances are frozen")
+    def __repr__(self): return (f"Instance(concept={self.concept!r}, index={self.index}, score={self.score}, "
+                                f"box={self.box}, area={self.area})")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        "(H, W) of the image the mask covers."
+        return self._soft.size if self._soft is not None else self._mask.shape
 
     @property
     def key(self) -> str:
@@ -58,25 +116,83 @@ class Instance:
         return {"key": self.key, "concept": self.concept, "index": self.index, "score": round(float(self.score), 4),
                 "box": [round(v, 1) for v in self.box], "area": int(self.area)}
 
-    @cached_property
-    def window(self) -> tuple[slice, slice]:
-        "Rows and columns of the mask's tight bounding box (empty for an empty mask): where work on this instance happens."
+# %% ../nbs/03_segment.ipynb #54ce83aa
+@patch(as_prop=True)
+def _crop(self: Instance) -> tuple[tuple[slice, slice], np.ndarray]:
+    "The tight window and the mask's pixels in it, made once from the soft mask's support."
+    if "_cropped" not in self.__dict__:
         import cv2  # imported on first use: importing s3lib.segment stays cheap
-        x, y, width, height = cv2.boundingRect(np.ascontiguousarray(self.mask).view(np.uint8))
-        return slice(y, y + height), slice(x, x + width)
+        rows, cols = self._soft.support()
+        pixels = self._soft.region(rows, cols)
+        x, y, width, height = cv2.boundingRect(pixels.view(np.uint8))
+        window = (slice(rows.start + y, rows.start + y + height), slice(cols.start + x, cols.start + x + width))
+        tight = pixels[y:y + height, x:x + width]
+        tight.setflags(write=False)
+        self.__dict__["_cropped"] = (window, tight)
+    return self.__dict__["_cropped"]
 
-    @classmethod
-    def from_mask(cls,
-                  concept: str, # concept id
-                  mask: np.ndarray, # bool H×W
-                  index: int = 0, # position among the concept's instances
-                  score: float = 1.0, # 0..1
-                 ) -> "Instance":
-        "An instance from a known mask (tests, hand-drawn masks); the box is the mask's bounding box."
-        mask = np.asarray(mask, dtype=bool)
-        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-        box = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1) if len(rows) else (0, 0, 0, 0)
-        return cls(concept, index, float(score), box, mask)
+@patch(as_prop=True)
+def window(self: Instance) -> tuple[slice, slice]:
+    "Rows and columns of the mask's tight bounding box (empty for an empty mask): where work on this instance happens."
+    if "_window" not in self.__dict__:
+        if self._soft is not None: self.__dict__["_window"] = self._crop[0]
+        else:
+            import cv2
+            x, y, width, height = cv2.boundingRect(np.ascontiguousarray(self._mask).view(np.uint8))
+            self.__dict__["_window"] = (slice(y, y + height), slice(x, x + width))
+    return self.__dict__["_window"]
+
+@patch(as_prop=True)
+def area(self: Instance) -> int:
+    "Pixels in the mask."
+    if self._area is None:
+        self.__dict__["_area"] = int(np.count_nonzero(self._crop[1] if self._mask is None else self._mask))
+    return self._area
+
+@patch(as_prop=True)
+def mask(self: Instance) -> np.ndarray:
+    "bool H×W, read-only; a soft mask is made full-size on first use and kept."
+    if self._mask is None:
+        (rows, cols), tight = self._crop
+        full = np.zeros(self.shape, bool)
+        full[rows, cols] = tight
+        full.setflags(write=False)
+        self.__dict__["_mask"] = full
+    return self._mask
+
+@patch
+def mask_in(self: Instance, rows: slice, cols: slice) -> np.ndarray:
+    "The mask's pixels in a window of the image (read-only), without making the rest of it."
+    if self._mask is not None: return self._mask[rows, cols]
+    (own_rows, own_cols), tight = self._crop
+    out = np.zeros((len(range(*rows.indices(self.shape[0]))), len(range(*cols.indices(self.shape[1])))), bool)
+    top, bottom = max(rows.start or 0, own_rows.start), min(rows.stop if rows.stop is not None else self.shape[0], own_rows.stop)
+    left, right = max(cols.start or 0, own_cols.start), min(cols.stop if cols.stop is not None else self.shape[1], own_cols.stop)
+    if top < bottom and left < right:
+        out[top - (rows.start or 0):bottom - (rows.start or 0), left - (cols.start or 0):right - (cols.start or 0)] = \
+            tight[top - own_rows.start:bottom - own_rows.start, left - own_cols.start:right - own_cols.start]
+    return out
+
+@patch
+def mask_at(self: Instance, size: tuple) -> np.ndarray:
+    "The mask at another size `(width, height)`, e.g. a display's: from the probabilities when soft, else nearest neighbour."
+    width, height = int(size[0]), int(size[1])
+    if (height, width) == tuple(self.shape): return self.mask
+    if self._soft is not None: return self._soft.region(slice(0, height), slice(0, width), size=(height, width))
+    return np.asarray(Image.fromarray(self.mask).resize((width, height), Image.Resampling.NEAREST))
+
+@patch(cls_method=True)
+def from_mask(cls: Instance,
+              concept: str, # concept id
+              mask: np.ndarray, # bool H×W
+              index: int = 0, # position among the concept's instances
+              score: float = 1.0, # 0..1
+             ) -> "Instance":
+    "An instance from a known mask (tests, hand-drawn masks); the box is the mask's bounding box."
+    mask = np.asarray(mask, dtype=bool)
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    box = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1) if len(rows) else (0, 0, 0, 0)
+    return cls(concept, index, float(score), box, mask)
 
 # %% ../nbs/03_segment.ipynb #acd3bc1e
 def _is_protected(instance: Instance, protect: Iterable) -> bool:
@@ -95,10 +211,10 @@ def label_map(instances: list[Instance], # instances of one image (masks of one 
     if not instances:
         if shape is None: raise ValueError("label_map of no instances needs `shape=(height, width)`")
         return np.zeros(shape, np.int32)
-    shape = instances[0].mask.shape if shape is None else tuple(shape)
+    shape = instances[0].shape if shape is None else tuple(shape)
     for i, instance in enumerate(instances):
-        if instance.mask.shape != shape:
-            raise ValueError(f"instances[{i}] ({instance.key}) has a {instance.mask.shape} mask; expected {shape}")
+        if instance.shape != shape:
+            raise ValueError(f"instances[{i}] ({instance.key}) has a {instance.shape} mask; expected {shape}")
     priority = sorted(range(len(instances)),
                       key=lambda i: (not _is_protected(instances[i], protect), -instances[i].score, i))
     labels = np.zeros(shape, np.int32)
@@ -532,18 +648,20 @@ def pin_prompts(self: Sam3Segmenter, prompts: Iterable[str]) -> int:
 # %% ../nbs/03_segment.ipynb #5bf2262c
 @patch
 def _instances(self: Sam3Segmenter, output, row: int, pair: _Pair, mask_threshold: float) -> list[Instance]:
-    "Post-process one pair: keep scores above its threshold, masks resized to the image and cast to bool, best first."
-    one = SimpleNamespace(**{name: getattr(output, name)[row:row + 1].float()
-                             for name in ("pred_logits", "pred_boxes", "pred_masks", "presence_logits")})
-    result = self.processor.post_process_instance_segmentation(
-        one, threshold=pair.ask.threshold, mask_threshold=mask_threshold, target_sizes=[pair.size])[0]
-    masks = result["masks"].bool().cpu().numpy()
-    masks.setflags(write=False)  # instances are frozen, their masks too: each mask below is a view of this array
-    scores, boxes = result["scores"].cpu().tolist(), result["boxes"].cpu().tolist()
+    "Post-process one pair: keep scores above its threshold, masks as soft masks of the image's size, best first."
+    import torch
+    scores = output.pred_logits[row].float().sigmoid()
+    if output.presence_logits is not None: scores = scores * output.presence_logits[row].float().sigmoid()
+    keep = torch.nonzero(scores > pair.ask.threshold).flatten()
+    height, width = pair.size
+    boxes = (output.pred_boxes[row].float()[keep] * torch.tensor([width, height, width, height])).tolist()
+    probabilities = output.pred_masks[row].float()[keep].sigmoid().cpu().numpy()
+    scores = scores[keep].tolist()
     instances = []
     for i in sorted(range(len(scores)), key=lambda i: -scores[i]):
-        if not masks[i].any(): continue
-        instances.append(Instance(pair.ask.id, len(instances), scores[i], tuple(boxes[i]), masks[i]))
+        soft = SoftMask(probabilities[i], pair.size, mask_threshold)
+        if soft.empty: continue  # nothing to edit or show at any size
+        instances.append(Instance(pair.ask.id, len(instances), scores[i], tuple(boxes[i]), soft))
     return instances
 
 # %% ../nbs/03_segment.ipynb #7adcbc60
@@ -659,7 +777,7 @@ def instance_color(concept_index: int, # the concept's position in its preset
     return color_hex(tuple(int(v) for v in np.rint(base + (target - base) * abs(step))))
 
 def render_overlay(image: Image.Image, # the photo (any size)
-                   instances: list, # `Instance`s (or anything with concept, index, score, key, mask) of the image's size
+                   instances: list, # `Instance`s (drawn at the image's size: pass a display-size photo), or anything with concept, index, score, key, mask
                    concept_ids: tuple, # the preset's concept ids, in palette order (for colours)
                    protected: set = frozenset(), # keys drawn grey
                    opacity: float = 0.45, # how strongly masks tint the photo
@@ -670,5 +788,6 @@ def render_overlay(image: Image.Image, # the photo (any size)
         color = PROTECTED_COLOR if instance.key in protected else \
             instance_color(list(concept_ids).index(instance.concept), instance.index)
         tint = np.array(parse_color(color), np.float32)
-        canvas[instance.mask] = canvas[instance.mask] * (1 - opacity) + tint * opacity
+        mask = instance.mask_at(image.size) if hasattr(instance, "mask_at") else instance.mask
+        canvas[mask] = canvas[mask] * (1 - opacity) + tint * opacity
     return Image.fromarray(np.clip(np.rint(canvas), 0, 255).astype(np.uint8))
