@@ -104,7 +104,8 @@ class Instance:
     @property
     def shape(self) -> tuple[int, int]:
         "(H, W) of the image the mask covers."
-        return self._soft.size if self._soft is not None else self._mask.shape
+        if self._soft is not None: return self._soft.size
+        return self._mask.shape if self._mask is not None else self.__dict__["_shape"]
 
     @property
     def key(self) -> str:
@@ -120,7 +121,7 @@ class Instance:
 @patch(as_prop=True)
 def _crop(self: Instance) -> tuple[tuple[slice, slice], np.ndarray]:
     "The tight window and the mask's pixels in it, made once from the soft mask's support."
-    if "_cropped" not in self.__dict__:
+    if "_cropped" not in self.__dict__:  # soft: made from the support now; cropped: kept since construction
         import cv2  # imported on first use: importing s3lib.segment stays cheap
         rows, cols = self._soft.support()
         pixels = self._soft.region(rows, cols)
@@ -151,14 +152,13 @@ def area(self: Instance) -> int:
 
 @patch(as_prop=True)
 def mask(self: Instance) -> np.ndarray:
-    "bool H×W, read-only; a soft mask is made full-size on first use and kept."
-    if self._mask is None:
-        (rows, cols), tight = self._crop
-        full = np.zeros(self.shape, bool)
-        full[rows, cols] = tight
-        full.setflags(write=False)
-        self.__dict__["_mask"] = full
-    return self._mask
+    "bool H×W, read-only. A soft or cropped mask is made full-size each time and not kept: take it once, or use `mask_in`."
+    if self._mask is not None: return self._mask
+    (rows, cols), tight = self._crop
+    full = np.zeros(self.shape, bool)
+    full[rows, cols] = tight
+    full.setflags(write=False)
+    return full
 
 @patch
 def mask_in(self: Instance, rows: slice, cols: slice) -> np.ndarray:
@@ -180,6 +180,28 @@ def mask_at(self: Instance, size: tuple) -> np.ndarray:
     if (height, width) == tuple(self.shape): return self.mask
     if self._soft is not None: return self._soft.region(slice(0, height), slice(0, width), size=(height, width))
     return np.asarray(Image.fromarray(self.mask).resize((width, height), Image.Resampling.NEAREST))
+
+@patch
+def resized(self: Instance, size: tuple) -> "Instance":
+    "The same instance on the image resized to `size` (width, height): box scaled, mask at that size (still soft if soft)."
+    width, height = int(size[0]), int(size[1])
+    sx, sy = width / self.shape[1], height / self.shape[0]
+    x1, y1, x2, y2 = self.box
+    soft = self._soft
+    mask = SoftMask(soft.probabilities, (height, width), soft.threshold) if soft is not None else self.mask_at((width, height))
+    return Instance(self.concept, self.index, self.score, (x1 * sx, y1 * sy, x2 * sx, y2 * sy), mask)
+
+@patch(cls_method=True)
+def cropped(cls: Instance, concept: str, index: int, score: float, box: tuple,
+            mask: np.ndarray, # bool H×W: only its tight box is kept
+           ) -> "Instance":
+    "An instance that keeps only the tight box of a full-size mask (refined masks: a 40 MP frame each would add up)."
+    instance = cls(concept, index, score, box, mask)
+    rows, cols = instance.window
+    tight = mask[rows, cols].copy()
+    tight.setflags(write=False)
+    instance.__dict__.update(_mask=None, _cropped=((rows, cols), tight), _shape=mask.shape, _area=int(np.count_nonzero(tight)))
+    return instance
 
 @patch(cls_method=True)
 def from_mask(cls: Instance,

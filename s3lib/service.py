@@ -34,6 +34,7 @@ from .presets import Preset, resolve_concepts
 from .storage import ObjectStore
 from .ledger import ACTIVE_JOB_STATES, FINISHED_JOB_STATES, Ledger, iso, utc
 from .rules import Rule, apply_rule, edit_options, edit_settings, report_changed
+from .segment import LRUCache
 from .worker import (INSTANCE_KEY, MAX_PROTECTED, ItemTask, Runner, _invalid, _object, _protected,
                           output_content_type, output_key)
 
@@ -1099,11 +1100,24 @@ class ModelSlot:
 class Photos:
     "The model on photos sent in the request (the UI): segment, preview a rule without a job or credits, or run a whole job "
     "from images in one call. Every image is decoded under the same pixel and byte limits as an upload."
+    DECODED = 2  # photos kept decoded: the canvas asks about one photo many times (a 40 MP decode is ~0.5 s)
+
     def __init__(self, context: ServiceContext, model: ModelSlot, rules: RuleBook, jobs: Jobs, uploads: Uploads, reads: JobReads):
         self.context, self.model, self.rules, self.jobs, self.uploads, self.reads = context, model, rules, jobs, uploads, reads
+        self._decoded, self._decoded_lock = LRUCache(self.DECODED), threading.Lock()
 
     def image(self, image) -> Image.Image:
-        "A PIL image from bytes, a PIL image or a uint8 array, within the configured limits."
+        "A PIL image from bytes, a PIL image or a uint8 array, within the configured limits (bytes seen lately: decoded once)."
+        if isinstance(image, (bytes, bytearray, memoryview)):
+            digest = hashlib.sha256(image).hexdigest()
+            with self._decoded_lock: decoded = self._decoded.get(digest)
+            if decoded is None:
+                decoded = self._decode(image)
+                with self._decoded_lock: self._decoded.put(digest, decoded)
+            return decoded
+        return self._decode(image)
+
+    def _decode(self, image) -> Image.Image:
         if isinstance(image, np.ndarray):
             if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
                 raise ImageError(f"an image array must be uint8 H×W, H×W×3 or H×W×4, not {image.dtype} {image.shape}")
@@ -1123,13 +1137,18 @@ class Photos:
         return self.model.segmenter().segment(picture, list(wanted), thresholds={c.id: c.threshold for c in wanted},
                                               mask_threshold=self.context.settings.model.mask_threshold)
 
-    def preview(self, user_id: str, image, rule: Any, protected: list[str] = (), thresholds: dict | None = None) -> Any:
+    def preview(self, user_id: str, image, rule: Any, protected: list[str] = (), thresholds: dict | None = None,
+                max_side: int | None = None) -> Any:
         body = _object(rule, "rule", required=("domain", "edits"), optional=("name", "protect"))
         parsed = self.rules.parse({"name": "preview", **body}, field="rule")
         protected = _protected(protected, "protected", self.context.presets[parsed.domain].concept_ids)
         extra = [INSTANCE_KEY.fullmatch(entry)[1] for entry in protected]
         picture = self.image(image)
         instances = self.segment(user_id, picture, parsed.domain, list(dict.fromkeys([*parsed.concepts, *extra])), thresholds)
+        if max_side is not None and max(picture.size) > max_side:  # a display's preview: the rule at that size
+            scale = max_side / max(picture.size)
+            size = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
+            picture, instances = picture.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0), [i.resized(size) for i in instances]
         return apply_rule(picture, instances, parsed, protected=protected, **edit_options(self.context.settings))
 
     def create_job_from_images(self, user_id: str, images: list, domain: str, rule_id: str | None = None, rule: dict | None = None,
@@ -1527,9 +1546,16 @@ def preview(self: Service, user_id: str, image, # bytes, PIL image or uint8 arra
             rule: Any, # a rule body {"name"?, "domain", "edits", "protect"} (validated like a saved rule)
             protected: list[str] = (), # more to keep unchanged: concept ids or instance keys like "person:0"
             thresholds: dict | None = None, # as for `segment` (use the same ones so instance keys match)
+            max_side: int | None = None, # edit a copy scaled to this longest side (a display's preview); None: full size
            ) -> Any:
     "Apply a rule to one image without a job (no credits): an `s3lib.rules.EditResult` (image, masks, report)."
-    return self.photos.preview(user_id, image, rule, protected, thresholds)
+    return self.photos.preview(user_id, image, rule, protected, thresholds, max_side)
+
+@patch
+def photo(self: Service, image, # bytes, PIL image or uint8 array
+         ) -> Image.Image:
+    "An image decoded as `segment` and `preview` decode it (within the limits; bytes seen lately are not decoded again)."
+    return self.photos.image(image)
 
 @patch
 def create_job_from_images(self: Service, user_id: str, images: list, # bytes (JPEG/PNG/WebP kept as sent), PIL images or uint8 arrays

@@ -392,9 +392,11 @@ def _require_rule(self: PaletteApp, ws: Workspace, lang: str) -> None:
 def preview(self: PaletteApp, name: str, token: str | None, ws: Workspace, lang: str) -> dict:
     "The rule applied to the canvas, before/after (masks come from the service's caches: no second vision pass)."
     self._require_rule(ws, lang)
-    photo = self.photo_bytes(ws.photo)
-    result = self.service.preview(self.user(token), photo, ws.rule_body(name or "preview"), list(ws.protect_keys), ws.thresholds)
-    return {"slider": (fit(load_image(photo), 2 * DISPLAY_SIDE), fit(result.image, 2 * DISPLAY_SIDE))}
+    photo, side = self.photo_bytes(ws.photo), 2 * DISPLAY_SIDE
+    # the rule runs on a copy at the slider's size: a 40 MP photo's preview costs what a 4 MP one does
+    result = self.service.preview(self.user(token), photo, ws.rule_body(name or "preview"), list(ws.protect_keys), ws.thresholds,
+                                  max_side=side)
+    return {"slider": (fit(self.service.photo(photo), side), fit(result.image, side))}
 
 def _job_panel(job: dict | None, lang: str) -> dict:
     "The job panel showing `job` (None: no job): its progress, its cancel button while it runs, an empty results area its results will fill."

@@ -48,21 +48,15 @@ def display_photo(path: str, # an uploaded photo on this server
 # %% ../../nbs/14b_ui_workspace.ipynb #d934bc7c
 @dataclass
 class Found:
-    "One instance as the page keeps it: its key, score, box in photo pixels, area, and a display-size mask."
+    "One instance as the page keeps it: its key, score, box in photo pixels, and a display-size mask."
     concept: str  # concept id
     index: int  # 0 = best score
     score: float  # 0..1
     box: tuple  # (x1, y1, x2, y2) in pixels of the photo
-    area: int  # pixels of the full-size mask
     mask: np.ndarray = field(repr=False)  # bool, display size
 
     @property
     def key(self) -> str: return f"{self.concept}:{self.index}"
-
-    def to_dict(self) -> dict:
-        "JSON form (what the `segment` endpoint returns)."
-        return {"key": self.key, "concept": self.concept, "index": self.index, "score": round(self.score, 4),
-                "box": [round(v, 1) for v in self.box], "area": self.area}
 
 @dataclass
 class Workspace:
@@ -117,7 +111,7 @@ def remember(self: Workspace, concept: str, # the concept segmented
             ) -> None:
     "Keep the best `MAX_CARDS` instances of `concept` with display-size masks (replacing what was found before)."
     kept = sorted(instances, key=lambda i: -i.score)[:MAX_CARDS]
-    self.found[concept] = [Found(i.concept, i.index, float(i.score), tuple(i.box), int(i.area), i.mask_at(size))
+    self.found[concept] = [Found(i.concept, i.index, float(i.score), tuple(i.box), i.mask_at(size))
                            for i in kept]
     self.counts[concept] = len(instances)
     self.focus = concept
@@ -282,7 +276,7 @@ def cutout(image: Image.Image, # the display-size photo
     pixels = np.asarray(image.convert("RGB"))[top:bottom, left:right]
     alpha = (mask[top:bottom, left:right] * 255).astype(np.uint8)
     card = Image.fromarray(np.dstack([pixels, alpha]), "RGBA")
-    if max(card.size) > side: card.thumbnail((side, side), Image.Resampling.LANCZOS)
+    if max(card.size) > side: card.thumbnail((side, side), Image.Resampling.LANCZOS, reducing_gap=2.0)
     return card
 
 def instance_label(found: Found, # the instance
