@@ -498,7 +498,8 @@ class Sam3Segmenter:
         location = str(folder) if folder.exists() else source
         cache_dir = Path(cache_dir or os.environ.get("S3LIB_MODEL_CACHE_DIR") or "~/.cache/s3lib/models").expanduser()
         # before torch loads its copy: a first export runs in a child process that needs the memory
-        exported = prepare_backend(choose_backend(backend, device), location, cache_dir, max_drift)
+        exported = prepare_backend(choose_backend(backend, device), location, cache_dir, max_drift,
+                                   torch_dtype=str(dtype).removeprefix("torch."))
         try:
             model = Sam3Model.from_pretrained(location, dtype=dtype).to(device).eval()  # first: its errors keep their cause
             processor = Sam3Processor.from_pretrained(location)

@@ -1081,7 +1081,9 @@ class ModelSlot:
     def status(self) -> dict:
         status = "loaded" if self.loaded is not None else "unavailable" if self.error else "not_loaded"
         retry_in = math.ceil(self.retry_in()) if status == "unavailable" else None
-        return {"status": status, "model": self.settings.model.id, "message": self.error, "retry_in": retry_in}
+        backend = getattr(self.loaded, "backend", None)  # what runs the model and why (a CPU backend, or torch)
+        return {"status": status, "model": self.settings.model.id, "message": self.error, "retry_in": retry_in,
+                "backend": None if backend is None else {"name": backend.name, "parts": backend.parts, "reason": backend.reason}}
 
     def segmenter(self):
         def should_load(): return self.loaded is None and (self.error is None or self.retry_in() == 0)
@@ -1289,7 +1291,7 @@ class Service:
 # %% ../nbs/11_service.ipynb #995e8174
 @patch
 def model_status(self: Service) -> dict:
-    "`{status: not_loaded | loaded | unavailable, model, message, retry_in}`; `retry_in`: seconds until the next load try."
+    "`{status: not_loaded | loaded | unavailable, model, message, retry_in, backend}`; `retry_in`: seconds until the next load try; `backend`: what runs the loaded model and why."
     return self.model.status()
 
 @patch

@@ -194,7 +194,7 @@ EXPORTED_START = """
 import json, sys, time
 from s3lib.segment import Sam3Segmenter
 started = time.perf_counter()
-seg = Sam3Segmenter.from_pretrained(sys.argv[1], threshold=0.0, cache_dir=sys.argv[2], prompts=["wall", "sofa"])
+seg = Sam3Segmenter.from_pretrained(sys.argv[1], threshold=0.0, cache_dir=sys.argv[2], prompts=["wall", "sofa"], backend="openvino")
 found = seg.segment(sys.argv[3], ["wall", "sofa"])
 print(json.dumps({"backend": seg.backend.name, "reason": seg.backend.reason, "seconds": time.perf_counter() - started,
                   "pinned": sorted(seg.pinned_text), "text_misses": seg.text_cache.info()["misses"],
@@ -232,3 +232,16 @@ def test_an_export_that_cannot_run_falls_back_to_torch(tiny_sam3, tmp_path, monk
     assert seg.segment(photo(64, 48, 1), ["wall"])  # torch answers
     again = Sam3Segmenter.from_pretrained(tiny_sam3, backend="onnxruntime", cache_dir=tmp_path)
     assert "failed before" in again.backend.reason and "Delete" in again.backend.reason
+
+
+def test_instances_of_a_big_photo_hold_no_full_size_masks(segmenter):
+    "On a 12 MP photo instances keep SAM 3's 288x288 probabilities; a window or a display size makes only those pixels."
+    found = fresh(segmenter).segment(photo(4000, 3000, 5), ["wall", "sofa"])
+    assert found and all(instance.shape == (3000, 4000) for instance in found)
+    assert all(instance.__dict__["_mask"] is None for instance in found)  # nothing made at 12 MP yet
+    assert sum(instance._soft.probabilities.nbytes for instance in found) <= len(found) * 288 * 288 * 4
+    first = found[0]
+    window = first.mask_in(slice(1000, 1100), slice(2000, 2300))
+    assert window.shape == (100, 300) and np.array_equal(window, first.mask[1000:1100, 2000:2300])
+    assert first.mask_at((400, 300)).shape == (300, 400)
+    assert first.__dict__["_mask"] is None  # `mask` made a frame for the caller and kept none
