@@ -57,6 +57,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 's3lib.backends.TextStore.for_model': ('backends.html#textstore.for_model', 's3lib/backends.py'),
                                 's3lib.backends.TextStore.load': ('backends.html#textstore.load', 's3lib/backends.py'),
                                 's3lib.backends.TextStore.save': ('backends.html#textstore.save', 's3lib/backends.py'),
+                                's3lib.backends._best_of': ('backends.html#_best_of', 's3lib/backends.py'),
                                 's3lib.backends._describe': ('backends.html#_describe', 's3lib/backends.py'),
                                 's3lib.backends._export_child': ('backends.html#_export_child', 's3lib/backends.py'),
                                 's3lib.backends._export_in_child': ('backends.html#_export_in_child', 's3lib/backends.py'),
