@@ -59,7 +59,7 @@ def world(tmp_path_factory):
     yield World(server, alice, bob, alice_rule, bob_rule, created.json(), created_body, garbage_job["id"], active,
                 bob.uploaded_job([PHOTO]))
     assert server.stop(), server.log_tail()
-    assert "Traceback" not in server.log_path.read_text(), server.log_tail()
+    assert "Traceback" not in server.log_path.read_text(encoding="utf-8", errors="replace"), server.log_tail()
 
 
 def callback(url: str, job_id: str, body, secret: str = CALLBACK_SECRET, raw: bytes | None = None, **signing) -> httpx.Response:

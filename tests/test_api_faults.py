@@ -32,7 +32,7 @@ def external(tmp_path_factory):
         "S3LIB_LIMITS_JOBS_PER_MINUTE": "1000", "S3LIB_LIMITS_SIGNUPS_PER_MINUTE": "1000"}).start()
     yield server
     server.stop()
-    assert "Traceback" not in server.log_path.read_text(), server.log_tail()
+    assert "Traceback" not in server.log_path.read_text(encoding="utf-8", errors="replace"), server.log_tail()
 
 
 def balance_from_jobs(client: Client) -> int:

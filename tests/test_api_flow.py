@@ -30,7 +30,7 @@ def server(tmp_path_factory, tiny_sam3):
                                             "S3LIB_LIMITS_SIGNUPS_PER_MINUTE": "1000"}).start()  # a user or two per test, from one address
     yield process
     assert process.stop(), process.log_tail()
-    assert "Traceback" not in process.log_path.read_text(), process.log_tail()
+    assert "Traceback" not in process.log_path.read_text(encoding="utf-8", errors="replace"), process.log_tail()
 
 
 def user(server) -> Client:

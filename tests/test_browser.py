@@ -186,7 +186,7 @@ def test_the_palette_flow_in_a_browser(chromium, setup):
         server.stop()
     outside = sorted({url for url in requests if not url.startswith((server.url + "/", "data:", "blob:", "about:"))})
     assert outside == [], f"requests left the machine: {outside}"
-    log = server.log_path.read_text()
+    log = server.log_path.read_text(encoding="utf-8", errors="replace")
     assert "Traceback" not in log, server.log_tail()
 
 

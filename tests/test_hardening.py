@@ -35,7 +35,7 @@ def server(tmp_path_factory):
         "S3LIB_IMAGES_MAX_BYTES": str(MAX_BYTES)}).start()
     yield process
     assert process.stop(), process.log_tail()
-    assert "Traceback" not in process.log_path.read_text(), process.log_tail()
+    assert "Traceback" not in process.log_path.read_text(encoding="utf-8", errors="replace"), process.log_tail()
 
 
 def encoded(picture: Image.Image, format: str, **options) -> bytes:

@@ -113,7 +113,7 @@ def test_two_remote_workers_share_a_batch(tmp_path, nanio_endpoint, tiny_sam3, b
             for item in status["items"]:
                 assert httpx.get(item["result_url"]).content.startswith(b"\x89PNG")
         assert user.me()["credits"] == CREDITS_AT_SIGNUP - charged
-        assert all(worker.tasks_done() > 0 for worker in workers), [w.log_path.read_text()[-2000:] for w in workers]
+        assert all(worker.tasks_done() > 0 for worker in workers), [w.log_path.read_text(encoding="utf-8", errors="replace")[-2000:] for w in workers]
     finally:
         for worker in workers: worker.stop()
         assert server.stop(), server.log_tail()

@@ -210,7 +210,8 @@ def test_a_second_process_starts_from_the_cached_export(tiny_sam3, tmp_path):
     runs = []
     for _ in range(2):
         done = subprocess.run([sys.executable, "-c", EXPORTED_START, str(tiny_sam3), str(tmp_path / "cache"),
-                               str(tmp_path / "room.png")], capture_output=True, text=True, timeout=300)
+                               str(tmp_path / "room.png")], capture_output=True, timeout=300,
+                              encoding="utf-8", errors="replace")  # progress bars draw with non-ASCII blocks
         assert done.returncode == 0, done.stderr[-2000:]
         runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
     first, second = runs

@@ -54,7 +54,7 @@ def server(tmp_path_factory, tiny_sam3):
     yield process
     close_clients()
     assert process.stop(), process.log_tail()
-    log = process.log_path.read_text()  # the only tracebacks: Gradio logging the file path it refused (see below)
+    log = process.log_path.read_text(encoding="utf-8", errors="replace")  # the only tracebacks: Gradio logging the file path it refused (see below)
     assert log.count("Traceback") == log.count("InvalidPathError: Cannot move"), process.log_tail()
 
 
@@ -290,5 +290,5 @@ def test_the_spaces_launch(tiny_sam3, tmp_path, photos, downloads):
         close_clients()
         process.stop()
     assert process.process.returncode == 0, process.log_tail()
-    notes = log.read_text().splitlines()
+    notes = log.read_text(encoding="utf-8", errors="replace").splitlines()
     assert notes[0] == "imported before torch: True" and "GPU call: run_segmenter" in notes, notes
