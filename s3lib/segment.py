@@ -12,7 +12,6 @@ import re
 import threading
 from collections import OrderedDict
 from dataclasses import FrozenInstanceError, dataclass, field
-from functools import cached_property
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Iterable, Mapping, NamedTuple
@@ -21,7 +20,7 @@ import numpy as np
 from fastcore.basics import patch
 from PIL import Image
 
-from .backends import MAX_DRIFT, TORCH, Backend, TextStore, choose_backend, native_bf16, prepare_backend
+from .backends import DEFAULT_CACHE_DIR, MAX_DRIFT, TORCH, Backend, TextStore, choose_backend, native_bf16, prepare_backend
 from .core import DEFAULT_MAX_PIXELS, ImageError, InvalidRequest, ModelUnavailable, S3libError, Settings, color_hex, load_image, parse_color
 
 # %% auto #0
@@ -496,7 +495,7 @@ class Sam3Segmenter:
         device = _pick_device(device)
         dtype = _pick_dtype(dtype, device)
         location = str(folder) if folder.exists() else source
-        cache_dir = Path(cache_dir or os.environ.get("S3LIB_MODEL_CACHE_DIR") or "~/.cache/s3lib/models").expanduser()
+        cache_dir = Path(cache_dir or os.environ.get("S3LIB_MODEL_CACHE_DIR") or DEFAULT_CACHE_DIR).expanduser()
         # before torch loads its copy: a first export runs in a child process that needs the memory
         exported = prepare_backend(choose_backend(backend, device), location, cache_dir, max_drift,
                                    torch_dtype=str(dtype).removeprefix("torch."))
@@ -757,7 +756,7 @@ class SegmenterLoader:
     threads: int = 0  # torch CPU threads (0: torch's default)
     max_pixels: int = 40_000_000
     backend: str = "auto"  # auto, torch, openvino, onnxruntime or onnxruntime-int8
-    cache_dir: str = "~/.cache/s3lib/models"  # exported graphs and text embeddings, per checkpoint
+    cache_dir: str = DEFAULT_CACHE_DIR  # exported graphs and text embeddings, per checkpoint
     max_drift: float = MAX_DRIFT  # exported graphs drifting further from torch float32 stay in torch
     prompts: tuple = ()  # the presets' concept prompts: their text embeddings are kept with the model
 
