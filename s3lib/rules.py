@@ -21,7 +21,7 @@ from .presets import Preset
 from .edit import ACTIONS, FEATHER_PIXELS, MATERIALS, Param, apply_edit
 from .inpaint import load_inpainter
 from .refine import refine_instances
-from .segment import Instance
+from .segment import Instance, window_overlap
 
 # %% auto #0
 __all__ = ['MAX_EDITS', 'MAX_NAME_CHARS', 'RULE_KEYS', 'Edit', 'Rule', 'check_materials', 'edit_schema', 'rule_schema',
@@ -215,6 +215,7 @@ class EditResult:
     masks: dict  # concept id -> bool mask each edit used (protected pixels excluded), plus "protect"
     report: list  # per edit: concept, action, instances, pixels_changed, skipped (None or why), and the action's note (e.g. how a material was laid)
     instances: list = field(default_factory=list)  # (Instance, protected) for every instance the edits or the protection used, refined where refined
+    before: Image.Image | None = None  # the photo as the edits saw it, where that was a scaled copy (a display's preview)
 
 def report_changed(report: list) -> bool:
     "Whether an edit report (`EditResult.report`, or its JSON) says any edit changed a pixel."
@@ -242,11 +243,10 @@ def _paint(instances: list, rows: slice, cols: slice) -> np.ndarray:
     if len(instances) == 1 and instances[0].window == (rows, cols): return instances[0].mask_in(rows, cols)
     union = np.zeros((rows.stop - rows.start, cols.stop - cols.start), dtype=bool)
     for instance in instances:
-        own_rows, own_cols = instance.window
-        top, bottom = max(rows.start, own_rows.start), min(rows.stop, own_rows.stop)
-        left, right = max(cols.start, own_cols.start), min(cols.stop, own_cols.stop)
-        if top < bottom and left < right:
-            union[top - rows.start:bottom - rows.start, left - cols.start:right - cols.start] |= instance.mask_in(slice(top, bottom), slice(left, right))
+        inner = window_overlap((rows, cols), instance.window)
+        if inner is not None:
+            r, c = inner
+            union[r.start - rows.start:r.stop - rows.start, c.start - cols.start:c.stop - cols.start] |= instance.mask_in(r, c)
     return union
 
 def _pixels_changed(before: np.ndarray, after: np.ndarray) -> int:

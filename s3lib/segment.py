@@ -25,8 +25,8 @@ from .core import DEFAULT_MAX_PIXELS, ImageError, InvalidRequest, ModelUnavailab
 
 # %% auto #0
 __all__ = ['MODEL_TYPES', 'WEIGHT_FILES', 'HUB_ID', 'LOCAL_FIX', 'DTYPES', 'PROTECTED_COLOR', 'CONCEPT_COLORS', 'SoftMask',
-           'Instance', 'label_map', 'LRUCache', 'image_key', 'Sam3Segmenter', 'SegmenterLoader', 'instance_color',
-           'render_overlay']
+           'Instance', 'window_overlap', 'label_map', 'LRUCache', 'image_key', 'Sam3Segmenter', 'SegmenterLoader',
+           'instance_color', 'render_overlay']
 
 # %% ../nbs/03_segment.ipynb #d5493766
 class SoftMask:
@@ -117,60 +117,61 @@ class Instance:
                 "box": [round(v, 1) for v in self.box], "area": int(self.area)}
 
 # %% ../nbs/03_segment.ipynb #54ce83aa
-@patch(as_prop=True)
-def _crop(self: Instance) -> tuple[tuple[slice, slice], np.ndarray]:
-    "The tight window and the mask's pixels in it, made once from the soft mask's support."
-    if "_cropped" not in self.__dict__:  # soft: made from the support now; cropped: kept since construction
-        import cv2  # imported on first use: importing s3lib.segment stays cheap
-        rows, cols = self._soft.support()
-        pixels = self._soft.region(rows, cols)
-        x, y, width, height = cv2.boundingRect(pixels.view(np.uint8))
-        window = (slice(rows.start + y, rows.start + y + height), slice(cols.start + x, cols.start + x + width))
-        tight = pixels[y:y + height, x:x + width]
-        tight.setflags(write=False)
-        self.__dict__["_cropped"] = (window, tight)
-    return self.__dict__["_cropped"]
+def window_overlap(a: tuple, b: tuple) -> tuple[slice, slice] | None:
+    "Where two windows (rows, cols slices with known bounds) overlap, or None."
+    top, bottom = max(a[0].start, b[0].start), min(a[0].stop, b[0].stop)
+    left, right = max(a[1].start, b[1].start), min(a[1].stop, b[1].stop)
+    return (slice(top, bottom), slice(left, right)) if top < bottom and left < right else None
 
 @patch(as_prop=True)
 def window(self: Instance) -> tuple[slice, slice]:
     "Rows and columns of the mask's tight bounding box (empty for an empty mask): where work on this instance happens."
     if "_window" not in self.__dict__:
-        if self._soft is not None: self.__dict__["_window"] = self._crop[0]
+        import cv2  # imported on first use: importing s3lib.segment stays cheap
+        if self._soft is not None:  # from the support's pixels, made once and not kept (with the area, which they give)
+            rows, cols = self._soft.support()
+            pixels = self._soft.region(rows, cols)
+            x, y, width, height = cv2.boundingRect(pixels.view(np.uint8))
+            window = (slice(rows.start + y, rows.start + y + height), slice(cols.start + x, cols.start + x + width))
+            if self._area is None: self.__dict__["_area"] = int(np.count_nonzero(pixels))
         else:
-            import cv2
             x, y, width, height = cv2.boundingRect(np.ascontiguousarray(self._mask).view(np.uint8))
-            self.__dict__["_window"] = (slice(y, y + height), slice(x, x + width))
+            window = (slice(y, y + height), slice(x, x + width))
+        self.__dict__["_window"] = window
     return self.__dict__["_window"]
 
 @patch(as_prop=True)
 def area(self: Instance) -> int:
     "Pixels in the mask."
     if self._area is None:
-        self.__dict__["_area"] = int(np.count_nonzero(self._crop[1] if self._mask is None else self._mask))
+        if self._mask is not None: self.__dict__["_area"] = int(np.count_nonzero(self._mask))
+        else: self.window  # a soft mask counts its pixels while finding its window
     return self._area
-
-@patch(as_prop=True)
-def mask(self: Instance) -> np.ndarray:
-    "bool H×W, read-only. A soft or cropped mask is made full-size each time and not kept: take it once, or use `mask_in`."
-    if self._mask is not None: return self._mask
-    (rows, cols), tight = self._crop
-    full = np.zeros(self.shape, bool)
-    full[rows, cols] = tight
-    full.setflags(write=False)
-    return full
 
 @patch
 def mask_in(self: Instance, rows: slice, cols: slice) -> np.ndarray:
     "The mask's pixels in a window of the image (read-only), without making the rest of it."
     if self._mask is not None: return self._mask[rows, cols]
-    (own_rows, own_cols), tight = self._crop
-    out = np.zeros((len(range(*rows.indices(self.shape[0]))), len(range(*cols.indices(self.shape[1])))), bool)
-    top, bottom = max(rows.start or 0, own_rows.start), min(rows.stop if rows.stop is not None else self.shape[0], own_rows.stop)
-    left, right = max(cols.start or 0, own_cols.start), min(cols.stop if cols.stop is not None else self.shape[1], own_cols.stop)
-    if top < bottom and left < right:
-        out[top - (rows.start or 0):bottom - (rows.start or 0), left - (cols.start or 0):right - (cols.start or 0)] = \
-            tight[top - own_rows.start:bottom - own_rows.start, left - own_cols.start:right - own_cols.start]
+    (top, bottom, _), (left, right, _) = rows.indices(self.shape[0]), cols.indices(self.shape[1])
+    out = np.zeros((max(0, bottom - top), max(0, right - left)), bool)
+    inner = window_overlap((slice(top, bottom), slice(left, right)), self.window)
+    if inner is None: return out
+    (r, c), target = inner, out[inner[0].start - top:inner[0].stop - top, inner[1].start - left:inner[1].stop - left]
+    if self._soft is not None: target[...] = self._soft.region(r, c)
+    else:  # a cropped mask: its tight box kept as bits, unpacked only for the rows asked for
+        (own_rows, own_cols), bits = self.window, self.__dict__["_bits"]
+        rows_bits = bits[r.start - own_rows.start:r.stop - own_rows.start]
+        target[...] = np.unpackbits(rows_bits, axis=1, count=own_cols.stop - own_cols.start)[:, c.start - own_cols.start:c.stop - own_cols.start]
     return out
+
+@patch(as_prop=True)
+def mask(self: Instance) -> np.ndarray:
+    "bool H×W, read-only. A soft or cropped mask is made full-size each time and not kept: take it once, or use `mask_in`."
+    if self._mask is not None: return self._mask
+    full = np.zeros(self.shape, bool)
+    full[self.window] = self.mask_in(*self.window)
+    full.setflags(write=False)
+    return full
 
 @patch
 def mask_at(self: Instance, size: tuple) -> np.ndarray:
@@ -192,14 +193,25 @@ def resized(self: Instance, size: tuple) -> "Instance":
 
 @patch(cls_method=True)
 def cropped(cls: Instance, concept: str, index: int, score: float, box: tuple,
-            mask: np.ndarray, # bool H×W: only its tight box is kept
+            pixels: np.ndarray, # bool: the mask's pixels in a window of the image
+            origin: tuple = (0, 0), # (row, column) of the window's top-left pixel in the image
+            shape: tuple | None = None, # (H, W) of the image; default: the window's own size
            ) -> "Instance":
-    "An instance that keeps only the tight box of a full-size mask (refined masks: a 40 MP frame each would add up)."
-    instance = cls(concept, index, score, box, mask)
-    rows, cols = instance.window
-    tight = mask[rows, cols].copy()
-    tight.setflags(write=False)
-    instance.__dict__.update(_mask=None, _cropped=((rows, cols), tight), _shape=mask.shape, _area=int(np.count_nonzero(tight)))
+    "An instance holding only its mask's tight box, packed 8 pixels a byte (refined masks: a 40 MP frame each would add up)."
+    import cv2
+    if not isinstance(pixels, np.ndarray) or pixels.dtype != np.bool_ or pixels.ndim != 2:
+        raise ValueError(f"Instance mask must be a 2-D bool numpy array, got {getattr(pixels, 'dtype', type(pixels).__name__)} "
+                         f"with shape {np.shape(pixels)}")
+    if len(box) != 4: raise ValueError(f"Instance box must be (x1, y1, x2, y2), got {box!r}")
+    shape, (top, left) = tuple(shape or pixels.shape), (int(origin[0]), int(origin[1]))
+    if top < 0 or left < 0 or top + pixels.shape[0] > shape[0] or left + pixels.shape[1] > shape[1]:
+        raise ValueError(f"a {pixels.shape} window at {(top, left)} does not fit in a {shape} image")
+    x, y, width, height = cv2.boundingRect(np.ascontiguousarray(pixels).view(np.uint8))
+    tight = pixels[y:y + height, x:x + width]
+    instance = cls.__new__(cls)
+    instance.__dict__.update(concept=concept, index=index, score=score, box=tuple(float(v) for v in box), _soft=None, _mask=None,
+                             _shape=shape, _window=(slice(top + y, top + y + height), slice(left + x, left + x + width)),
+                             _bits=np.packbits(tight, axis=1), _area=int(np.count_nonzero(tight)))
     return instance
 
 @patch(cls_method=True)
@@ -429,6 +441,10 @@ def _stack(tensors: list):
     return torch.cat(tensors)
 
 # %% ../nbs/03_segment.ipynb #3c24ccce
+# one model built at a time in a process: two at once (a server's and its in-process worker's) could each be built
+# partly in the other's dtype, and a bfloat16 segmenter then meets float32 weights mid-decoder
+_LOADING = threading.Lock()
+
 class Sam3Segmenter:
     "SAM 3 concept segmentation with one vision pass per image, cached vision features and text embeddings."
 
@@ -500,7 +516,8 @@ class Sam3Segmenter:
         exported = prepare_backend(choose_backend(backend, device), location, cache_dir, max_drift,
                                    torch_dtype=str(dtype).removeprefix("torch."))
         try:
-            model = Sam3Model.from_pretrained(location, dtype=dtype).to(device).eval()  # first: its errors keep their cause
+            with _LOADING:  # transformers sets torch's process-wide default dtype while it builds a model
+                model = Sam3Model.from_pretrained(location, dtype=dtype).to(device).eval()  # first: its errors keep their cause
             processor = Sam3Processor.from_pretrained(location)
         except Exception as e:
             raise _unavailable(source, e) from e
@@ -520,7 +537,8 @@ class Sam3Segmenter:
 def _pixel_values(self: Sam3Segmenter, images: list[Image.Image]) -> list:
     "Pre-process: each image resized to 1008×1008 and normalised, as one tensor per image (on the GPU if the model is)."
     on_gpu = {"device": self.device} if self.device.type == "cuda" else {}  # 4× faster than the CPU for 16 photos
-    return list(self.processor.image_processor(images, return_tensors="pt", **on_gpu).pixel_values)
+    # images come decoded to RGB (`_decode`): the processor's own conversion would only copy a 40 MP photo twice more
+    return list(self.processor.image_processor(images, return_tensors="pt", do_convert_rgb=False, **on_gpu).pixel_values)
 
 @patch
 def _tokens(self: Sam3Segmenter, prompts: Iterable[str]) -> dict:

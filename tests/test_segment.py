@@ -137,6 +137,24 @@ def test_threads_share_one_model(segmenter):
     assert shared.cache_info()["text"]["misses"] == len(concepts)
 
 
+def test_models_loaded_at_once_in_two_dtypes_keep_their_own(tiny_sam3):
+    "transformers sets torch's process-wide default dtype while it builds a model: loads in threads must not mix them."
+    import torch
+    loaded, errors = {}, []
+    def load(name, dtype):
+        try: loaded[name] = Sam3Segmenter.from_pretrained(tiny_sam3, device="cpu", dtype=dtype, backend="torch")
+        except Exception as e: errors.append(e)
+    threads = [threading.Thread(target=load, args=(f"{dtype}-{i}", dtype)) for i in range(3) for dtype in ("bfloat16", "float32")]
+    for thread in threads: thread.start()
+    for thread in threads: thread.join()
+    assert not errors and len(loaded) == 6
+    for name, segmenter in loaded.items():
+        wanted = getattr(torch, name.split("-")[0])
+        assert {p.dtype for p in segmenter.model.parameters()} == {wanted}, name
+        assert segmenter.segment(photo(64, 48, 0), ["wall"]) is not None  # a decode in its own dtype runs
+    assert torch.get_default_dtype() == torch.float32
+
+
 def test_vision_cache_is_bounded(segmenter):
     seg = fresh(segmenter, vision_cache_size=2)
     photos = [photo(50, 40, seed) for seed in range(5)]
