@@ -56,12 +56,12 @@ def draw_label(image: Image.Image, # the altered photo
     covered = lambda box: int(avoid[max(0, box[1]):box[1] + box[3], max(0, box[0]):box[0] + box[2]].sum()) if avoid is not None else 0
     chosen = min(order, key=lambda p: (covered(boxes[p]) > 0, covered(boxes[p]), order.index(p)))
     x, y, w, h = boxes[chosen]
-    overlay = Image.new("RGBA", picture.size, (0, 0, 0, 0))
+    overlay = Image.new("RGBA", (w, h), (0, 0, 0, 0))  # the label's box alone: a 40 MP RGBA overlay would be 160 MB, twice
     draw = ImageDraw.Draw(overlay)
-    draw.rounded_rectangle((x, y, x + w - 1, y + h - 1), radius=pad, fill=(20, 20, 20, 200))
-    draw.text((x + pad - left, y + pad - top), text, font=font, fill=(255, 255, 255, 255))
-    labelled = Image.alpha_composite(picture.convert("RGBA"), overlay).convert("RGB")
-    return labelled, {"text": text, "position": chosen, "box": [int(x), int(y), int(w), int(h)]}
+    draw.rounded_rectangle((0, 0, w - 1, h - 1), radius=pad, fill=(20, 20, 20, 200))
+    draw.text((pad - left, pad - top), text, font=font, fill=(255, 255, 255, 255))
+    picture.paste(Image.alpha_composite(picture.crop((x, y, x + w, y + h)).convert("RGBA"), overlay).convert("RGB"), (x, y))
+    return picture, {"text": text, "position": chosen, "box": [int(x), int(y), int(w), int(h)]}
 
 # %% ../nbs/06d_disclosure.ipynb #e350d6c3
 def disclosure_report(items: list, # per photo: {"name", "report" (apply_rule's), "size": (w, h), "label"?}

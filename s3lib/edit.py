@@ -20,9 +20,9 @@ from .inpaint import patchmatch_fill
 from .perspective import lay, mip_levels, surface_plane
 
 # %% auto #0
-__all__ = ['FEATHER_PIXELS', 'MATERIALS', 'PARAM_KINDS', 'TILE', 'TEXTURE_SCALE', 'SHADING_SCALE', 'BLUR_RADIUS', 'ADJUSTMENT',
-           'ACTIONS', 'Param', 'fill', 'srgb_to_linear', 'linear_to_srgb', 'recolor', 'texture', 'laying', 'material',
-           'remove', 'blur', 'adjust', 'Action', 'register_action', 'unregister_action', 'apply_edit']
+__all__ = ['FEATHER_PIXELS', 'STRIP_PIXELS', 'MATERIALS', 'PARAM_KINDS', 'TILE', 'TEXTURE_SCALE', 'SHADING_SCALE', 'BLUR_RADIUS',
+           'ADJUSTMENT', 'ACTIONS', 'Param', 'fill', 'srgb_to_linear', 'linear_to_srgb', 'recolor', 'texture', 'laying',
+           'material', 'remove', 'blur', 'adjust', 'Action', 'register_action', 'unregister_action', 'apply_edit']
 
 # %% ../nbs/04_edit.ipynb #08045105
 FEATHER_PIXELS = 2  # width of the soft edge outside the mask; pixels farther than this from the mask are bit-identical
@@ -56,6 +56,13 @@ _SQUARES = sorted({a * a + b * b for a in range(-FEATHER_PIXELS, FEATHER_PIXELS 
 _RINGS = [(np.float32(math.sqrt(s)), np.array([[a * a + b * b <= s for b in range(-FEATHER_PIXELS, FEATHER_PIXELS + 1)]
                                                for a in range(-FEATHER_PIXELS, FEATHER_PIXELS + 1)], np.uint8)) for s in _SQUARES]
 
+STRIP_PIXELS = 1 << 20  # pixels of a big crop worked on at once where the work is per pixel: scratch stays a few MB
+
+def _strips(height: int, width: int):
+    "Row slices covering `height` rows of `width` pixels, about `STRIP_PIXELS` each."
+    step = max(1, STRIP_PIXELS // max(1, width))
+    return [slice(top, min(height, top + step)) for top in range(0, height, step)]
+
 def _region(mask: np.ndarray) -> _Region | None:
     "The mask's padded bounding box and feather band; None for an empty mask."
     x, y, width, height = cv2.boundingRect(np.ascontiguousarray(mask).view(np.uint8))
@@ -71,18 +78,25 @@ def _region(mask: np.ndarray) -> _Region | None:
         distance[reached[band].view(bool)] = value
     return _Region(rows, cols, crop, band, 1 - distance / (FEATHER_PIXELS + 1))
 
-def _composite(image: np.ndarray, region: _Region, edited: np.ndarray, feather: bool = True) -> np.ndarray:
-    "A copy of `image` with `edited` (crop-sized uint8) inside the mask and blended into the feather band (written in full there when not `feather`)."
+def _composite(image: np.ndarray, region: _Region,
+               edited, # crop-sized uint8, or a function giving the edited rows of the crop for a row slice (asked strip by strip)
+               feather: bool = True, # blend into the feather band; False: write the band in full
+              ) -> np.ndarray:
+    "A copy of `image` with the edit inside the mask and blended into the feather band."
+    rows_of = edited.__getitem__ if isinstance(edited, np.ndarray) else edited
     result = image.copy()
-    view = result[region.rows, region.cols]
-    cv2.copyTo(edited, region.mask.view(np.uint8), view)  # writes into `view`, i.e. into `result`
-    ys, xs = region.band
-    if not feather:
-        view[ys, xs] = edited[ys, xs]
-        return result
-    original = view[ys, xs].astype(np.float32)
-    blend = original + region.weights[:, None] * (edited[ys, xs] - original)
-    view[ys, xs] = np.rint(blend).astype(np.uint8)
+    view, (ys, xs) = result[region.rows, region.cols], region.band
+    for rows in _strips(*region.mask.shape):  # an edit made by strips never exists at the crop's full size
+        part, here = rows_of(rows), view[rows]
+        cv2.copyTo(part, region.mask[rows].view(np.uint8), here)  # writes into `here`, i.e. into `result`
+        first, last = np.searchsorted(ys, (rows.start, rows.stop))  # the band's pixels in these rows (np.nonzero: row order)
+        band_ys, band_xs = ys[first:last] - rows.start, xs[first:last]
+        if not feather:
+            here[band_ys, band_xs] = part[band_ys, band_xs]
+            continue
+        original = here[band_ys, band_xs].astype(np.float32)
+        blend = original + region.weights[first:last, None] * (part[band_ys, band_xs] - original)
+        here[band_ys, band_xs] = np.rint(blend).astype(np.uint8)
     return result
 
 # %% ../nbs/04_edit.ipynb #8140539b
@@ -161,8 +175,11 @@ _LUMA = np.array([0.2126, 0.7152, 0.0722], np.float32)  # Rec. 709 luminance wei
 _LUMINANCE_TABLE = (_DECODE[:, None] * _LUMA).reshape(256, 1, 3)  # per channel: weighted linear light
 
 def _luminance(crop: np.ndarray) -> np.ndarray:
-    "Linear-light luminance (0..1, float32 H×W) of an RGB uint8 crop."
-    return cv2.transform(cv2.LUT(crop, _LUMINANCE_TABLE), np.ones((1, 3), np.float32))
+    "Linear-light luminance (0..1, float32 H×W) of an RGB uint8 crop (by strips: no H×W×3 float scratch)."
+    out = np.empty(crop.shape[:2], np.float32)
+    for rows in _strips(*crop.shape[:2]):
+        out[rows] = cv2.transform(cv2.LUT(crop[rows], _LUMINANCE_TABLE), np.ones((1, 3), np.float32))
+    return out
 
 def _mean(values: np.ndarray, mask: np.ndarray) -> float:
     "Mean of a single-channel array over a bool mask."
@@ -192,11 +209,15 @@ def recolor(image: np.ndarray, # RGB uint8 H×W×3
     target = _DECODE[_color(color).astype(np.uint8)]  # linear light of the paint
     region = _region(mask)
     if region is None: return image.copy()
-    luminance = _luminance(image[region.rows, region.cols])
-    ratio = (np.linspace(0, 1, _LEVELS + 1, dtype=np.float32) + _DARK) / (_mean(luminance, region.mask) + _DARK)
+    crop = image[region.rows, region.cols]
+    levels, total = np.empty(crop.shape[:2], np.uint16), 0.0  # 16-bit luminance levels: half of float32's 160 MB at 40 MP
+    for rows in _strips(*levels.shape):
+        luminance, inside = _luminance(crop[rows]), region.mask[rows].view(np.uint8)
+        total += cv2.mean(luminance, mask=inside)[0] * cv2.countNonZero(inside)
+        levels[rows] = luminance * _LEVELS
+    ratio = (np.linspace(0, 1, _LEVELS + 1, dtype=np.float32) + _DARK) / (total / np.count_nonzero(region.mask) + _DARK)
     table = _encode(ratio[:, None] * target)  # luminance level -> repainted RGB
-    edited = _lookup(table, (luminance * _LEVELS).astype(np.uint16))
-    return _composite(image, region, edited)
+    return _composite(image, region, lambda rows: _lookup(table, levels[rows]))  # repainted strip by strip
 
 # %% ../nbs/04_edit.ipynb #7be58a95
 TILE = 512  # side of a generated texture tile, in pixels
