@@ -1147,11 +1147,14 @@ class Photos:
         extra = [INSTANCE_KEY.fullmatch(entry)[1] for entry in protected]
         picture = self.image(image)
         instances = self.segment(user_id, picture, parsed.domain, list(dict.fromkeys([*parsed.concepts, *extra])), thresholds)
-        if max_side is not None and max(picture.size) > max_side:  # a display's preview: the rule at that size
+        scaled = max_side is not None and max(picture.size) > max_side
+        if scaled:  # a display's preview: the rule at that size
             scale = max_side / max(picture.size)
             size = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
             picture, instances = picture.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0), [i.resized(size) for i in instances]
-        return apply_rule(picture, instances, parsed, protected=protected, **edit_options(self.context.settings))
+        result = apply_rule(picture, instances, parsed, protected=protected, **edit_options(self.context.settings))
+        if scaled: result.before = picture  # before and after from one resampling: the slider shows only what the rule changed
+        return result
 
     def create_job_from_images(self, user_id: str, images: list, domain: str, rule_id: str | None = None, rule: dict | None = None,
                                filenames: list[str] | None = None, thresholds: dict | None = None, protected: list | None = None) -> dict:

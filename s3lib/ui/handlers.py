@@ -396,7 +396,8 @@ def preview(self: PaletteApp, name: str, token: str | None, ws: Workspace, lang:
     # the rule runs on a copy at the slider's size: a 40 MP photo's preview costs what a 4 MP one does
     result = self.service.preview(self.user(token), photo, ws.rule_body(name or "preview"), list(ws.protect_keys), ws.thresholds,
                                   max_side=side)
-    return {"slider": (fit(self.service.photo(photo), side), fit(result.image, side))}
+    before = result.before or self.service.photo(photo)  # the scaled copy the rule ran on, when it was scaled
+    return {"slider": (fit(before, side), fit(result.image, side))}
 
 def _job_panel(job: dict | None, lang: str) -> dict:
     "The job panel showing `job` (None: no job): its progress, its cancel button while it runs, an empty results area its results will fill."

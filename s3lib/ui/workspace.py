@@ -43,7 +43,7 @@ def fit(image: Image.Image, # any PIL image
 def display_photo(path: str, # an uploaded photo on this server
                  ) -> Image.Image:
     "The photo decoded like the service decodes it (JPEG, PNG or WebP, EXIF rotation applied), scaled for display; cached by path."
-    return fit(load_image(Path(path).read_bytes(), formats=UPLOAD_TYPES))
+    return fit(load_image(Path(path).read_bytes(), formats=UPLOAD_TYPES, max_side=DISPLAY_SIDE))  # a big JPEG: a fraction of the decode
 
 # %% ../../nbs/14b_ui_workspace.ipynb #d934bc7c
 @dataclass
