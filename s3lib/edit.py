@@ -17,7 +17,7 @@ import numpy as np
 
 from .core import InvalidRequest, color_hex, parse_color
 from .inpaint import patchmatch_fill
-from .perspective import lay, mip_levels, surface_plane
+from .perspective import BLOCK, lay, mip_levels, surface_plane
 
 # %% auto #0
 __all__ = ['FEATHER_PIXELS', 'STRIP_PIXELS', 'MATERIALS', 'PARAM_KINDS', 'TILE', 'TEXTURE_SCALE', 'SHADING_SCALE', 'BLUR_RADIUS',
@@ -59,8 +59,8 @@ _RINGS = [(np.float32(math.sqrt(s)), np.array([[a * a + b * b <= s for b in rang
 STRIP_PIXELS = 1 << 20  # pixels of a big crop worked on at once where the work is per pixel: scratch stays a few MB
 
 def _strips(height: int, width: int):
-    "Row slices covering `height` rows of `width` pixels, about `STRIP_PIXELS` each."
-    step = max(1, STRIP_PIXELS // max(1, width))
+    "Row slices covering `height` rows of `width` pixels, about `STRIP_PIXELS` each, starting on multiples of `BLOCK` rows."
+    step = -(-max(1, STRIP_PIXELS // max(1, width)) // BLOCK) * BLOCK  # a texture laid by strips is the one laid at once
     return [slice(top, min(height, top + step)) for top in range(0, height, step)]
 
 def _region(mask: np.ndarray) -> _Region | None:
@@ -426,19 +426,20 @@ def material(image: np.ndarray, # RGB uint8 H×W×3
     if region is None: return image.copy()
     side = _tile_side(image)
     plane = surface_plane(mask, side) if perspective else None
-    if plane is not None and plane.homography is not None:
-        surface = lay(_texture_levels(name), plane.homography, region.rows, region.cols)  # linear light
-    else:
-        top, left = region.rows.start % side, region.cols.start % side
-        height, width = region.mask.shape
+    width = region.mask.shape[1]
+    def surface(rows: slice) -> np.ndarray:  # the material in linear light over some rows of the crop
+        if plane is not None and plane.homography is not None:
+            return lay(_texture_levels(name), plane.homography, slice(region.rows.start + rows.start, region.rows.start + rows.stop), region.cols)
+        top, left, height = (region.rows.start + rows.start) % side, region.cols.start % side, rows.stop - rows.start
         tiles = np.tile(_scaled_texture(name, side), (-(-(top + height) // side), -(-(left + width) // side), 1))
-        surface = cv2.LUT(np.ascontiguousarray(tiles[top:top + height, left:left + width]), _DECODE)
+        return cv2.LUT(np.ascontiguousarray(tiles[top:top + height, left:left + width]), _DECODE)
     luminance = _luminance(image[region.rows, region.cols])
     inside = region.mask.astype(np.float32)
     sigma = max(1.0, max(image.shape[:2]) * SHADING_SCALE)
     light = _smooth(luminance * inside, sigma) / np.maximum(_smooth(inside, sigma), 1e-3)
     shading = (light + _DARK) / (_mean(luminance, region.mask) + _DARK)
-    return _composite(image, region, _encode(surface * shading[..., None]))
+    # laid and lit strip by strip: at 40 MP a whole window's float32 surface and product would be a GB more
+    return _composite(image, region, lambda rows: _encode(surface(rows) * shading[rows, :, None]))
 
 # %% ../nbs/04_edit.ipynb #5eac941c
 def remove(image: np.ndarray, # RGB uint8 H×W×3
