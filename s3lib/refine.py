@@ -43,18 +43,16 @@ class EdgeRefiner:
         self.low = (max(1, h // s), max(1, w // s))  # rows, cols of the sampled grid: cell (i, j) = pixels [i*s, (i+1)*s)
         self.r = max(1, int(round(radius_cells * self.cell / s)))
         self.band = max(1, int(math.ceil(band_cells * self.cell / s)))
-        g = cv2.resize(image[:self.low[0] * s, :self.low[1] * s], self.low[::-1], interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+        small = cv2.resize(image[:self.low[0] * s, :self.low[1] * s], self.low[::-1], interpolation=cv2.INTER_AREA)
+        # planes, not interleaved channels: every product below (and the per-mask arithmetic) reads them contiguously
+        g = self.guide_planes = [plane.astype(np.float32) / 255 for plane in cv2.split(small)]
         r = self.r
-        self.mean_i = _box(g, r)
-        v = {}
-        for a in range(3):
-            for b in range(a, 3):
-                v[a, b] = _box(g[..., a] * g[..., b], r) - self.mean_i[..., a] * self.mean_i[..., b] + (eps if a == b else 0)
+        m = self.mean_planes = [_box(plane, r) for plane in g]
+        v = {(a, b): _box(g[a] * g[b], r) - m[a] * m[b] + (eps if a == b else 0) for a in range(3) for b in range(a, 3)}
         s00, s01, s02, s11, s12, s22 = v[0, 0], v[0, 1], v[0, 2], v[1, 1], v[1, 2], v[2, 2]
         inv = [s11 * s22 - s12 * s12, s02 * s12 - s01 * s22, s01 * s12 - s02 * s11, s00 * s22 - s02 * s02, s01 * s02 - s00 * s12, s00 * s11 - s01 * s01]
         det = s00 * inv[0] + s01 * inv[1] + s02 * inv[2]
-        self.inv = [x / det for x in inv]  # planes, not one 6-channel array: the per-mask arithmetic reads them contiguously
-        self.mean_planes, self.guide_planes = cv2.split(self.mean_i), cv2.split(g)
+        self.inv = [x / det for x in inv]  # the inverse covariance: symmetric, six planes
 
     def refine(self, mask: np.ndarray, # bool H×W, the photo's size
                window: tuple | None = None, # (rows, cols) slices holding the mask, if known

@@ -712,6 +712,8 @@ def segment_batch(self: Sam3Segmenter,
                   thresholds: Mapping[str, float] | None = None, # concept id -> score threshold; beats the concept's
                   negative_boxes: Mapping[str, list] | None = None, # concept id -> [[x1, y1, x2, y2], ...] pixels
                   mask_threshold: float | None = None, # pixel probability threshold; default: the segmenter's
+                  keys: list[str] | None = None, # the vision cache's name for each image (e.g. a digest of the bytes it
+                                                 # was decoded from); default: a hash of its pixels (~0.25 s at 40 MP)
                  ) -> list[list[Instance]]:
     "Instances of every concept in each image: one vision pass per image not cached, then decodes on its features."
     if isinstance(images, (str, bytes, os.PathLike, Image.Image, np.ndarray)) or not hasattr(images, "__iter__"):
@@ -719,7 +721,9 @@ def segment_batch(self: Sam3Segmenter,
     mask_threshold = self.mask_threshold if mask_threshold is None else _unit(mask_threshold, "mask_threshold")
     asks = _asks(concepts, thresholds, negative_boxes, self.threshold)
     decoded = [_decode(image, self.max_pixels) for image in images]
-    keys = [image_key(image) for image in decoded]
+    if keys is None: keys = [image_key(image) for image in decoded]
+    elif not isinstance(keys, (list, tuple)) or len(keys) != len(decoded) or not all(isinstance(k, str) and k for k in keys):
+        raise InvalidRequest(f"keys must be a list of {len(decoded)} non-empty strings, one per image", field="keys")
     results = [[] for _ in decoded]
     if not asks or not decoded: return results
     pairs = [_Pair(i, keys[i], (image.height, image.width), ask, self._negative_geometry(ask, (image.height, image.width)))
@@ -743,9 +747,10 @@ def segment(self: Sam3Segmenter,
             thresholds: Mapping[str, float] | None = None, # concept id -> score threshold; beats the concept's
             negative_boxes: Mapping[str, list] | None = None, # concept id -> [[x1, y1, x2, y2], ...] pixels
             mask_threshold: float | None = None, # pixel probability threshold; default: the segmenter's (0.5)
+            key: str | None = None, # the vision cache's name for this image; default: a hash of its pixels
            ) -> list[Instance]:
     "Instances of every concept in one image; the vision encoder runs only if this image is not cached."
-    return self.segment_batch([image], concepts, thresholds, negative_boxes, mask_threshold)[0]
+    return self.segment_batch([image], concepts, thresholds, negative_boxes, mask_threshold, None if key is None else [key])[0]
 
 @patch
 def cache_info(self: Sam3Segmenter) -> dict:

@@ -1110,14 +1110,18 @@ class Photos:
 
     def image(self, image) -> Image.Image:
         "A PIL image from bytes, a PIL image or a uint8 array, within the configured limits (bytes seen lately: decoded once)."
+        return self._picture(image)[0]
+
+    def _picture(self, image) -> tuple[Image.Image, str | None]:
+        "The decoded image and, for bytes, the vision cache's name for it: their digest (hashing 40 MP of pixels is ~0.25 s)."
         if isinstance(image, (bytes, bytearray, memoryview)):
             digest = hashlib.sha256(image).hexdigest()
             with self._decoded_lock: decoded = self._decoded.get(digest)
             if decoded is None:
                 decoded = self._decode(image)
                 with self._decoded_lock: self._decoded.put(digest, decoded)
-            return decoded
-        return self._decode(image)
+            return decoded, f"bytes-sha256:{digest}"
+        return self._decode(image), None
 
     def _decode(self, image) -> Image.Image:
         if isinstance(image, np.ndarray):
@@ -1130,14 +1134,19 @@ class Photos:
         return load_image(image, max_pixels=images.max_pixels, max_bytes=images.max_bytes, formats=UPLOAD_TYPES)
 
     def segment(self, user_id: str, image, domain: str, concepts: list[str] | None = None, thresholds: dict | None = None) -> list:
+        wanted = self._wanted(user_id, domain, concepts, thresholds)  # the request is checked before the photo is decoded
+        return self._find(*self._picture(image), wanted)
+
+    def _wanted(self, user_id: str, domain: str, concepts: list[str] | None, thresholds: dict | None) -> list:
         self.context.user(user_id)
         preset = self.context.preset(domain)
         ids = preset.concept_ids if concepts is None else concepts
         if not isinstance(ids, (list, tuple)) or not ids: raise _invalid("concepts", "must be a non-empty list of concept ids")
-        wanted = resolve_concepts(preset, ids, thresholds)
-        picture = self.image(image)
-        return self.model.segmenter().segment(picture, list(wanted), thresholds={c.id: c.threshold for c in wanted},
-                                              mask_threshold=self.context.settings.model.mask_threshold)
+        return list(resolve_concepts(preset, ids, thresholds))
+
+    def _find(self, picture: Image.Image, key: str | None, wanted: list) -> list:
+        return self.model.segmenter().segment(picture, wanted, thresholds={c.id: c.threshold for c in wanted},
+                                              mask_threshold=self.context.settings.model.mask_threshold, key=key)
 
     def preview(self, user_id: str, image, rule: Any, protected: list[str] = (), thresholds: dict | None = None,
                 max_side: int | None = None) -> Any:
@@ -1145,8 +1154,9 @@ class Photos:
         parsed = self.rules.parse({"name": "preview", **body}, field="rule")
         protected = _protected(protected, "protected", self.context.presets[parsed.domain].concept_ids)
         extra = [INSTANCE_KEY.fullmatch(entry)[1] for entry in protected]
-        picture = self.image(image)
-        instances = self.segment(user_id, picture, parsed.domain, list(dict.fromkeys([*parsed.concepts, *extra])), thresholds)
+        picture, key = self._picture(image)
+        wanted = self._wanted(user_id, parsed.domain, list(dict.fromkeys([*parsed.concepts, *extra])), thresholds)
+        instances = self._find(picture, key, wanted)
         scaled = max_side is not None and max(picture.size) > max_side
         if scaled:  # a display's preview: the rule at that size
             scale = max_side / max(picture.size)
@@ -1200,7 +1210,7 @@ class Service:
                  ledger: Ledger, # the database
                  store: ObjectStore, # where photos and results live (`s3lib.storage`)
                  presets: Mapping, # preset id -> `Preset` (`load_presets`)
-                 segmenter_factory: Callable | None = None, # () -> segmenter, called once on first model use; None: from settings
+                 segmenter_factory: Callable | None = None, # () -> segmenter (`Sam3Segmenter.segment`'s keywords, `key` included), called once on first use; None: from settings
                  runner: Runner | None = None, # where item tasks go; None: they wait in the database until a runner starts
                  clock: Callable[[], datetime] | None = None, # current time (aware UTC); default: the system clock
                  urls: WorkerUrls | None = None, # the URLs workers are given; None: s3lib's routes under the public URL

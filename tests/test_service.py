@@ -315,7 +315,7 @@ class HalfMaskSegmenter:
     "Deterministic stand-in for SAM 3: every concept found once, covering the left half of the photo."
     vision_passes = 0
 
-    def segment(self, image, concepts, thresholds=None, mask_threshold=None):
+    def segment(self, image, concepts, thresholds=None, mask_threshold=None, key=None):
         from s3lib.segment import Instance
         self.vision_passes += 1
         mask = np.zeros((image.height, image.width), dtype=bool)
