@@ -72,7 +72,7 @@ class EdgeRefiner:
     def reach(self, window: tuple, # (rows, cols): where the mask lies
              ) -> tuple[slice, slice]:
         "The pixels refining a mask in `window` may change: the window widened by the filter's reach to whole grid cells."
-        (rows, cols), h, w = window, *self.shape
+        rows, cols = window
         if not self.needed or rows.start >= rows.stop or cols.start >= cols.stop: return window
         s, (lh, lw), margin = self.scale, self.low, self.band + 2 * self.r + 1
         top, left = min(lh, max(0, rows.start // s - margin)), min(lw, max(0, cols.start // s - margin))
