@@ -76,6 +76,13 @@ class SoftMask:
         return not bool((self.probabilities > self.threshold).any())
 
 # %% ../nbs/03_segment.ipynb #c1ae7e21
+def _check_mask_and_box(mask, box) -> None:
+    "Raise ValueError unless `mask` is a 2-D bool array (or a `SoftMask`) and `box` has four numbers."
+    if not isinstance(mask, SoftMask) and (not isinstance(mask, np.ndarray) or mask.dtype != np.bool_ or mask.ndim != 2):
+        raise ValueError(f"Instance mask must be a 2-D bool numpy array or a SoftMask, got "
+                         f"{getattr(mask, 'dtype', type(mask).__name__)} with shape {np.shape(mask)}")
+    if len(box) != 4: raise ValueError(f"Instance box must be (x1, y1, x2, y2), got {box!r}")
+
 class Instance:
     "One instance of a concept: score, box (xyxy pixels) and a mask the size of the original image (bool array or `SoftMask`)."
     def __init__(self,
@@ -87,10 +94,7 @@ class Instance:
                  area: int | None = None, # pixels in the mask; computed when first asked for
                 ):
         soft = mask if isinstance(mask, SoftMask) else None
-        if soft is None and (not isinstance(mask, np.ndarray) or mask.dtype != np.bool_ or mask.ndim != 2):
-            raise ValueError(f"Instance mask must be a 2-D bool numpy array or a SoftMask, got "
-                             f"{getattr(mask, 'dtype', type(mask).__name__)} with shape {np.shape(mask)}")
-        if len(box) != 4: raise ValueError(f"Instance box must be (x1, y1, x2, y2), got {box!r}")
+        _check_mask_and_box(soft or mask, box)
         self.__dict__.update(concept=concept, index=index, score=score, box=tuple(float(v) for v in box),
                              _soft=soft, _mask=None if soft else mask, _area=area)
         if soft is None: self.window  # found once, with the area: edits then work where the mask is
@@ -199,10 +203,8 @@ def cropped(cls: Instance, concept: str, index: int, score: float, box: tuple,
            ) -> "Instance":
     "An instance holding only its mask's tight box, packed 8 pixels a byte (refined masks: a 40 MP frame each would add up)."
     import cv2
-    if not isinstance(pixels, np.ndarray) or pixels.dtype != np.bool_ or pixels.ndim != 2:
-        raise ValueError(f"Instance mask must be a 2-D bool numpy array, got {getattr(pixels, 'dtype', type(pixels).__name__)} "
-                         f"with shape {np.shape(pixels)}")
-    if len(box) != 4: raise ValueError(f"Instance box must be (x1, y1, x2, y2), got {box!r}")
+    if isinstance(pixels, SoftMask): raise ValueError("Instance.cropped takes a window's bool pixels, not a SoftMask")
+    _check_mask_and_box(pixels, box)
     shape, (top, left) = tuple(shape or pixels.shape), (int(origin[0]), int(origin[1]))
     if top < 0 or left < 0 or top + pixels.shape[0] > shape[0] or left + pixels.shape[1] > shape[1]:
         raise ValueError(f"a {pixels.shape} window at {(top, left)} does not fit in a {shape} image")
