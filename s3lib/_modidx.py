@@ -685,6 +685,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                's3lib.segment._asks': ('segment.html#_asks', 's3lib/segment.py'),
                                's3lib.segment._boxes': ('segment.html#_boxes', 's3lib/segment.py'),
                                's3lib.segment._check_folder': ('segment.html#_check_folder', 's3lib/segment.py'),
+                               's3lib.segment._check_mask_and_box': ('segment.html#_check_mask_and_box', 's3lib/segment.py'),
                                's3lib.segment._decode': ('segment.html#_decode', 's3lib/segment.py'),
                                's3lib.segment._is_protected': ('segment.html#_is_protected', 's3lib/segment.py'),
                                's3lib.segment._pick_device': ('segment.html#_pick_device', 's3lib/segment.py'),

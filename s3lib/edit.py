@@ -210,12 +210,13 @@ def recolor(image: np.ndarray, # RGB uint8 H×W×3
     region = _region(mask)
     if region is None: return image.copy()
     crop = image[region.rows, region.cols]
-    levels, total = np.empty(crop.shape[:2], np.uint16), 0.0  # 16-bit luminance levels: half of float32's 160 MB at 40 MP
+    levels, total, count = np.empty(crop.shape[:2], np.uint16), 0.0, 0  # 16-bit luminance levels: half of float32's 160 MB at 40 MP
     for rows in _strips(*levels.shape):
         luminance, inside = _luminance(crop[rows]), region.mask[rows].view(np.uint8)
-        total += cv2.mean(luminance, mask=inside)[0] * cv2.countNonZero(inside)
+        pixels = cv2.countNonZero(inside)
+        total, count = total + cv2.mean(luminance, mask=inside)[0] * pixels, count + pixels
         levels[rows] = luminance * _LEVELS
-    ratio = (np.linspace(0, 1, _LEVELS + 1, dtype=np.float32) + _DARK) / (total / np.count_nonzero(region.mask) + _DARK)
+    ratio = (np.linspace(0, 1, _LEVELS + 1, dtype=np.float32) + _DARK) / (total / count + _DARK)
     table = _encode(ratio[:, None] * target)  # luminance level -> repainted RGB
     return _composite(image, region, lambda rows: _lookup(table, levels[rows]))  # repainted strip by strip
 

@@ -396,7 +396,7 @@ def preview(self: PaletteApp, name: str, token: str | None, ws: Workspace, lang:
     # the rule runs on a copy at the slider's size: a 40 MP photo's preview costs what a 4 MP one does
     result = self.service.preview(self.user(token), photo, ws.rule_body(name or "preview"), list(ws.protect_keys), ws.thresholds,
                                   max_side=side)
-    before = result.before or self.service.photo(photo)  # the scaled copy the rule ran on, when it was scaled
+    before = self.service.photo(photo) if result.before is None else result.before  # the scaled copy the rule ran on, if scaled
     return {"slider": (fit(before, side), fit(result.image, side))}
 
 def _job_panel(job: dict | None, lang: str) -> dict:
