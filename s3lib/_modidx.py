@@ -641,6 +641,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                's3lib.segment.Sam3Segmenter': ('segment.html#sam3segmenter', 's3lib/segment.py'),
                                's3lib.segment.Sam3Segmenter.__init__': ('segment.html#sam3segmenter.__init__', 's3lib/segment.py'),
                                's3lib.segment.Sam3Segmenter.__repr__': ('segment.html#sam3segmenter.__repr__', 's3lib/segment.py'),
+                               's3lib.segment.Sam3Segmenter._encode_text': ('segment.html#sam3segmenter._encode_text', 's3lib/segment.py'),
                                's3lib.segment.Sam3Segmenter._exported_decode': ( 'segment.html#sam3segmenter._exported_decode',
                                                                                  's3lib/segment.py'),
                                's3lib.segment.Sam3Segmenter._forward': ('segment.html#sam3segmenter._forward', 's3lib/segment.py'),

@@ -23,13 +23,13 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 # %% auto #0
 __all__ = ['CSS_COLORS', 'Choice', 'SCHEMA', 'PLAN_KEYS', 'SHORT_ENV', 'RANGES', 'DEFAULT_MAX_PIXELS', 'DEFAULT_MAX_BYTES',
-           'UPLOAD_TYPES', 'SMALL_PIXELS', 'DECODE_SLOTS', 'PNG_CHANNELS', 'ADAM7', 'FORMATS', 'S3libError',
-           'SettingsError', 'ImageError', 'PresetError', 'RuleError', 'ModelUnavailable', 'InvalidRequest',
-           'Unauthorized', 'Forbidden', 'NotFound', 'PlanLimit', 'InsufficientCredits', 'ConcurrencyLimit',
-           'RateLimited', 'InvalidState', 'UploadIncomplete', 'TooLarge', 'IdempotencyMismatch', 'json_type',
-           'parse_json_object', 'parse_color', 'color_hex', 'Section', 'Plan', 'Settings', 'default_settings_path',
-           'load_settings', 'DecodeSlots', 'ImageInfo', 'inspect_image', 'verify_image', 'load_image', 'encode_image',
-           'content_type']
+           'STRIP_PIXELS', 'UPLOAD_TYPES', 'SMALL_PIXELS', 'DECODE_SLOTS', 'PNG_CHANNELS', 'ADAM7', 'FORMATS',
+           'S3libError', 'SettingsError', 'ImageError', 'PresetError', 'RuleError', 'ModelUnavailable',
+           'InvalidRequest', 'Unauthorized', 'Forbidden', 'NotFound', 'PlanLimit', 'InsufficientCredits',
+           'ConcurrencyLimit', 'RateLimited', 'InvalidState', 'UploadIncomplete', 'TooLarge', 'IdempotencyMismatch',
+           'json_type', 'parse_json_object', 'parse_color', 'color_hex', 'Section', 'Plan', 'Settings',
+           'default_settings_path', 'load_settings', 'DecodeSlots', 'ImageInfo', 'inspect_image', 'verify_image',
+           'load_image', 'encode_image', 'content_type']
 
 # %% ../nbs/00_core.ipynb #24e13f04
 class S3libError(Exception):
@@ -366,6 +366,7 @@ def load_settings(path: str | Path | None = None, # settings.ini to read; defaul
 # %% ../nbs/00_core.ipynb #3f8ee982
 DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_MAX_BYTES = 25 * 1024 * 1024
+STRIP_PIXELS = 1 << 20  # pixels worked on at once where a big photo is refined or edited by strips: scratch stays a few MB
 
 def _read_bytes(source, max_bytes: int) -> bytes:
     if isinstance(source, (bytes, bytearray, memoryview)): data = bytes(source)

@@ -15,14 +15,14 @@ from typing import Any, Callable, Mapping
 import cv2
 import numpy as np
 
-from .core import InvalidRequest, color_hex, parse_color
+from .core import STRIP_PIXELS, InvalidRequest, color_hex, parse_color
 from .inpaint import patchmatch_fill
 from .perspective import BLOCK, lay, mip_levels, surface_plane
 
 # %% auto #0
-__all__ = ['FEATHER_PIXELS', 'STRIP_PIXELS', 'MATERIALS', 'PARAM_KINDS', 'TILE', 'TEXTURE_SCALE', 'SHADING_SCALE', 'BLUR_RADIUS',
-           'ADJUSTMENT', 'ACTIONS', 'Param', 'fill', 'srgb_to_linear', 'linear_to_srgb', 'recolor', 'texture', 'laying',
-           'material', 'remove', 'blur', 'adjust', 'Action', 'register_action', 'unregister_action', 'apply_edit']
+__all__ = ['FEATHER_PIXELS', 'MATERIALS', 'PARAM_KINDS', 'TILE', 'TEXTURE_SCALE', 'SHADING_SCALE', 'BLUR_RADIUS', 'ADJUSTMENT',
+           'ACTIONS', 'Param', 'fill', 'srgb_to_linear', 'linear_to_srgb', 'recolor', 'texture', 'laying', 'material',
+           'remove', 'blur', 'adjust', 'Action', 'register_action', 'unregister_action', 'apply_edit']
 
 # %% ../nbs/04_edit.ipynb #08045105
 FEATHER_PIXELS = 2  # width of the soft edge outside the mask; pixels farther than this from the mask are bit-identical
@@ -55,8 +55,6 @@ _SQUARES = sorted({a * a + b * b for a in range(-FEATHER_PIXELS, FEATHER_PIXELS 
                    if 0 < a * a + b * b <= FEATHER_PIXELS ** 2})
 _RINGS = [(np.float32(math.sqrt(s)), np.array([[a * a + b * b <= s for b in range(-FEATHER_PIXELS, FEATHER_PIXELS + 1)]
                                                for a in range(-FEATHER_PIXELS, FEATHER_PIXELS + 1)], np.uint8)) for s in _SQUARES]
-
-STRIP_PIXELS = 1 << 20  # pixels of a big crop worked on at once where the work is per pixel: scratch stays a few MB
 
 def _strips(height: int, width: int):
     "Row slices covering `height` rows of `width` pixels, about `STRIP_PIXELS` each, starting on multiples of `BLOCK` rows."

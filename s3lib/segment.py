@@ -616,17 +616,22 @@ def _vision_pass(self: Sam3Segmenter, batch) -> tuple[tuple, tuple]:
     return hidden, position
 
 @patch
-def _text_features(self: Sam3Segmenter, tokens: dict) -> dict:
-    "Forward (lock held): (projected text embeddings, attention mask) per prompt, cached."
+def _encode_text(self: Sam3Segmenter, encoded) -> tuple:
+    "Forward (lock held): the projected text embeddings and attention mask of one tokenised prompt."
     import torch
+    input_ids, attention_mask = encoded.input_ids.to(self.device), encoded.attention_mask.to(self.device)
+    with torch.inference_mode():
+        embeds = self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
+    return embeds.pooler_output, attention_mask
+
+@patch
+def _text_features(self: Sam3Segmenter, tokens: dict) -> dict:
+    "(projected text embeddings, attention mask) per prompt (lock held): kept, cached, or encoded and cached."
     features = {}
     for prompt, encoded in tokens.items():
         cached = self.pinned_text.get(prompt) or self.text_cache.get(prompt)
         if cached is None:
-            input_ids, attention_mask = encoded.input_ids.to(self.device), encoded.attention_mask.to(self.device)
-            with torch.inference_mode():
-                embeds = self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
-            cached = (embeds.pooler_output, attention_mask)
+            cached = self._encode_text(encoded)
             self.text_cache.put(prompt, cached)
         features[prompt] = cached
     return features
@@ -682,8 +687,8 @@ def pin_prompts(self: Sam3Segmenter, prompts: Iterable[str]) -> int:
     if not missing: return 0
     tokens = self._tokens(missing)
     with self._lock:
-        for prompt, encoded in tokens.items():
-            self.pinned_text[prompt] = self._text_features({prompt: encoded})[prompt]
+        for prompt, encoded in tokens.items():  # kept apart from the LRU: pinning is neither a hit nor a miss
+            self.pinned_text[prompt] = self._encode_text(encoded)
     if self.text_store is not None: self.text_store.save(self.pinned_text)
     return len(missing)
 

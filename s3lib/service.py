@@ -1154,8 +1154,8 @@ class Photos:
         parsed = self.rules.parse({"name": "preview", **body}, field="rule")
         protected = _protected(protected, "protected", self.context.presets[parsed.domain].concept_ids)
         extra = [INSTANCE_KEY.fullmatch(entry)[1] for entry in protected]
-        picture, key = self._picture(image)
         wanted = self._wanted(user_id, parsed.domain, list(dict.fromkeys([*parsed.concepts, *extra])), thresholds)
+        picture, key = self._picture(image)
         instances = self._find(picture, key, wanted)
         scaled = max_side is not None and max(picture.size) > max_side
         if scaled:  # a display's preview: the rule at that size
