@@ -44,7 +44,7 @@ import torch
 from PIL import Image
 
 import transformers
-from s3lib.backends import PACKAGES, installed_backends, native_bf16
+from s3lib.backends import PACKAGES, PARTS, installed_backends, native_bf16
 from s3lib.segment import Sam3Segmenter
 from s3lib.testing import random_sam3
 
@@ -138,17 +138,17 @@ def vision_per_backend(args, folder: Path, cache: Path) -> None:
         decode = min(Clock(segmenter.device).time(lambda p=p: segmenter.segment(image, [p]))[0]
                      for p in PROMPTS[:args.repeats])
         graphs = segmenter.backend.meta.get("graphs", {})
-        drift = " / ".join(f"{graphs[part]['drift']:.4f}" for part in ("vision", "decoder") if part in graphs) or "-"
+        drift = " / ".join(f"{graphs[part]['drift']:.4f}" for part in PARTS if part in graphs) or "-"
         export = segmenter.backend.meta.get("seconds")
         baseline = baseline or vision
         rows.append((backend if backend != "torch" else f"torch {str(segmenter.dtype).removeprefix('torch.')}", vision, baseline / vision, decode, drift,
                      f"{export:.0f}" if export else "-", loaded))
         del segmenter
         gc.collect()
-    print(f"  {'backend':28s} {'vision s':>9} {'ratio':>7} {'decode s':>9} {'drift vis/dec':>14} {'export s':>9} "
+    print(f"  {'backend':28s} {'vision s':>9} {'ratio':>7} {'decode s':>9} {'drift vis/photo/dec':>21} {'export s':>9} "
           f"{'load s':>7}")
     for name, vision, ratio, decode, drift, export, loaded in rows:
-        print(f"  {name:28s} {vision:9.2f} {ratio:6.2f}x {decode:9.2f} {drift:>14} {export:>9} {loaded:7.1f}")
+        print(f"  {name:28s} {vision:9.2f} {ratio:6.2f}x {decode:9.2f} {drift:>21} {export:>9} {loaded:7.1f}")
     print("  (ratio: against torch float32; decode: one new concept on the cached photo, text encoder included;"
           " drift: relative error against torch float32 on the probe photo; load: from_pretrained, with the export"
           " when the first)")

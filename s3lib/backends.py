@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -25,11 +26,11 @@ import numpy as np
 from .core import InvalidRequest, ModelUnavailable
 
 # %% auto #0
-__all__ = ['BACKENDS', 'PACKAGES', 'INSTALL_HINT', 'DEFAULT_CACHE_DIR', 'MAX_DRIFT', 'WEIGHT_SUFFIXES', 'EXPORT_FORMAT',
-           'VISION_OUTPUTS', 'DECODER_INPUTS', 'DECODER_OUTPUTS', 'PROBE_PROMPT', 'TORCH', 'native_bf16',
-           'installed_backends', 'BackendChoice', 'choose_backend', 'model_folder', 'model_revision', 'export_tag',
-           'graph_modules', 'probe_inputs', 'drift', 'Graph', 'export_graphs', 'Backend', 'prepare_backend',
-           'TextStore']
+__all__ = ['BACKENDS', 'PACKAGES', 'INSTALL_HINT', 'DEFAULT_CACHE_DIR', 'MAX_DRIFT', 'WEIGHT_SUFFIXES', 'EXPORT_FORMAT', 'PARTS',
+           'VISION_OUTPUTS', 'PHOTO_INPUTS', 'PHOTO_OUTPUTS', 'DECODER_INPUTS', 'DECODER_OUTPUTS', 'PROBE_PROMPT',
+           'TORCH', 'native_bf16', 'installed_backends', 'BackendChoice', 'choose_backend', 'model_folder',
+           'model_revision', 'export_tag', 'graph_modules', 'probe_inputs', 'drift', 'Graph', 'export_graphs',
+           'Backend', 'prepare_backend', 'TextStore']
 
 # %% ../nbs/03b_backends.ipynb #81f9b31d
 BACKENDS = ("auto", "torch", "openvino", "onnxruntime", "onnxruntime-int8")
@@ -90,7 +91,7 @@ def choose_backend(requested: str = "auto", # [model] backend
 
 # %% ../nbs/03b_backends.ipynb #1997e716
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json")
-EXPORT_FORMAT = 3  # bump when the exported graphs' inputs or outputs, or meta.json's fields, change
+EXPORT_FORMAT = 4  # bump when the exported graphs' inputs or outputs, or meta.json's fields, change
 
 def model_folder(location: str, # a folder, or a hub id already in the local hub cache
                 ) -> Path | None:
@@ -122,40 +123,46 @@ def export_tag(backend: str) -> str:
     return f"{backend}-{_version(PACKAGES[backend])}-{hashlib.sha256(tracer.encode()).hexdigest()[:8]}"
 
 # %% ../nbs/03b_backends.ipynb #277f8cd7
+PARTS = ("vision", "photo", "decoder")  # the graphs, in the order a photo's features flow through them
 VISION_OUTPUTS = ("fpn0", "fpn1", "fpn2", "fpn3")
-DECODER_INPUTS = ("fpn0", "fpn1", "fpn2", "text", "text_mask")
+PHOTO_INPUTS, PHOTO_OUTPUTS = ("fpn0", "fpn1", "fpn2"), ("attended", "skip_mid", "skip_fine")
+DECODER_INPUTS = (*PHOTO_OUTPUTS, "text", "text_mask")
 DECODER_OUTPUTS = ("pred_masks", "pred_boxes", "pred_logits", "presence_logits")
 
 def graph_modules(model, # a float32 `Sam3Model`
                   position_encoding: tuple, # the vision encoder's `fpn_position_encoding` for a 1008×1008 input
                  ) -> dict:
-    "The vision and decoder graphs as torch modules returning plain tensors, ready for `torch.onnx.export`."
+    "The vision, photo and decoder graphs as torch modules returning plain tensors, ready for `torch.onnx.export`."
     import torch
-    from transformers.modeling_outputs import BaseModelOutputWithPooling
-    from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
+    from s3lib.decode import PhotoFeatures, decode, photo_features
 
     class Vision(torch.nn.Module):
         def __init__(self): super().__init__(); self.encoder = model.vision_encoder
         def forward(self, pixel_values): return tuple(self.encoder(pixel_values).fpn_hidden_states)
 
+    class Photo(torch.nn.Module):
+        def __init__(self): super().__init__(); self.model = model
+        def forward(self, fpn0, fpn1, fpn2):
+            photo = photo_features(self.model, (fpn0, fpn1, fpn2), position_encoding)
+            return photo.attended, photo.skip_mid, photo.skip_fine
+
     class Decoder(torch.nn.Module):
         def __init__(self): super().__init__(); self.model = model
-        def forward(self, fpn0, fpn1, fpn2, text, text_mask):
-            features = Sam3VisionEncoderOutput(fpn_hidden_states=(fpn0, fpn1, fpn2, fpn2),  # the last level is unused
-                                               fpn_position_encoding=position_encoding)
-            output = self.model(vision_embeds=features, text_embeds=BaseModelOutputWithPooling(pooler_output=text),
-                                attention_mask=text_mask)
+        def forward(self, attended, skip_mid, skip_fine, text, text_mask):
+            shared = PhotoFeatures(None, position_encoding[2], attended, skip_mid, skip_fine)  # no boxes: no coarse level
+            output = decode(self.model, shared, text, text_mask)
             return tuple(getattr(output, name) for name in DECODER_OUTPUTS)
 
-    return {"vision": Vision().eval(), "decoder": Decoder().eval()}
+    return {"vision": Vision().eval(), "photo": Photo().eval(), "decoder": Decoder().eval()}
 
 # %% ../nbs/03b_backends.ipynb #33ff8fcc
 PROBE_PROMPT = "object"
 
 def probe_inputs(model, processor) -> dict:
-    "Inputs of both graphs on the probe photo, and torch float32's outputs for them: the reference drift is measured against."
+    "Inputs of each graph on the probe photo, and torch float32's outputs for them: the reference drift is measured against."
     import torch
     from PIL import Image
+    from s3lib.decode import photo_features
     rng = np.random.default_rng(0)
     pixels = np.full((600, 800, 3), (205, 190, 170), np.float32)
     pixels[380:] = (120, 90, 60)
@@ -166,9 +173,12 @@ def probe_inputs(model, processor) -> dict:
     with torch.no_grad():
         vision = model.get_vision_features(pixel_values=pixel_values)
         text = model.get_text_features(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask).pooler_output
+        photo = photo_features(model, vision.fpn_hidden_states, vision.fpn_position_encoding)
     levels = [level.numpy() for level in vision.fpn_hidden_states]
+    shared = [photo.attended.numpy(), photo.skip_mid.numpy(), photo.skip_fine.numpy()]
     return {"vision": {"pixel_values": pixel_values.numpy()}, "vision_reference": levels,
-            "decoder": dict(zip(DECODER_INPUTS, [*levels[:3], text.numpy(), tokens.attention_mask.numpy()])),
+            "photo": dict(zip(PHOTO_INPUTS, levels[:3])), "photo_reference": shared,
+            "decoder": dict(zip(DECODER_INPUTS, [*shared, text.numpy(), tokens.attention_mask.numpy()])),
             "position_encoding": vision.fpn_position_encoding}
 
 def drift(outputs: list, # a backend's outputs
@@ -238,17 +248,20 @@ def _best_of(run, times: int) -> float:
 def _torch_seconds(model, probe: dict, dtype: str) -> dict:
     "Seconds torch takes for each part on the probe in `dtype` (best of two after a warm-up): what an exported part must beat."
     import torch
-    from transformers.modeling_outputs import BaseModelOutputWithPooling
+    from s3lib.decode import decode, photo_features
     model = model.to(getattr(torch, dtype))
     pixel_values = torch.from_numpy(probe["vision"]["pixel_values"]).to(model.dtype)
-    text = BaseModelOutputWithPooling(pooler_output=torch.from_numpy(probe["decoder"]["text"]).to(model.dtype))
+    text = torch.from_numpy(probe["decoder"]["text"]).to(model.dtype)
     mask = torch.from_numpy(probe["decoder"]["text_mask"])
-    seconds = {}
+    steps = {"vision": lambda _: model.get_vision_features(pixel_values=pixel_values),
+             "photo": lambda vision: photo_features(model, vision.fpn_hidden_states, vision.fpn_position_encoding),
+             "decoder": lambda photo: decode(model, photo, text, mask)}
+    seconds, made = {}, None
     with torch.inference_mode():
-        for part in ("vision", "decoder"):
-            run = (lambda: model.get_vision_features(pixel_values=pixel_values)) if part == "vision" else                   (lambda: model(vision_embeds=vision, text_embeds=text, attention_mask=mask))
-            vision = run() if part == "vision" else vision
+        for part in PARTS:  # each part's output is the next one's input
+            run = partial(steps[part], made)
             seconds[part] = round(_best_of(run, 2), 2)
+            made = run()
     return seconds
 
 def export_graphs(location: str, # the checkpoint: a folder saved with save_pretrained (or a cached hub id)
@@ -257,7 +270,7 @@ def export_graphs(location: str, # the checkpoint: a folder saved with save_pret
                   threads: int = 0, # CPU threads for the drift check
                   torch_dtype: str = "float32", # the dtype torch would run in instead: each part is timed in it too
                  ) -> dict:
-    "Export SAM 3's vision and decoder graphs, measure each one's drift and speed under `backend` against torch, write meta.json."
+    "Export SAM 3's vision, photo and decoder graphs, measure each one's drift and speed under `backend` against torch, write meta.json."
     import gc
     import torch
     from transformers import Sam3Model, Sam3Processor
@@ -268,10 +281,10 @@ def export_graphs(location: str, # the checkpoint: a folder saved with save_pret
     modules = graph_modules(model, probe["position_encoding"])
     meta = {"backend": backend, "format": EXPORT_FORMAT, "graphs": {},
             "versions": {name: _version(name) for name in ("torch", "transformers", PACKAGES[backend])}}
-    references = {"vision": probe["vision_reference"]}
+    references = {"vision": probe["vision_reference"], "photo": probe["photo_reference"]}
     with torch.no_grad():
         references["decoder"] = [t.numpy() for t in modules["decoder"](*map(torch.from_numpy, probe["decoder"].values()))]
-        for name, inputs, outputs in (("vision", ("pixel_values",), VISION_OUTPUTS),
+        for name, inputs, outputs in (("vision", ("pixel_values",), VISION_OUTPUTS), ("photo", PHOTO_INPUTS, PHOTO_OUTPUTS),
                                       ("decoder", DECODER_INPUTS, DECODER_OUTPUTS)):
             tick = time.perf_counter()
             torch.onnx.export(modules[name], tuple(torch.from_numpy(a) for a in probe[name].values()),
@@ -298,21 +311,22 @@ def export_graphs(location: str, # the checkpoint: a folder saved with save_pret
 # %% ../nbs/03b_backends.ipynb #1112458a
 @dataclass
 class Backend:
-    "What runs SAM 3's graphs: `vision` and `decoder` are exported `Graph`s, or None where torch runs that part."
+    "What runs SAM 3's graphs: `vision`, `photo` and `decoder` are exported `Graph`s, or None where torch runs that part."
     name: str  # the backend the exported graphs run under, or torch
     reason: str  # why, for `s3lib doctor`
     vision: Graph | None = None
+    photo: Graph | None = None
     decoder: Graph | None = None
     folder: Path | None = None  # the export's cache folder
     meta: dict = field(default_factory=dict)
 
     @property
     def parts(self) -> str:
-        "Which parts run where, in words: 'vision + decoder in openvino, text in torch'."
-        exported = [name for name in ("vision", "decoder") if getattr(self, name) is not None]
+        "Which parts run where, in words: 'vision + photo + decoder in openvino, text in torch'."
+        exported = [name for name in PARTS if getattr(self, name) is not None]
         if not exported: return "all in torch"
         return f"{' + '.join(exported)} in {self.name}, " + ", ".join(
-            [name for name in ("vision", "decoder") if name not in exported] + ["text"]) + " in torch"
+            [name for name in PARTS if name not in exported] + ["text"]) + " in torch"
 
 TORCH = Backend("torch", "torch")
 
@@ -413,8 +427,8 @@ def prepare_backend(choice: BackendChoice, # from `choose_backend`
         return Backend("torch", f"{choice.reason}, but its cached export in {folder} does not load ({type(e).__name__}: {e}); "
                                 f"torch runs instead. Delete that folder to export again")
     name = choice.name if graphs else "torch"
-    return Backend(name, f"{choice.reason}; {cached}, {_describe(meta, verdicts)}", graphs.get("vision"),
-                   graphs.get("decoder"), folder, meta)
+    return Backend(name, f"{choice.reason}; {cached}, {_describe(meta, verdicts)}", *(graphs.get(part) for part in PARTS),
+                   folder, meta)
 
 # %% ../nbs/03b_backends.ipynb #c2451cf5
 class TextStore:

@@ -22,6 +22,7 @@ from PIL import Image
 
 from .backends import DEFAULT_CACHE_DIR, MAX_DRIFT, TORCH, Backend, TextStore, choose_backend, native_bf16, prepare_backend
 from .core import DEFAULT_MAX_PIXELS, ImageError, InvalidRequest, ModelUnavailable, S3libError, Settings, color_hex, load_image, parse_color
+from .decode import PhotoFeatures, decode, photo_features
 
 # %% auto #0
 __all__ = ['MODEL_TYPES', 'WEIGHT_FILES', 'HUB_ID', 'LOCAL_FIX', 'DTYPES', 'PROTECTED_COLOR', 'CONCEPT_COLORS', 'SoftMask',
@@ -575,7 +576,7 @@ def _groups(self: Sam3Segmenter, pairs: list[_Pair]) -> list[list[_Pair]]:
 # %% ../nbs/03_segment.ipynb #280d886c
 @patch
 def _vision_features(self: Sam3Segmenter, keys: list[str], images: list[Image.Image], pixel_values: dict) -> dict:
-    "Forward (lock held): (hidden states, position encodings) per key, cached or from one vision pass per new image."
+    "Forward (lock held): `PhotoFeatures` per key, cached or from one vision pass (and the decode's photo half) per new image."
     import torch
     features, missing = {}, []
     for key in dict.fromkeys(keys):
@@ -592,9 +593,11 @@ def _vision_features(self: Sam3Segmenter, keys: list[str], images: list[Image.Im
         if self._position_encoding is None or not all(
                 torch.equal(shared, new) for shared, new in zip(self._position_encoding, position)):
             self._position_encoding = tuple(level.clone() for level in position)
+        photo = self._photo_pass(hidden_states, self._position_encoding)
         for row, key in enumerate(chunk):  # a row of a batch is cloned, so evicting one image frees its memory
-            hidden = tuple(level[row:row + 1] if len(chunk) == 1 else level[row:row + 1].clone() for level in hidden_states)
-            features[key] = (hidden, self._position_encoding)
+            features[key] = PhotoFeatures(*(field if name == "position" else  # one encoding, shared by every image
+                                            field[row:row + 1] if len(chunk) == 1 else field[row:row + 1].clone()
+                                            for name, field in zip(PhotoFeatures._fields, photo)))
             self.vision_cache.put(key, features[key])
     return features
 
@@ -607,13 +610,34 @@ def _vision_pass(self: Sam3Segmenter, batch) -> tuple[tuple, tuple]:
             output = self.model.get_vision_features(pixel_values=batch.to(device=self.device, dtype=self.dtype))
         return tuple(output.fpn_hidden_states), tuple(output.fpn_position_encoding)
     rows = [self.backend.vision({"pixel_values": row.float().numpy()}) for row in batch.split(1)]  # traced at batch 1
-    # an exported decoder reads float32, so the levels stay float32 for it; torch's decoder gets its own dtype
-    dtype = torch.float32 if self.backend.decoder is not None else self.dtype
+    dtype = self._decoder_dtype
     hidden = tuple(torch.from_numpy(np.concatenate(level)).to(dtype) for level in zip(*rows))
     with torch.inference_mode():
         position = tuple(self.model.vision_encoder.neck.position_encoding(level.shape, self.device, dtype)
                          for level in hidden)
     return hidden, position
+
+@patch(as_prop=True)
+def _decoder_dtype(self: Sam3Segmenter):
+    "What the decoder reads: float32 for an exported one, else the model's dtype; features are kept in it."
+    import torch
+    return torch.float32 if self.backend.decoder is not None else self.dtype
+
+@patch
+def _photo_pass(self: Sam3Segmenter, hidden: tuple, position: tuple) -> PhotoFeatures:
+    "Forward: the decode's photo half for a batch of FPN levels, by the backend or by torch, in the decoder's dtype."
+    import torch
+    from s3lib.backends import PHOTO_INPUTS
+    dtype = self._decoder_dtype
+    if self.backend.photo is None:
+        with torch.inference_mode():
+            photo = photo_features(self.model, [level.to(self.dtype) for level in hidden[:3]],
+                                   [code.to(self.dtype) for code in position[:3]])
+        return PhotoFeatures(*(field.to(dtype) for field in photo))._replace(position=position[2])
+    rows = [self.backend.photo({name: level[row:row + 1].float().numpy() for name, level in zip(PHOTO_INPUTS, hidden)})
+            for row in range(hidden[0].shape[0])]  # traced at batch 1
+    shared = (torch.from_numpy(np.concatenate(outputs)).to(dtype) for outputs in zip(*rows))
+    return PhotoFeatures(hidden[2].to(dtype), position[2], *shared)
 
 @patch
 def _encode_text(self: Sam3Segmenter, encoded) -> tuple:
@@ -638,35 +662,28 @@ def _text_features(self: Sam3Segmenter, tokens: dict) -> dict:
 
 @patch
 def _forward(self: Sam3Segmenter, pairs: list[_Pair], vision: dict, text: dict):
-    "Forward (lock held): one detector + mask decoder call for a group of pairs."
+    "Forward (lock held): one decode of the concept's half for a group of pairs, on their images' shared half."
     import torch
-    from transformers.modeling_outputs import BaseModelOutputWithPooling
-    from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
-    hidden, position = [vision[pair.key][0] for pair in pairs], [vision[pair.key][1] for pair in pairs]
-    features = Sam3VisionEncoderOutput(
-        fpn_hidden_states=tuple(_stack([states[level] for states in hidden]) for level in range(len(hidden[0]))),
-        fpn_position_encoding=tuple(_stack([codes[level] for codes in position]) for level in range(len(position[0]))))
-    embeds = BaseModelOutputWithPooling(pooler_output=_stack([text[pair.ask.prompt][0] for pair in pairs]))
+    photo = PhotoFeatures(*(_stack(list(fields)) for fields in zip(*(vision[pair.key] for pair in pairs))))
+    embeds = _stack([text[pair.ask.prompt][0] for pair in pairs])
     attention_mask = _stack([text[pair.ask.prompt][1] for pair in pairs])
     geometry = {}
     if pairs[0].geometry is not None:  # decoded alone: see `_groups`
         boxes, labels = pairs[0].geometry
         geometry = dict(input_boxes=boxes.to(self.device, self.dtype), input_boxes_labels=labels.to(self.device))
     elif self.backend.decoder is not None:
-        return self._exported_decode(features, embeds.pooler_output, attention_mask)
-    features = Sam3VisionEncoderOutput(fpn_hidden_states=tuple(level.to(self.dtype) for level in features.fpn_hidden_states),
-                                       fpn_position_encoding=tuple(level.to(self.dtype) for level in features.fpn_position_encoding))
+        return self._exported_decode(photo, embeds, attention_mask)
     with torch.inference_mode():
-        return self.model(vision_embeds=features, text_embeds=embeds, attention_mask=attention_mask, **geometry)
+        return decode(self.model, PhotoFeatures(*(field.to(self.dtype) for field in photo)), embeds, attention_mask, **geometry)
 
 @patch
-def _exported_decode(self: Sam3Segmenter, features, text, attention_mask) -> SimpleNamespace:
-    "Forward: the backend's detector + mask decoder, one row at a time (it is traced at batch 1), outputs as torch tensors."
+def _exported_decode(self: Sam3Segmenter, photo: PhotoFeatures, text, attention_mask) -> SimpleNamespace:
+    "Forward: the backend's decode of the concept's half, one row at a time (it is traced at batch 1), outputs as torch tensors."
     import torch
     from s3lib.backends import DECODER_INPUTS, DECODER_OUTPUTS
     rows = []
     for row in range(text.shape[0]):
-        inputs = [level[row:row + 1] for level in features.fpn_hidden_states[:3]] + [text[row:row + 1], attention_mask[row:row + 1]]
+        inputs = [field[row:row + 1] for field in (photo.attended, photo.skip_mid, photo.skip_fine, text, attention_mask)]
         rows.append(self.backend.decoder({name: value.float().numpy() if value.is_floating_point() else value.numpy()
                                           for name, value in zip(DECODER_INPUTS, inputs)}))
     return SimpleNamespace(**{name: torch.from_numpy(np.concatenate(outputs)) for name, outputs in zip(DECODER_OUTPUTS, zip(*rows))})
