@@ -44,7 +44,7 @@ import torch
 from PIL import Image
 
 import transformers
-from s3lib.backends import PACKAGES, PARTS, installed_backends, native_bf16
+from s3lib.backends import PACKAGES, PARTS, bf16_speedup, installed_backends, native_bf16
 from s3lib.segment import Sam3Segmenter
 from s3lib.testing import random_sam3
 
@@ -261,7 +261,7 @@ def main(argv=None):
     cache = args.cache_dir or Path(tempfile.mkdtemp(prefix="s3lib-bench-cache-"))
     print(f"s3lib segment benchmark | torch {torch.__version__}, transformers {transformers.__version__}, "
           f"python {platform.python_version()} | {args.device} ({os.cpu_count()} CPUs, torch threads "
-          f"{torch.get_num_threads()}, native bf16: {native_bf16()}) | size {args.size} | photos {args.width}x{args.height}"
+          f"{torch.get_num_threads()}, native bf16: {native_bf16()}, bf16 matmul {bf16_speedup():.2f}x float32) | size {args.size} | photos {args.width}x{args.height}"
           f" | installed: {', '.join(sorted(installed_backends())) or 'no exported backend'}")
     if args.batch:
         gpu_batch(args, folder)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -26,11 +27,12 @@ import numpy as np
 from .core import InvalidRequest, ModelUnavailable
 
 # %% auto #0
-__all__ = ['BACKENDS', 'PACKAGES', 'INSTALL_HINT', 'DEFAULT_CACHE_DIR', 'MAX_DRIFT', 'WEIGHT_SUFFIXES', 'EXPORT_FORMAT', 'PARTS',
-           'VISION_OUTPUTS', 'PHOTO_INPUTS', 'PHOTO_OUTPUTS', 'DECODER_INPUTS', 'DECODER_OUTPUTS', 'PROBE_PROMPT',
-           'TORCH', 'native_bf16', 'installed_backends', 'BackendChoice', 'choose_backend', 'model_folder',
-           'model_revision', 'export_tag', 'graph_modules', 'probe_inputs', 'drift', 'Graph', 'export_graphs',
-           'Backend', 'prepare_backend', 'TextStore']
+__all__ = ['BACKENDS', 'PACKAGES', 'INSTALL_HINT', 'DEFAULT_CACHE_DIR', 'MAX_DRIFT', 'BF16_MIN_SPEEDUP', 'WEIGHT_SUFFIXES',
+           'EXPORT_FORMAT', 'PARTS', 'VISION_OUTPUTS', 'PHOTO_INPUTS', 'PHOTO_OUTPUTS', 'DECODER_INPUTS',
+           'DECODER_OUTPUTS', 'PROBE_PROMPT', 'TORCH', 'native_bf16', 'bf16_speedup', 'fast_bf16', 'installed_backends',
+           'BackendChoice', 'choose_backend', 'model_folder', 'model_revision', 'openvino_precision', 'export_tag',
+           'graph_modules', 'probe_inputs', 'drift', 'Graph', 'export_graphs', 'Backend', 'prepare_backend',
+           'TextStore']
 
 # %% ../nbs/03b_backends.ipynb #81f9b31d
 BACKENDS = ("auto", "torch", "openvino", "onnxruntime", "onnxruntime-int8")
@@ -41,11 +43,38 @@ MAX_DRIFT = 0.02  # default bound on the relative error of a backend's outputs a
 
 def native_bf16(cpuinfo: str | None = None, # /proc/cpuinfo's text; default: read it
                ) -> bool:
-    "Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX-BF16): there torch's bf16 path beats float32."
+    "Whether this CPU flags bfloat16 instructions (AVX512-BF16 or AMX-BF16); `fast_bf16` checks they also pay."
     if cpuinfo is None:
         try: cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
         except OSError: return False  # not Linux: no flags to read, float32 is the safe answer
     return re.search(r"\b(avx512_bf16|amx_bf16)\b", cpuinfo) is not None
+
+def _best_of(run, times: int) -> float:
+    "The fastest of `times` timed runs: one run on a shared 2-core machine can be twice as slow as the next."
+    best = float("inf")
+    for _ in range(times):
+        tick = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - tick)
+    return best
+
+BF16_MIN_SPEEDUP = 1.2  # bfloat16 must multiply this many times faster than float32 to be worth its rounding
+
+@functools.cache
+def bf16_speedup() -> float:
+    "How many times faster torch multiplies bfloat16 matrices than float32 ones here: (1024×1024)·(1024×4096), best of three."
+    import torch
+    seconds = []
+    for dtype in (torch.float32, torch.bfloat16):
+        a, b = torch.randn(1024, 1024).to(dtype), torch.randn(1024, 4096).to(dtype)
+        a @ b  # the first product allocates
+        seconds.append(_best_of(lambda: a @ b, 3))
+    return seconds[0] / seconds[1]
+
+def fast_bf16(cpuinfo: str | None = None, # /proc/cpuinfo's text; default: read it
+             ) -> bool:
+    "Whether bfloat16 pays here: the CPU flags it natively *and* torch multiplies it measurably faster than float32."
+    return native_bf16(cpuinfo) and bf16_speedup() >= BF16_MIN_SPEEDUP  # some virtual CPUs flag AVX512-BF16 yet run it slower
 
 def installed_backends() -> set[str]:
     "The exported backends whose runtime packages are importable here (torch always is)."
@@ -61,7 +90,7 @@ class BackendChoice:
 
 def choose_backend(requested: str = "auto", # [model] backend
                    device: str = "cpu", # the device the torch model runs on
-                   bf16: bool | None = None, # the CPU computes bfloat16 natively; default: `native_bf16()`
+                   bf16: bool | None = None, # bfloat16 pays on this CPU; default: `fast_bf16()`
                    available: set | None = None, # installed exported backends; default: `installed_backends()`
                   ) -> BackendChoice:
     "Pick the backend for `requested` on `device`: exported backends run on CPUs only; a missing package means torch."
@@ -69,7 +98,7 @@ def choose_backend(requested: str = "auto", # [model] backend
         raise InvalidRequest(f"[model] backend {requested!r} is not one of {', '.join(BACKENDS)}", field="backend")
     device = str(getattr(device, "type", device)).split(":")[0]
     available = installed_backends() if available is None else set(available)
-    bf16 = native_bf16() if bf16 is None else bf16
+    bf16 = fast_bf16() if bf16 is None else bf16
     if requested == "torch": return BackendChoice("torch", "torch, as [model] backend asks")
     if device != "cpu":
         return BackendChoice("torch", f"torch on {device}: " + ("the exported backends run on CPUs only"
@@ -83,7 +112,7 @@ def choose_backend(requested: str = "auto", # [model] backend
                                          "(vision pass 3.2-3.4x torch float32 on 2 cores)", only_if_faster=True)
     if bf16:
         return BackendChoice("torch", f"auto: OpenVINO is not installed ({INSTALL_HINT} for about 3x), so torch in "
-                                      "bfloat16, which this CPU computes natively (2.3-2.7x float32)")
+                                      "bfloat16, which this CPU computes natively and faster than float32 (2.3-2.7x on 2 EPYC cores)")
     if "onnxruntime" in available:
         return BackendChoice("onnxruntime", "auto: ONNX Runtime is installed, OpenVINO is not "
                                             "(vision pass 1.6-1.8x torch float32)", only_if_faster=True)
@@ -117,9 +146,14 @@ def _version(package: str) -> str:
     try: return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError: return "none"
 
+def openvino_precision() -> str:
+    "The precision OpenVINO computes in here: bfloat16 where it pays (`fast_bf16`), else float32."
+    return "bf16" if fast_bf16() else "f32"
+
 def export_tag(backend: str) -> str:
-    "The folder name of one backend's export: the backend, its package's version, and a hash of what traced it."
+    "The folder name of one backend's export: the backend, its package's version, and a hash of what traced it (and how it runs)."
     tracer = f"{_version('torch')}|{_version('transformers')}|{EXPORT_FORMAT}"
+    if backend == "openvino": tracer += f"|{openvino_precision()}"  # its drift and timings were measured in that precision
     return f"{backend}-{_version(PACKAGES[backend])}-{hashlib.sha256(tracer.encode()).hexdigest()[:8]}"
 
 # %% ../nbs/03b_backends.ipynb #277f8cd7
@@ -204,7 +238,8 @@ class Graph:
             core = openvino.Core()
             core.set_property({"CACHE_DIR": str(self.path.parent / "compiled")})
             self._compiled = core.compile_model(str(self.path), "CPU", {"INFERENCE_NUM_THREADS": threads,
-                                                                        "PERFORMANCE_HINT": "LATENCY"})
+                                                                        "PERFORMANCE_HINT": "LATENCY",
+                                                                        "INFERENCE_PRECISION_HINT": openvino_precision()})
             # a port carries the graph's input name and the names of tensors OpenVINO merged into it ("/a/b/Cast")
             self.inputs = [min(port.get_names(), key=lambda name: (name.startswith("/"), name)) for port in self._compiled.inputs]
             self._request = self._compiled.create_infer_request()
@@ -235,15 +270,6 @@ def _quantize(path: Path) -> Path:
     target = path.with_suffix(".int8.onnx")
     quantize_dynamic(str(path), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
     return target
-
-def _best_of(run, times: int) -> float:
-    "The fastest of `times` timed runs: one run on a shared 2-core machine can be twice as slow as the next."
-    best = float("inf")
-    for _ in range(times):
-        tick = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - tick)
-    return best
 
 def _torch_seconds(model, probe: dict, dtype: str) -> dict:
     "Seconds torch takes for each part on the probe in `dtype` (best of two after a warm-up): what an exported part must beat."

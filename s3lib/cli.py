@@ -93,6 +93,13 @@ def cmd_edit(args) -> int:
     return 1 if failed else 0
 
 # %% ../nbs/07_cli.ipynb #82a75954
+def _bf16_verdict() -> str:
+    "Whether bfloat16 pays on this CPU, with the measurement: what `dtype = auto` and OpenVINO's precision follow."
+    from s3lib.backends import bf16_speedup, fast_bf16, native_bf16
+    if not native_bf16(): return "not native: dtype auto is float32"
+    return (f"native; torch multiplies it {bf16_speedup():.2f}x as fast as float32, so dtype auto is "
+            + ("bfloat16" if fast_bf16() else "float32"))
+
 def cmd_doctor(args) -> int:
     "Report versions, the device, and whether the configured model loads."
     import importlib.metadata as md
@@ -104,6 +111,7 @@ def cmd_doctor(args) -> int:
     import torch
     device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     lines.append(("device", f"{device}" + (f" ({torch.cuda.get_device_name(0)})" if device == "cuda" else "")))
+    if device == "cpu": lines.append(("cpu bfloat16", _bf16_verdict()))
     lines.append(("model", settings.model.id))
     ok = True
     try:

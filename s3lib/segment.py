@@ -20,7 +20,7 @@ import numpy as np
 from fastcore.basics import patch
 from PIL import Image
 
-from .backends import DEFAULT_CACHE_DIR, MAX_DRIFT, TORCH, Backend, TextStore, choose_backend, native_bf16, prepare_backend
+from .backends import DEFAULT_CACHE_DIR, MAX_DRIFT, TORCH, Backend, TextStore, choose_backend, fast_bf16, prepare_backend
 from .core import DEFAULT_MAX_PIXELS, ImageError, InvalidRequest, ModelUnavailable, S3libError, Settings, color_hex, load_image, parse_color
 from .decode import PhotoFeatures, decode, photo_features
 
@@ -334,7 +334,7 @@ def _pick_dtype(dtype, device) -> "torch.dtype":
     import torch
     if isinstance(dtype, torch.dtype): return dtype
     if dtype in (None, "auto"):
-        if device.type == "cpu": return torch.bfloat16 if native_bf16() else torch.float32
+        if device.type == "cpu": return torch.bfloat16 if fast_bf16() else torch.float32
         if device.type == "cuda" and not torch.cuda.is_bf16_supported(): return torch.float16
         return torch.bfloat16
     if dtype not in DTYPES: raise ModelUnavailable(f"dtype {dtype!r} is not one of auto, {', '.join(DTYPES)}")
@@ -493,7 +493,7 @@ class Sam3Segmenter:
     def from_pretrained(cls,
                         model_id_or_path: str | os.PathLike = "facebook/sam3", # hub id or a folder saved with save_pretrained
                         device=None, # None/"auto" (cuda, then mps, then cpu), "cpu", "cuda", "cuda:1", "mps"
-                        dtype=None, # None/"auto" (bfloat16 on GPU and on CPUs with native bf16, else float32), "float32", ...
+                        dtype=None, # None/"auto" (bfloat16 on GPU and on CPUs where it pays, `fast_bf16`; else float32), "float32", ...
                         vision_cache_size: int = 8, # images whose vision features are kept
                         text_cache_size: int = 256, # prompts whose text embeddings are kept
                         backend: str = "auto", # auto, torch, openvino, onnxruntime or onnxruntime-int8 (`choose_backend`)
