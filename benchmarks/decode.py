@@ -18,7 +18,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -30,20 +29,9 @@ from transformers import Sam3Model, Sam3Processor
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from benchmarks.segment import PROMPTS, photo, saved_model
-from s3lib.backends import fast_bf16
+from s3lib.backends import DECODER_OUTPUTS, _best_of
 from s3lib.decode import decode, photo_features
-
-OUTPUTS = ("pred_masks", "pred_boxes", "pred_logits", "presence_logits")
-
-
-def best_of(times: int, work) -> float:
-    "The fastest of `times` runs (one run on a shared 2-core machine can be twice as slow as the next)."
-    best = float("inf")
-    for _ in range(times):
-        started = time.perf_counter()
-        work()
-        best = min(best, time.perf_counter() - started)
-    return best
+from s3lib.segment import _pick_dtype
 
 
 def main(argv=None):
@@ -54,7 +42,7 @@ def main(argv=None):
     parser.add_argument("--model-dir", type=Path, default=None,
                         help="where the random model is saved (default: the temp folder, shared with segment.py)")
     args = parser.parse_args(argv)
-    dtype = getattr(torch, args.dtype if args.dtype != "auto" else "bfloat16" if fast_bf16() else "float32")
+    dtype = _pick_dtype(args.dtype, torch.device("cpu"))
     folder = saved_model(args.size, args.model_dir or Path(tempfile.gettempdir()) / f"s3lib-bench-sam3-{args.size}")
     model = Sam3Model.from_pretrained(folder, dtype=dtype).eval()
     processor = Sam3Processor.from_pretrained(folder)
@@ -73,16 +61,16 @@ def main(argv=None):
 
         shared = photo_features(model, vision.fpn_hidden_states, vision.fpn_position_encoding)
         forward(0), decode(model, shared, *prompts[0])  # warm-up
-        whole = best_of(args.repeats, lambda: forward(0))
-        half = best_of(args.repeats, lambda: photo_features(model, vision.fpn_hidden_states, vision.fpn_position_encoding))
-        split = best_of(args.repeats, lambda: decode(model, shared, *prompts[0]))
+        whole = _best_of(lambda: forward(0), args.repeats)
+        half = _best_of(lambda: photo_features(model, vision.fpn_hidden_states, vision.fpn_position_encoding), args.repeats)
+        split = _best_of(lambda: decode(model, shared, *prompts[0]), args.repeats)
         reference, ours = forward(1), decode(model, shared, *prompts[1])
     print(f"\none concept's decode on cached vision features: Sam3Model.forward {whole:.2f} s, s3lib.decode {split:.2f} s "
           f"-> {whole / split:.2f}x; the photo half, once per photo: {half:.2f} s")
     for k in (5, 10):
         print(f"a palette of {k:2d} concepts: {k * whole:6.2f} s -> {half + k * split:6.2f} s ({k * whole / (half + k * split):.2f}x)")
     errors = {name: float((getattr(ours, name).float() - getattr(reference, name).float()).norm()
-                          / getattr(reference, name).float().norm().clamp_min(1e-12)) for name in OUTPUTS}
+                          / getattr(reference, name).float().norm().clamp_min(1e-12)) for name in DECODER_OUTPUTS}
     print("relative difference to Sam3Model.forward: " + ", ".join(f"{name} {error:.2e}" for name, error in errors.items()))
     print("(random weights: the outputs are meaningless; the timings and the difference are what this measures)")
 

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -285,7 +284,7 @@ def _torch_seconds(model, probe: dict, dtype: str) -> dict:
     seconds, made = {}, None
     with torch.inference_mode():
         for part in PARTS:  # each part's output is the next one's input
-            run = partial(steps[part], made)
+            run = functools.partial(steps[part], made)
             seconds[part] = round(_best_of(run, 2), 2)
             made = run()
     return seconds
