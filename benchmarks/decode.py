@@ -4,7 +4,8 @@
 decoder's skip convolutions) once per photo and the rest per concept, with the upsample convolutions run as 2x2
 phase kernels and the instance projection folded into the mask embeddings. This prints, in one run on one photo:
 one concept's decode both ways (the ratio), the photo half's one-off cost, a palette of 5 and 10 concepts both ways,
-and how far the outputs differ (relative error; float32 is exact to rounding, bfloat16 within its rounding).
+5 concepts decoded as one batch against one at a time (whether the segmenter's `batch_size` above 1 pays here), and
+how far the outputs differ (relative error; float32 is exact to rounding, bfloat16 within its rounding).
 
     python benchmarks/decode.py                    # full size, dtype auto's pick (bfloat16 where it pays, else float32)
     python benchmarks/decode.py --dtype float32
@@ -30,7 +31,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from benchmarks.segment import PROMPTS, photo, saved_model
 from s3lib.backends import DECODER_OUTPUTS, _best_of
-from s3lib.decode import decode, photo_features
+from s3lib.decode import PhotoFeatures, decode, photo_features
 from s3lib.segment import _pick_dtype
 
 
@@ -65,10 +66,15 @@ def main(argv=None):
         half = _best_of(lambda: photo_features(model, vision.fpn_hidden_states, vision.fpn_position_encoding), args.repeats)
         split = _best_of(lambda: decode(model, shared, *prompts[0]), args.repeats)
         reference, ours = forward(1), decode(model, shared, *prompts[1])
+        together = PhotoFeatures(*(None if t is None else t.expand(5, *t.shape[1:]) for t in shared))  # as the segmenter batches
+        batched = _best_of(lambda: decode(model, together, text[:5], tokens.attention_mask[:5]), args.repeats)
+        singles = _best_of(lambda: [decode(model, shared, *prompts[i]) for i in range(5)], args.repeats)
     print(f"\none concept's decode on cached vision features: Sam3Model.forward {whole:.2f} s, s3lib.decode {split:.2f} s "
           f"-> {whole / split:.2f}x; the photo half, once per photo: {half:.2f} s")
     for k in (5, 10):
         print(f"a palette of {k:2d} concepts: {k * whole:6.2f} s -> {half + k * split:6.2f} s ({k * whole / (half + k * split):.2f}x)")
+    print(f"5 concepts as one batched decode {batched:.2f} s, one at a time {singles:.2f} s: batching is "
+          f"{singles / batched:.2f}x (above 1 it pays: the segmenter's batch_size; it is 1 on a CPU)")
     errors = {name: float((getattr(ours, name).float() - getattr(reference, name).float()).norm()
                           / getattr(reference, name).float().norm().clamp_min(1e-12)) for name in DECODER_OUTPUTS}
     print("relative difference to Sam3Model.forward: " + ", ".join(f"{name} {error:.2e}" for name, error in errors.items()))

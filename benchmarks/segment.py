@@ -15,7 +15,8 @@ Sections, each measured in this one run:
 1. vision pass per backend: torch float32 (the old default), torch bfloat16, and every exported backend installed
    (OpenVINO, ONNX Runtime float32 and int8), as ratios to torch float32, with each export's drift and cost;
 2. first result: one unseen photo x 5 concepts with the defaults (`backend=auto`, `dtype=auto`, the palette's text
-   embeddings kept with the model), target <= 10 s;
+   embeddings kept with the model), target <= 10 s, and what it costs: its floating-point operations counted by torch,
+   and the least time they take at the fastest rate any backend sustained in section 1;
 3. P1: naive (what the transformers docs show, one full float32 forward per concept) / s3lib's defaults at k = 5 and
    k = 10, targets >= 3x and >= 5x;
 4. P2: a new concept on a photo already seen <= 15 % of the same ask on an unseen photo;
@@ -44,7 +45,7 @@ import torch
 from PIL import Image
 
 import transformers
-from s3lib.backends import PACKAGES, PARTS, bf16_speedup, installed_backends, native_bf16
+from s3lib.backends import PACKAGES, PARTS, _best_of, bf16_speedup, installed_backends, native_bf16
 from s3lib.segment import Sam3Segmenter
 from s3lib.testing import random_sam3
 
@@ -109,8 +110,8 @@ def verdict(value: float, target: float, higher_is_better: bool = True) -> str:
     return "met" if (value >= target if higher_is_better else value <= target) else "NOT met"
 
 
-def vision_per_backend(args, folder: Path, cache: Path) -> None:
-    "Section 1: one vision pass (and one decode) per backend, each loaded the way production loads it."
+def vision_per_backend(args, folder: Path, cache: Path) -> list[tuple]:
+    "Section 1: one vision pass, one decode and a first result per backend, each loaded the way production loads it."
     variants = [("torch", "float32"), ("torch", "bfloat16")]
     variants += [(name, "auto") for name in PACKAGES if name in installed_backends()]
     image = photo(1, args.width, args.height)
@@ -137,21 +138,62 @@ def vision_per_backend(args, folder: Path, cache: Path) -> None:
         segmenter.segment(image, ["warm up"])
         decode = min(Clock(segmenter.device).time(lambda p=p: segmenter.segment(image, [p]))[0]
                      for p in PROMPTS[:args.repeats])
+        unseen = photo(20 + len(rows), args.width, args.height)
+        first = Clock(segmenter.device).time(lambda: segmenter.segment(unseen, PROMPTS[:5]))[0]
         graphs = segmenter.backend.meta.get("graphs", {})
         drift = " / ".join(f"{graphs[part]['drift']:.4f}" for part in PARTS if part in graphs) or "-"
         export = segmenter.backend.meta.get("seconds")
         baseline = baseline or vision
-        rows.append((backend if backend != "torch" else f"torch {str(segmenter.dtype).removeprefix('torch.')}", vision, baseline / vision, decode, drift,
-                     f"{export:.0f}" if export else "-", loaded))
+        name = backend if backend != "torch" else f"torch {str(segmenter.dtype).removeprefix('torch.')}"
+        rows.append((name, vision, baseline / vision, decode, first, drift, f"{export:.0f}" if export else "-", loaded))
         del segmenter
         gc.collect()
-    print(f"  {'backend':28s} {'vision s':>9} {'ratio':>7} {'decode s':>9} {'drift vis/photo/dec':>21} {'export s':>9} "
-          f"{'load s':>7}")
-    for name, vision, ratio, decode, drift, export, loaded in rows:
-        print(f"  {name:28s} {vision:9.2f} {ratio:6.2f}x {decode:9.2f} {drift:>21} {export:>9} {loaded:7.1f}")
+    print(f"  {'backend':28s} {'vision s':>9} {'ratio':>7} {'decode s':>9} {'5 concepts s':>13} {'drift vis/photo/dec':>21} "
+          f"{'export s':>9} {'load s':>7}")
+    for name, vision, ratio, decode, first, drift, export, loaded in rows:
+        print(f"  {name:28s} {vision:9.2f} {ratio:6.2f}x {decode:9.2f} {first:13.2f} {drift:>21} {export:>9} {loaded:7.1f}")
     print("  (ratio: against torch float32; decode: one new concept on the cached photo, text encoder included;"
-          " drift: relative error against torch float32 on the probe photo; load: from_pretrained, with the export"
-          " when the first)")
+          " 5 concepts: a first result on an unseen photo, every part in that backend; drift: relative error against"
+          " torch float32 on the probe photo; load: from_pretrained, with the export when the first)")
+    return rows
+
+
+def first_result_flops(folder: Path, width: int, height: int) -> dict:
+    "Floating-point operations of each part of a first result, counted by torch on one float32 pass of each."
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import Sam3Model, Sam3Processor
+    from s3lib.decode import decode, photo_features
+    # eager attention: torch's CPU attention kernel has no FLOP formula, its eager products do (the count is the same)
+    model = Sam3Model.from_pretrained(folder, dtype=torch.float32, attn_implementation="eager").eval()
+    processor = Sam3Processor.from_pretrained(folder)
+    pixel_values = processor.image_processor([photo(1, width, height)], return_tensors="pt").pixel_values
+    tokens = processor.tokenizer([PROMPTS[0]], padding="max_length", max_length=32, truncation=True, return_tensors="pt")
+    flops = {}
+    def counted(part, work):
+        with FlopCounterMode(display=False) as counter: made = work()
+        flops[part] = counter.get_total_flops()
+        return made
+    with torch.inference_mode():
+        vision = counted("vision", lambda: model.get_vision_features(pixel_values=pixel_values))
+        shared = counted("photo", lambda: photo_features(model, vision.fpn_hidden_states, vision.fpn_position_encoding))
+        text = counted("text", lambda: model.get_text_features(input_ids=tokens.input_ids,
+                                                               attention_mask=tokens.attention_mask).pooler_output)
+        counted("decode", lambda: decode(model, shared, text, tokens.attention_mask))
+    del model
+    gc.collect()
+    return flops
+
+
+def matmul_rates(side: int = 2048) -> dict:
+    "GFLOP/s of torch's (side x side) matrix product here in float32, bfloat16 and int8 (best of five)."
+    rates = {}
+    for name, make, product in (("float32", lambda: torch.randn(side, side), torch.matmul),
+                                ("bfloat16", lambda: torch.randn(side, side).bfloat16(), torch.matmul),
+                                ("int8", lambda: torch.randint(-127, 128, (side, side), dtype=torch.int8), torch._int_mm)):
+        a, b = make(), make()
+        product(a, b)  # the first product allocates
+        rates[name] = 2 * side**3 / _best_of(lambda: product(a, b), 5) / 1e9
+    return rates
 
 
 def default_segmenter(folder: Path, cache: Path) -> Sam3Segmenter:
@@ -163,8 +205,8 @@ def default_segmenter(folder: Path, cache: Path) -> Sam3Segmenter:
     return segmenter
 
 
-def first_result(args, segmenter: Sam3Segmenter) -> None:
-    "Section 2: an unseen photo, the palette's first five concepts."
+def first_result(args, segmenter: Sam3Segmenter, backends: list[tuple], flops: dict) -> None:
+    "Section 2: an unseen photo, the palette's first five concepts; what that costs and the least time it can take here."
     image = photo(2, args.width, args.height)
     took, found = Clock(segmenter.device).time(lambda: segmenter.segment(image, PROMPTS[:5]))
     print(f"\n2. first result, one unseen photo x 5 concepts (defaults): {took:.2f} s, {len(found)} instances "
@@ -172,6 +214,17 @@ def first_result(args, segmenter: Sam3Segmenter) -> None:
     # the palette app decodes the concept a user clicks: its first instances need the vision pass and one decode
     one, _ = Clock(segmenter.device).time(lambda: segmenter.segment(photo(6, args.width, args.height), PROMPTS[:1]))
     print(f"  first concept on an unseen photo (what a click in the app waits for): {one:.2f} s")
+    total = flops["vision"] + flops["photo"] + 5 * flops["decode"]  # the palette's text embeddings are kept
+    print(f"  what it costs, counted by torch: {total / 1e12:.2f} TFLOP (vision {flops['vision'] / 1e12:.2f}, photo "
+          f"{flops['photo'] / 1e12:.2f}, each concept {flops['decode'] / 1e12:.2f}; a prompt not kept adds "
+          f"{flops['text'] / 1e12:.3f} for its text)")
+    name, vision = min(((row[0], row[1]) for row in backends), key=lambda row: row[1])
+    rate = flops["vision"] / vision
+    rates = matmul_rates()
+    print(f"  the fastest vision pass above ({name}, {vision:.2f} s) sustained {rate / 1e9:.0f} GFLOP/s: at that rate the "
+          f"first result takes >= {total / rate:.1f} s; <= {FIRST_RESULT_TARGET:.0f} s needs "
+          f"{total / FIRST_RESULT_TARGET / 1e9:.0f} GFLOP/s sustained. torch's {2048}^3 products run here at " +
+          ", ".join(f"{dtype} {value:.0f}" for dtype, value in rates.items()) + " GFLOP/s")
 
 
 def naive(model, processor, image, prompts, clock) -> list[float]:
@@ -266,10 +319,11 @@ def main(argv=None):
     if args.batch:
         gpu_batch(args, folder)
     else:
-        vision_per_backend(args, folder, cache)
+        backends = vision_per_backend(args, folder, cache)
+        flops = first_result_flops(folder, args.width, args.height)
         print()
         segmenter = default_segmenter(folder, cache)
-        first_result(args, segmenter)
+        first_result(args, segmenter, backends, flops)
         ratios(args, folder, segmenter)
         cache_share(args, segmenter)
     print(f"\n5. peak resident memory: {peak_rss()}")
