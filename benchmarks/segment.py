@@ -223,7 +223,7 @@ def first_result(args, segmenter: Sam3Segmenter, backends: list[tuple], flops: d
     rates = matmul_rates()
     print(f"  the fastest vision pass above ({name}, {vision:.2f} s) sustained {rate / 1e9:.0f} GFLOP/s: at that rate the "
           f"first result takes >= {total / rate:.1f} s; <= {FIRST_RESULT_TARGET:.0f} s needs "
-          f"{total / FIRST_RESULT_TARGET / 1e9:.0f} GFLOP/s sustained. torch's {2048}^3 products run here at " +
+          f"{total / FIRST_RESULT_TARGET / 1e9:.0f} GFLOP/s sustained. torch's 2048^3 products run here at " +
           ", ".join(f"{dtype} {value:.0f}" for dtype, value in rates.items()) + " GFLOP/s")
 
 
