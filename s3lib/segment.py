@@ -730,6 +730,23 @@ def _instances(self: Sam3Segmenter, output, row: int, pair: _Pair, mask_threshol
 
 # %% ../nbs/03_segment.ipynb #7adcbc60
 @patch
+def _decoded(self: Sam3Segmenter, images: list, keys: list[str] | None, caller: str) -> tuple[list[Image.Image], list[str]]:
+    "Pre-process: the images decoded within the limits, and the vision cache's name for each (checked, or a pixel hash)."
+    if isinstance(images, (str, bytes, os.PathLike, Image.Image, np.ndarray)) or not hasattr(images, "__iter__"):
+        raise InvalidRequest(f"{caller} takes a list of images; use segment(image, concepts) for one", field="images")
+    decoded = [_decode(image, self.max_pixels) for image in images]
+    if keys is None: keys = [image_key(image) for image in decoded]
+    elif not isinstance(keys, (list, tuple)) or len(keys) != len(decoded) or not all(isinstance(k, str) and k for k in keys):
+        raise InvalidRequest(f"keys must be a list of {len(decoded)} non-empty strings, one per image", field="keys")
+    return decoded, list(keys)
+
+@patch
+def _uncached_pixel_values(self: Sam3Segmenter, keys: list[str], decoded: list[Image.Image]) -> dict:
+    "Pre-process, outside the lock: pixel values, by key, of the images whose features are not cached."
+    with self._lock: uncached = [key for key in dict.fromkeys(keys) if key not in self.vision_cache]
+    return dict(zip(uncached, self._pixel_values([decoded[keys.index(key)] for key in uncached]))) if uncached else {}
+
+@patch
 def segment_batch(self: Sam3Segmenter,
                   images: list, # PIL images, uint8 arrays, bytes, files or paths: anything `load_image` reads
                   concepts, # Concepts (`.id`, `.prompt`, `.threshold`) or strings (id = prompt)
@@ -740,21 +757,15 @@ def segment_batch(self: Sam3Segmenter,
                                                  # was decoded from); default: a hash of its pixels (~0.25 s at 40 MP)
                  ) -> list[list[Instance]]:
     "Instances of every concept in each image: one vision pass per image not cached, then decodes on its features."
-    if isinstance(images, (str, bytes, os.PathLike, Image.Image, np.ndarray)) or not hasattr(images, "__iter__"):
-        raise InvalidRequest("segment_batch takes a list of images; use segment(image, concepts) for one", field="images")
     mask_threshold = self.mask_threshold if mask_threshold is None else _unit(mask_threshold, "mask_threshold")
     asks = _asks(concepts, thresholds, negative_boxes, self.threshold)
-    decoded = [_decode(image, self.max_pixels) for image in images]
-    if keys is None: keys = [image_key(image) for image in decoded]
-    elif not isinstance(keys, (list, tuple)) or len(keys) != len(decoded) or not all(isinstance(k, str) and k for k in keys):
-        raise InvalidRequest(f"keys must be a list of {len(decoded)} non-empty strings, one per image", field="keys")
+    decoded, keys = self._decoded(images, keys, "segment_batch")
     results = [[] for _ in decoded]
     if not asks or not decoded: return results
     pairs = [_Pair(i, keys[i], (image.height, image.width), ask, self._negative_geometry(ask, (image.height, image.width)))
              for ask in asks for i, image in enumerate(decoded)]
     tokens = self._tokens(ask.prompt for ask in asks)
-    with self._lock: uncached = [key for key in dict.fromkeys(keys) if key not in self.vision_cache]
-    pixel_values = dict(zip(uncached, self._pixel_values([decoded[keys.index(key)] for key in uncached]))) if uncached else {}
+    pixel_values = self._uncached_pixel_values(keys, decoded)
     with self._lock:
         vision = self._vision_features(keys, decoded, pixel_values)
         text = self._text_features(tokens)
@@ -788,6 +799,19 @@ def clear_cache(self: Sam3Segmenter) -> None:
     with self._lock:
         self.vision_cache.clear()
         self.text_cache.clear()
+
+@patch
+def prepare(self: Sam3Segmenter,
+            images: list, # as for `segment_batch`
+            keys: list[str] | None = None, # as for `segment_batch`: use the same names, or the work is not found again
+           ) -> int:
+    "Run the vision pass (and the decode's photo half) of each image not cached yet, so that its concepts later only decode; how many ran."
+    decoded, keys = self._decoded(images, keys, "prepare")
+    pixel_values = self._uncached_pixel_values(keys, decoded)
+    with self._lock:
+        before = self.vision_passes
+        self._vision_features(keys, decoded, pixel_values)
+        return self.vision_passes - before
 
 # %% ../nbs/03_segment.ipynb #bb86d399
 @dataclass(frozen=True)

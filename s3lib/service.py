@@ -1107,6 +1107,7 @@ class Photos:
     def __init__(self, context: ServiceContext, model: ModelSlot, rules: RuleBook, jobs: Jobs, uploads: Uploads, reads: JobReads):
         self.context, self.model, self.rules, self.jobs, self.uploads, self.reads = context, model, rules, jobs, uploads, reads
         self._decoded, self._decoded_lock = LRUCache(self.DECODED), threading.Lock()
+        self._prefetching = threading.Lock()  # held while a background vision pass runs
 
     def image(self, image) -> Image.Image:
         "A PIL image from bytes, a PIL image or a uint8 array, within the configured limits (bytes seen lately: decoded once)."
@@ -1202,6 +1203,27 @@ class Photos:
         buffer = io.BytesIO()
         picture.save(buffer, "PNG")
         return buffer.getvalue(), "image/png"
+
+# %% ../nbs/11_service.ipynb #b0c10cea
+@patch
+def prefetch(self: Photos, image, # bytes, PIL image or uint8 array, as for `segment`
+            ) -> threading.Thread | None:
+    "Start the photo's vision pass in the background on a CPU; the thread, or None when one is already running."
+    if not self._prefetching.acquire(blocking=False): return None
+    def run():
+        try:
+            segmenter = self.model.segmenter()
+            device = getattr(segmenter, "device", None)
+            if str(getattr(device, "type", device)) != "cpu" or not hasattr(segmenter, "prepare"): return
+            picture, key = self._picture(image)
+            segmenter.prepare([picture], None if key is None else [key])
+        except Exception as e:
+            log.info("prefetching a photo's vision pass failed (the request that needs it will say why): %s: %s",
+                     type(e).__name__, e)
+        finally: self._prefetching.release()
+    thread = threading.Thread(target=run, name="s3lib-prefetch", daemon=True)
+    thread.start()
+    return thread
 
 # %% ../nbs/11_service.ipynb #94f49973
 class Service:
@@ -1571,6 +1593,12 @@ def photo(self: Service, image, # bytes, PIL image or uint8 array
          ) -> Image.Image:
     "An image decoded as `segment` and `preview` decode it (within the limits; bytes seen lately are not decoded again)."
     return self.photos.image(image)
+
+@patch
+def prefetch(self: Service, image, # bytes, PIL image or uint8 array, as for `segment`
+            ) -> threading.Thread | None:
+    "Start the photo's vision pass in the background (on a CPU), so its first concept only decodes; None if one is running."
+    return self.photos.prefetch(image)
 
 @patch
 def create_job_from_images(self: Service, user_id: str, images: list, # bytes (JPEG/PNG/WebP kept as sent), PIL images or uint8 arrays

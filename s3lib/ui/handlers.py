@@ -206,9 +206,17 @@ def upload(self: PaletteApp, files: list | None, token: str | None, ws: Workspac
     photos = [{"path": str(path), "name": Path(path).name} for path in files[:limits["max_batch"]]]
     for photo in photos: display_photo(photo["path"])  # refuse what is not an image now, not at the first click
     ws.set_photos(photos)
+    self._prefetch(ws)
     preset = self.preset(ws)
     return {"ws": ws, "strip": [(p["path"], p["name"]) for p in photos], "threshold": threshold_view(ws, preset, lang),
             "apply": apply_label(self.service.quote_images(self.user(token), len(photos)), lang), **canvas_view(ws, preset, lang)}
+
+@patch
+def _prefetch(self: PaletteApp, ws: Workspace) -> None:
+    "Start the canvas photo's vision pass while the user looks at the palette (the service runs it where it pays)."
+    if ws.photo is None: return
+    try: self.service.prefetch(self.photo_bytes(ws.photo))
+    except InvalidRequest: pass  # the file is gone: the click that needs it says so
 
 def apply_label(quote: dict, lang: str) -> str:
     "'Apply to 3 photo(s) · 3 credit(s)': what Apply will process and reserve (the service's quote), and when the balance is short, by how much."
@@ -227,6 +235,7 @@ def apply_view(self: PaletteApp, token: str | None, ws: Workspace | None, lang: 
 @guarded()
 def pick_photo(self: PaletteApp, ws: Workspace, lang: str, event: gr.SelectData) -> dict:
     ws.select(event.index)
+    self._prefetch(ws)
     preset = self.preset(ws)
     return {"ws": ws, "threshold": threshold_view(ws, preset, lang), **canvas_view(ws, preset, lang)}
 
