@@ -32,7 +32,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from benchmarks.segment import PROMPTS, photo, saved_model
 from s3lib.backends import DECODER_OUTPUTS, _best_of
 from s3lib.decode import PhotoFeatures, decode, photo_features
-from s3lib.segment import _pick_dtype
+from s3lib.segment import _pick_dtype, _stack
 
 
 def main(argv=None):
@@ -66,7 +66,7 @@ def main(argv=None):
         half = _best_of(lambda: photo_features(model, vision.fpn_hidden_states, vision.fpn_position_encoding), args.repeats)
         split = _best_of(lambda: decode(model, shared, *prompts[0]), args.repeats)
         reference, ours = forward(1), decode(model, shared, *prompts[1])
-        together = PhotoFeatures(*(None if t is None else t.expand(5, *t.shape[1:]) for t in shared))  # as the segmenter batches
+        together = PhotoFeatures(*(_stack([field] * 5) for field in shared))  # the segmenter's own batching of one photo
         batched = _best_of(lambda: decode(model, together, text[:5], tokens.attention_mask[:5]), args.repeats)
         singles = _best_of(lambda: [decode(model, shared, *prompts[i]) for i in range(5)], args.repeats)
     print(f"\none concept's decode on cached vision features: Sam3Model.forward {whole:.2f} s, s3lib.decode {split:.2f} s "
