@@ -718,7 +718,7 @@ def _instances(self: Sam3Segmenter, output, row: int, pair: _Pair, mask_threshol
     if output.presence_logits is not None: scores = scores * output.presence_logits[row].float().sigmoid()
     keep = torch.nonzero(scores > pair.ask.threshold).flatten()
     height, width = pair.size
-    boxes = (output.pred_boxes[row].float()[keep] * torch.tensor([width, height, width, height])).tolist()
+    boxes = (output.pred_boxes[row].float()[keep] * torch.tensor([width, height, width, height], device=keep.device)).tolist()
     probabilities = output.pred_masks[row].float()[keep].sigmoid().cpu().numpy()
     scores = scores[keep].tolist()
     instances = []

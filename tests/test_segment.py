@@ -264,3 +264,21 @@ def test_instances_of_a_big_photo_hold_no_full_size_masks(segmenter):
     assert window.shape == (100, 300) and np.array_equal(window, first.mask[1000:1100, 2000:2300])
     assert first.mask_at((400, 300)).shape == (300, 400)
     assert first.__dict__["_mask"] is None  # `mask` made a frame for the caller and kept none
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU (runs where a GPU machine is lent)")
+def test_cuda_gives_the_instances_the_cpu_gives(segmenter, tiny_sam3):
+    "Every step on the GPU (pixel values made there, decode, post-processing) lands on the CPU's instances in float32."
+    cuda = Sam3Segmenter.from_pretrained(tiny_sam3, device="cuda", threshold=0.0, dtype="float32", backend="torch")
+    rooms = [photo(120, 90, seed) for seed in range(3)]
+    concepts, boxes = ["wall", "sofa"], {"sofa": [[0, 0, 30, 30]]}
+    on_cpu = fresh(segmenter).segment_batch(rooms, concepts, negative_boxes=boxes)
+    on_gpu = cuda.segment_batch(rooms, concepts, negative_boxes=boxes)
+    for want, got in zip(on_cpu, on_gpu):
+        assert [i.key for i in got] == [i.key for i in want]
+        assert np.allclose([i.score for i in got], [i.score for i in want], atol=1e-3)
+        assert np.allclose([i.box for i in got], [i.box for i in want], atol=0.5)
+        assert all(np.mean(g.mask != w.mask) < 0.01 for g, w in zip(got, want))
+    bf16 = Sam3Segmenter.from_pretrained(tiny_sam3, device="cuda", threshold=0.0, backend="torch", batch_size=4)
+    assert str(bf16.dtype) == "torch.bfloat16"
+    assert len(bf16.segment_batch(rooms, concepts)) == 3  # the default GPU path, batched decodes, runs
