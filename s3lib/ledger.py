@@ -635,6 +635,16 @@ def mark_purged(self: Ledger, job_id: str, now: datetime | None = None) -> bool:
         return bool(cursor.execute("UPDATE jobs SET purged_at = ? WHERE id = ? AND purged_at IS NULL RETURNING id",
                                    [_naive(now), job_id]).fetchall())
 
+# %% ../nbs/09_ledger.ipynb #a1adc82e
+@patch
+def discard_job(self: Ledger, job_id: str) -> bool:
+    "Delete a job that never ran (created or uploaded, no credit entries) and its items; False if it is not such a job."
+    with self.transaction() as cursor:
+        deleted = cursor.execute("DELETE FROM jobs WHERE id = ? AND status IN ('created', 'uploaded') AND NOT EXISTS "
+                                 "(SELECT 1 FROM credit_entries WHERE job_id = ?) RETURNING id", [job_id, job_id]).fetchall()
+        if deleted: cursor.execute("DELETE FROM items WHERE job_id = ?", [job_id])
+        return bool(deleted)
+
 # %% ../nbs/09_ledger.ipynb #529b3ce4
 @patch
 def add_webhook(self: Ledger, delivery_id: str, job: dict, event: str, now: datetime | None = None) -> bool:

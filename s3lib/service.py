@@ -361,7 +361,7 @@ def _job_disclosure(value, # the body's "disclosure": left out, true, false, or 
     if not enabled: return None
     if defaults is None: raise _invalid("disclosure", f"the {preset.id} preset defines no disclosure label; leave disclosure out")
     language = value.get("language", "en")
-    if language not in defaults["label"]: raise _invalid("disclosure.language", f"{language!r}: use one of {', '.join(defaults['label'])}")
+    if not isinstance(language, str) or language not in defaults["label"]: raise _invalid("disclosure.language", f"{language!r}: use one of {', '.join(defaults['label'])}")
     return {"label": defaults["label"][language], "fallback": defaults["label"]["en"], "position": defaults["position"],
             "size": defaults["size"], "language": language}
 
@@ -408,7 +408,7 @@ class JobRequest:
         fit = body.get("fit")
         if fit is not None:
             profiles = {profile.id: profile for profile in preset.profiles}
-            if fit not in profiles: raise _invalid("fit", f"{fit!r} is not a marketplace profile of {domain}; use one of: {', '.join(profiles) or 'none (it has no profiles)'}")
+            if not isinstance(fit, str) or fit not in profiles: raise _invalid("fit", f"{fit!r} is not a marketplace profile of {domain}; use one of: {', '.join(profiles) or 'none (it has no profiles)'}")
             fit = profiles[fit].to_dict()
         return cls(domain, rule, rule_id, items, {c.id: c.threshold for c in concepts}, webhook_url, _job_disclosure(body.get("disclosure"), preset), fit)
 
@@ -691,6 +691,20 @@ class Uploads:
         if job["status"] == "uploaded": return confirmed
         if job["status"] not in JOB_MOVES["uploaded"]: raise InvalidState(f"job {job_id} is {job['status']}; only a created job's uploads can be confirmed")
         items = ledger.items(job_id)
+        try: kept = self._checked_uploads(items)
+        except (UploadIncomplete, ImageError):
+            # a confirmation running beside this one may have won and moved the uploads away: then the job is confirmed
+            if ledger.job(job_id)["status"] == "uploaded": return confirmed
+            raise
+        if not ledger.confirm_inputs(job_id, kept, self.context.now()):
+            status = ledger.job(job_id)["status"]  # another confirmation won the race
+            if status != "uploaded": raise InvalidState(f"job {job_id} is {status}; only a created job's uploads can be confirmed")
+            return confirmed
+        for it in items: self.context.store.delete(it["input_key"])  # an upload URL still valid now writes where nothing reads
+        return confirmed
+
+    def _checked_uploads(self, items: list[dict]) -> dict:
+        "Every item's upload verified and kept as its photo: item -> photo key; `UploadIncomplete` or `ImageError` names the items."
         missing = [it["item"] for it in items if self.context.store.head(it["input_key"]) is None]
         if missing:
             raise UploadIncomplete(f"item(s) {', '.join(map(str, missing))} have not been uploaded; PUT each file to its upload URL "
@@ -702,12 +716,7 @@ class Uploads:
         if problems:
             raise ImageError("item(s) that are not photos s3lib accepts: " + "; ".join(f"{i}: {m}" for i, m in problems.items()),
                              items=list(problems))
-        if not ledger.confirm_inputs(job_id, kept, self.context.now()):
-            status = ledger.job(job_id)["status"]  # another confirmation won the race
-            if status != "uploaded": raise InvalidState(f"job {job_id} is {status}; only a created job's uploads can be confirmed")
-            return confirmed
-        for it in items: self.context.store.delete(it["input_key"])  # an upload URL still valid now writes where nothing reads
-        return confirmed
+        return kept
 
     def _keep_photo(self, item: dict) -> str:
         "Verify one upload at bounded memory, then store exactly the verified bytes under the item's photo key; returns that key."
@@ -1186,8 +1195,8 @@ class Photos:
                 self.context.store.put(f"users/{user_id}/jobs/{created['id']}/inputs/{upload['item']}", data, kind)
             self.uploads.confirm_upload(user_id, created["id"])
             self.jobs.execute(user_id, created["id"])
-        except S3libError:
-            self.jobs.cancel(user_id, created["id"])
+        except S3libError:  # refused (no credits, no free slot, not a photo): the caller never gets this job, so none is left
+            if not self.context.ledger.discard_job(created["id"]): self.jobs.cancel(user_id, created["id"])
             self.context.store.delete_prefix(f"users/{user_id}/jobs/{created['id']}/")
             raise
         return self.reads.job_status(user_id, created["id"])
