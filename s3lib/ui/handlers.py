@@ -428,7 +428,7 @@ def apply(self: PaletteApp, name: str, token: str | None, ws: Workspace, lang: s
     job = self.service.create_job_from_images(  # the slider's thresholds: the job finds what the canvas showed
         self.user(token), [self.photo_bytes(p) for p in ws.photos], ws.domain,
         rule=ws.rule_body(name or text("default_rule_name", lang)), filenames=[p["name"] for p in ws.photos],
-        thresholds=dict(ws.thresholds), protected=[list(ws.protect_keys) if i == ws.canvas else [] for i in range(len(ws.photos))])
+        thresholds=dict(ws.thresholds), protected=[list(ws.protected_instances.get(photo["path"], ())) for photo in ws.photos])
     return _opened(ws, job, lang)
 
 @patch

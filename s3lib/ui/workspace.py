@@ -68,9 +68,10 @@ class Workspace:
     canvas: int = 0  # index in `photos` of the working photo
     found: dict = field(default_factory=dict)  # concept id -> [Found] (best first, at most MAX_CARDS)
     counts: dict = field(default_factory=dict)  # concept id -> how many instances SAM 3 found
-    protect_keys: list = field(default_factory=list)  # single protected instances of the canvas ("wall:1")
+    protected_instances: dict = field(default_factory=dict)  # photo path -> what is protected in that photo only: instance keys ("wall:1") and concept ids
     focus: str | None = None  # the concept clicked last (the threshold slider acts on it)
     edits: list = field(default_factory=list)  # the rule's edits in JSON form: {"concept", "action", ...params}
+    unprotected_by_edits: list = field(default_factory=list)  # concepts an edit took out of `protect`: back in when their last edit goes
     rule_id: str | None = None  # the saved rule being edited, if any
     rule_name: str = ""  # its name
     job_id: str | None = None  # the last job applied from this tab
@@ -87,6 +88,7 @@ class Workspace:
         kept = self.photo["path"] if self.photo else None
         self.photos = list(photos)
         paths = [p["path"] for p in self.photos]
+        self.protected_instances = {path: keys for path, keys in self.protected_instances.items() if path in paths}
         if kept in paths: self.canvas = paths.index(kept)
         else: self.canvas = 0; self.forget_canvas()
 
@@ -96,7 +98,16 @@ class Workspace:
         if index != self.canvas: self.canvas = index; self.forget_canvas()
 
     def forget_canvas(self) -> None:
-        self.found, self.counts, self.protect_keys, self.focus = {}, {}, [], None
+        self.found, self.counts, self.focus = {}, {}, None
+
+    @property
+    def protect_keys(self) -> list:
+        "What is protected on the canvas photo only (instance keys and concept ids); a list changed in place."
+        return self.protected_instances.setdefault(self.photo["path"], []) if self.photo else []
+
+    @protect_keys.setter
+    def protect_keys(self, keys: list) -> None:
+        if self.photo: self.protected_instances[self.photo["path"]] = list(keys)
 
     @property
     def photo(self) -> dict | None:
@@ -126,7 +137,8 @@ def instances(self: Workspace) -> list:
 
 @patch
 def is_protected(self: Workspace, key: str) -> bool:
-    return key.split(":", 1)[0] in self.protect or key in self.protect_keys
+    concept = key.split(":", 1)[0]
+    return concept in self.protect or key in self.protect_keys or concept in self.protect_keys
 
 @patch
 def toggle(self: Workspace, key: str, # an instance key such as "wall:1"
@@ -139,10 +151,16 @@ def toggle(self: Workspace, key: str, # an instance key such as "wall:1"
     on = not self.is_protected(key) if on is None else on
     if on and not self.is_protected(key): self.protect_keys.append(key)
     if not on and self.is_protected(key):
-        if concept in self.protect:  # whole concept → its instances minus this one
+        if concept in self.protect:  # protected everywhere → protected as a whole in each photo
             self.protect.remove(concept)
-            self.protect_keys += [k for k in known if k != key and k not in self.protect_keys]
-        if key in self.protect_keys: self.protect_keys.remove(key)
+            for photo in self.photos:
+                here = self.protected_instances.setdefault(photo["path"], [])
+                if concept not in here: here.append(concept)
+        keys = self.protect_keys
+        if concept in keys:  # protected as a whole in this photo → its instances minus this one
+            keys.remove(concept)
+            keys += [k for k in known if k != key and k not in keys]
+        if key in keys: keys.remove(key)
     return on
 
 # %% ../../nbs/14b_ui_workspace.ipynb #7154c0fa
@@ -151,7 +169,9 @@ def add_edit(self: Workspace, edit: dict, # {"concept", "action", ...params}
             ) -> bool:
     "Append an edit; True when its concept had to stop being protected as a whole."
     unprotected = edit["concept"] in self.protect
-    if unprotected: self.protect.remove(edit["concept"])
+    if unprotected:
+        self.protect.remove(edit["concept"])
+        self.unprotected_by_edits.append(edit["concept"])
     self.edits.append(dict(edit))
     return unprotected
 
@@ -165,9 +185,12 @@ def move_edit(self: Workspace, index: int, offset: int) -> int:
 
 @patch
 def remove_edit(self: Workspace, index: int) -> int | None:
-    "Remove edit `index`; returns the index to select next (None when the list is empty)."
+    "Remove edit `index` (its concept protected again if an edit unprotected it and none is left); returns the index to select next (None when the list is empty)."
     if not 0 <= index < len(self.edits): raise IndexError(f"there is no edit {index + 1}")
-    self.edits.pop(index)
+    concept = self.edits.pop(index)["concept"]
+    if concept in self.unprotected_by_edits and all(e["concept"] != concept for e in self.edits):
+        self.unprotected_by_edits.remove(concept)
+        self.protect.append(concept)
     return min(index, len(self.edits) - 1) if self.edits else None
 
 @patch
@@ -181,16 +204,16 @@ def load_rule(self: Workspace, rule: dict, # a saved rule {"id", "name", "domain
              ) -> None:
     "Continue composing a saved rule."
     if rule["domain"] != self.domain: raise ValueError(f"rule {rule['name']!r} is for {rule['domain']}, not {self.domain}")
-    self.edits, self.protect = [dict(e) for e in rule["edits"]], list(rule["protect"])
+    self.edits, self.protect, self.unprotected_by_edits = [dict(e) for e in rule["edits"]], list(rule["protect"]), []
     self.rule_id, self.rule_name = rule["id"], rule["name"]
 
 @patch
 def new_rule(self: Workspace, preset: Preset) -> None:
     "Start an empty rule (the preset's protected defaults again)."
-    self.edits, self.protect, self.rule_id, self.rule_name = [], list(preset.protect_defaults), None, ""
+    self.edits, self.protect, self.rule_id, self.rule_name, self.unprotected_by_edits = [], list(preset.protect_defaults), None, "", []
 
 # %% ../../nbs/14b_ui_workspace.ipynb #460eeeaa
-DRAFT_FIELDS = ("edits", "protect", "rule_id", "rule_name", "thresholds", "job_id")
+DRAFT_FIELDS = ("edits", "protect", "unprotected_by_edits", "protected_instances", "rule_id", "rule_name", "thresholds", "job_id")
 
 @patch
 def switch_domain(self: Workspace, preset: Preset) -> "Workspace":
