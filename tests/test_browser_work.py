@@ -223,6 +223,20 @@ def test_a_rule_whose_concept_is_absent_leaves_the_photo_unchanged_and_free(brow
     close(page)
 
 
+def test_a_file_that_is_not_a_photo_is_left_out_by_name(browser, server, setup, tmp_path):
+    "One bad file among good ones: the toast names it, the others are the set, and the Photos box holds exactly them."
+    from playwright.sync_api import expect
+    page = open_page(browser, server)
+    fake = tmp_path / "notes.png"
+    fake.write_text("these are meeting notes, not a photo")
+    page.locator("#photos input[type=file]").set_input_files([str(setup["photos"][0]), str(fake), str(setup["photos"][1])])
+    expect(page.locator(".toast-body").first).to_contain_text("notes.png")
+    expect(page.locator("#strip .thumbnail-item")).to_have_count(2)
+    expect(page.locator("#photos")).not_to_contain_text("notes.png")
+    expect(page.locator("#apply")).to_have_text("Apply to 2 photo(s) · 2 credit(s)")
+    close(page)
+
+
 def test_a_refusal_is_a_toast_and_leaves_no_marks(browser, server, setup):
     from playwright.sync_api import expect
     page = open_page(browser, server)

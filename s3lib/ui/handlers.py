@@ -201,15 +201,25 @@ def upload(self: PaletteApp, files: list | None, token: str | None, ws: Workspac
     "The photos are exactly the files in the Photos box (at most the plan's batch size): adding, removing one or clearing "
     "it changes the set that Apply processes and charges, and the Apply button says how many and what it costs."
     limits = self.service.me(self.user(token))["limits"]
-    files = list(files or [])
+    given = list(files or [])
+    files = [path for path in given if _reads_as_photo(path)]  # refused now, by name, not at the first click
+    if len(files) < len(given):
+        gr.Warning(text("not_photos", lang, files=", ".join(Path(path).name for path in given if path not in files)))
     if len(files) > limits["max_batch"]: gr.Warning(text("too_many", lang, max_batch=limits["max_batch"]))
-    photos = [{"path": str(path), "name": Path(path).name} for path in files[:limits["max_batch"]]]
-    for photo in photos: display_photo(photo["path"])  # refuse what is not an image now, not at the first click
+    files = files[:limits["max_batch"]]
+    photos = [{"path": str(path), "name": Path(path).name} for path in files]
     ws.set_photos(photos)
     self._prefetch(ws)
     preset = self.preset(ws)
-    return {"ws": ws, "strip": [(p["path"], p["name"]) for p in photos], "threshold": threshold_view(ws, preset, lang),
+    box = {"photos": files} if len(files) < len(given) else {}  # the box shows exactly the set (its change event runs this again)
+    return {"ws": ws, **box, "strip": [(p["path"], p["name"]) for p in photos], "threshold": threshold_view(ws, preset, lang),
             "apply": apply_label(self.service.quote_images(self.user(token), len(photos)), lang), **canvas_view(ws, preset, lang)}
+
+def _reads_as_photo(path) -> bool:
+    "Does the upload decode as the service decodes photos?"
+    try: display_photo(str(path))
+    except (S3libError, OSError): return False
+    return True
 
 @patch
 def _prefetch(self: PaletteApp, ws: Workspace) -> None:

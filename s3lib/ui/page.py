@@ -433,7 +433,7 @@ def wire_canvas(page: Page) -> None:
     wire(page["samples"].click, app.samples, [ws], ["photos"], page.ui)  # then the box's .change makes them the set
     wire(page["add_photos"].upload, app.add_photos, [page["add_photos"], page["photos"]], ["photos"], page.ui)
     # .change: an upload, a removed file and a cleared box all make the set exactly what the box holds
-    wire(page["photos"].change, app.upload, [page["photos"], token, ws, lang], ["ws", "strip", "threshold", "apply", *CANVAS], page.ui)
+    wire(page["photos"].change, app.upload, [page["photos"], token, ws, lang], ["ws", "photos", "strip", "threshold", "apply", *CANVAS], page.ui)
     wire(page["strip"].select, app.pick_photo, [ws, lang], ["ws", "threshold", *CANVAS], page.ui)
     for i in range(page.buttons):
         found = wire(page[f"concept_{i}"].click, functools.partial(app.find, i), [token, ws, lang],

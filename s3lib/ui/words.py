@@ -60,7 +60,8 @@ TEXT = {
                     "adjust": "Adjust"},
         # messages
         "need_photo": "Upload a photo first.", "need_edit": "Add at least one edit to the rule first.",
-        "need_job": "Apply a rule first: there is no job to export.", "too_many": "Your plan takes {max_batch} photos per job; "
+        "need_job": "Apply a rule first: there is no job to export.", "not_photos": "Left out, not photos s3lib reads (JPEG, PNG or WebP): {files}. The other photos were kept.",
+        "too_many": "Your plan takes {max_batch} photos per job; "
         "the first {max_batch} were kept.", "unprotected": "{concept} was protected; it no longer is, so the edit can change it.",
         "saved": "Saved “{name}”.", "deleted": "Deleted the rule.", "loaded": "Loaded “{name}”.",
         "canceled": "Job canceled: {refunded} credits refunded.", "new_user": "Your previous session expired; "
@@ -115,7 +116,8 @@ TEXT = {
         "actions": {"recolor": "색 변경", "material": "재질", "fill": "채우기", "remove": "지우기", "blur": "흐리게",
                     "adjust": "보정"},
         "need_photo": "먼저 사진을 올리세요.", "need_edit": "먼저 규칙에 편집을 하나 이상 추가하세요.",
-        "need_job": "먼저 규칙을 적용하세요. 내보낼 작업이 없습니다.", "too_many": "요금제는 작업당 사진 {max_batch}장까지입니다. "
+        "need_job": "먼저 규칙을 적용하세요. 내보낼 작업이 없습니다.", "not_photos": "s3lib이 읽을 수 있는 사진(JPEG, PNG, WebP)이 아니어서 뺐습니다: {files}. 나머지 사진은 그대로입니다.",
+        "too_many": "요금제는 작업당 사진 {max_batch}장까지입니다. "
         "앞의 {max_batch}장만 남겼습니다.", "unprotected": "{concept}은(는) 보호 중이었지만 편집할 수 있도록 보호를 풀었습니다.",
         "saved": "“{name}”을(를) 저장했습니다.", "deleted": "규칙을 삭제했습니다.", "loaded": "“{name}”을(를) 불러왔습니다.",
         "canceled": "작업을 취소했습니다. 크레딧 {refunded}이(가) 환불되었습니다.", "new_user": "이전 세션이 만료되어 "
