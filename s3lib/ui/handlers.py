@@ -536,7 +536,10 @@ def _show_job(self: PaletteApp, ws: Workspace, job: dict, lang: str, buttons: in
     switched = {}
     if job["domain"] != ws.domain and job["domain"] in self.presets:
         switched = {**self.open_domain(job["domain"], lang, ws, buttons), "domain": job["domain"]}
-    return {**switched, **_opened(ws, job, lang)}
+    opened = _opened(ws, job, lang)
+    if "marketplace" in switched:  # emptied for the job, shown or hidden for its domain
+        opened["marketplace"] = {**switched["marketplace"], **opened["marketplace"]}
+    return {**switched, **opened}
 
 @patch
 @guarded()
