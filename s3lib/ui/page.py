@@ -189,7 +189,8 @@ def wire(trigger, # an event listener such as `button.click`
         ):
     "Wire `handler` to `trigger` as a UI-only event (named `ui_…`, private); its dict of names becomes a dict of components."
     name = getattr(handler, "__name__", None) or getattr(getattr(handler, "func", None), "__name__", "event")
-    def to_components(values: dict) -> dict:  # nothing to change (a refusal, nothing to show): every output left as it is
+    def to_components(values: dict) -> dict | None:  # nothing to change (a refusal, nothing to show): every output left as it is
+        if not names: return None  # an event without outputs returns nothing (an empty dict would be one value too many)
         return {ui[name]: value for name, value in values.items()} if values else {ui[name]: gr.skip() for name in names}
     if inspect.isgeneratorfunction(handler):
         @functools.wraps(handler)
@@ -361,8 +362,10 @@ def results_panel(page: Page) -> None:
 
 # %% ../../nbs/14g_ui_page.ipynb #9ba7e438
 def refresh_header(page: Page, trigger):
-    "After `trigger`, the header (credits, slots, jobs) read again."
-    return wire(trigger, page.app.header, [page["token"], page["lang"]], ["header", "strip"], page.ui)
+    "After `trigger`, the header (credits, slots, jobs) read again, and the Apply button's quote with it (what the balance covers)."
+    read = wire(trigger, page.app.header, [page["token"], page["lang"]], ["header", "strip"], page.ui)
+    wire(read.then, page.app.apply_view, [page["token"], page["ws"], page["lang"]], ["apply"], page.ui)
+    return read
 
 def refresh_rules(page: Page, trigger):
     "After `trigger`, the saved rules of the domain read again."
@@ -423,7 +426,6 @@ def wire_language(page: Page) -> None:
     refresh_header(page, relabeled.then)
     refresh_banner(page, relabeled.then)
     wire(relabeled.then, app.job_view, [page["token"], ws, lang], ["job"], page.ui)  # the job panel keeps its job
-    wire(relabeled.then, app.apply_view, [page["token"], ws, lang], ["apply"], page.ui)
     refresh_jobs(page, relabeled.then)
 
 # %% ../../nbs/14g_ui_page.ipynb #f6e7bfef
