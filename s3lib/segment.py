@@ -71,10 +71,16 @@ class SoftMask:
                                                        min(size, int(np.ceil((last + 2) * size / source + 1))))
         return span(rows[0], rows[-1], height, h), span(cols[0], cols[-1], width, w)
 
+    FEW_CELLS = 16  # at most this many low-res cells above the threshold: a mask that may vanish when resized
+
     @property
     def empty(self) -> bool:
-        "No probability is above the threshold, so no pixel at any size is in the mask."
-        return not bool((self.probabilities > self.threshold).any())
+        "No pixel at the image's size is in the mask: none of the probabilities is above the threshold, or the few that are fall between the image's pixels."
+        above = np.count_nonzero(self.probabilities > self.threshold)
+        if not above: return True
+        shrunk = self.size[0] < self.probabilities.shape[0] or self.size[1] < self.probabilities.shape[1]
+        if above > self.FEW_CELLS and not shrunk: return False  # enlarged, a patch of cells keeps pixels above the threshold
+        return not self.region(*self.support()).any()  # near the cells above it only: cheap on any image
 
 # %% ../nbs/03_segment.ipynb #c1ae7e21
 def _check_mask_and_box(mask, box) -> None:
