@@ -6,15 +6,17 @@
 from __future__ import annotations
 
 import configparser
+import difflib
 import io
 import json
+import logging
 import math
 import os
 import re
 import struct
 import threading
 import zlib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -22,9 +24,9 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # %% auto #0
-__all__ = ['CSS_COLORS', 'Choice', 'SCHEMA', 'PLAN_KEYS', 'SHORT_ENV', 'RANGES', 'DEFAULT_MAX_PIXELS', 'DEFAULT_MAX_BYTES',
-           'STRIP_PIXELS', 'UPLOAD_TYPES', 'SMALL_PIXELS', 'DECODE_SLOTS', 'PNG_CHANNELS', 'ADAM7', 'FORMATS',
-           'S3libError', 'SettingsError', 'ImageError', 'PresetError', 'RuleError', 'ModelUnavailable',
+__all__ = ['CSS_COLORS', 'Choice', 'SCHEMA', 'PLAN_KEYS', 'SHORT_ENV', 'OTHER_ENV', 'RANGES', 'DEFAULT_MAX_PIXELS',
+           'DEFAULT_MAX_BYTES', 'STRIP_PIXELS', 'UPLOAD_TYPES', 'SMALL_PIXELS', 'DECODE_SLOTS', 'PNG_CHANNELS', 'ADAM7',
+           'FORMATS', 'S3libError', 'SettingsError', 'ImageError', 'PresetError', 'RuleError', 'ModelUnavailable',
            'InvalidRequest', 'Unauthorized', 'Forbidden', 'NotFound', 'PlanLimit', 'InsufficientCredits',
            'ConcurrencyLimit', 'RateLimited', 'InvalidState', 'UploadIncomplete', 'TooLarge', 'IdempotencyMismatch',
            'json_type', 'parse_json_object', 'parse_color', 'color_hex', 'Section', 'Plan', 'Settings',
@@ -220,6 +222,8 @@ SHORT_ENV = {  # short environment names other parts of the system document
     "S3LIB_CALLBACK_SECRET": ("auth", "callback_secret"), "S3LIB_HOST": ("server", "host"),
     "S3LIB_PORT": ("server", "port"), "S3LIB_ENV": ("server", "env"),
 }
+# S3LIB_ variables read outside the settings: which settings file, the tiny test model's cache, and the test suite's own
+OTHER_ENV = ("S3LIB_SETTINGS", "S3LIB_TEST_CACHE", "S3LIB_FAULT_KILLS", "S3LIB_FAULT_SEED", "S3LIB_UPDATE_SCREENSHOTS")
 # Ranges checked after conversion: (section, key) -> (low, high), inclusive.
 RANGES = {("model", "threshold"): (0.0, 1.0), ("model", "max_drift"): (0.0, 1.0), ("model", "mask_threshold"): (0.0, 1.0),
           ("model", "vision_cache_size"): (0, 1024), ("model", "text_cache_size"): (0, 100_000),
@@ -273,6 +277,11 @@ class Settings:
     edit: Section
     plans: dict
     root: Path  # folder of the settings file: relative paths are resolved against it
+    origins: dict = field(default_factory=dict, compare=False)  # (section, key) -> the environment variable that set it
+
+    def where(self, section: str, key: str) -> str:
+        "Where to change a key: the environment variable that set it, or its line in settings.ini."
+        return self.origins.get((section, key), f"[{section}] {key} in settings.ini")
 
     def path(self, value: str) -> Path:
         "Resolve a path setting against the settings file's folder."
@@ -285,7 +294,8 @@ class Settings:
         for section, values in changes.items():
             if section not in raw: raise SettingsError(f"unknown settings section [{section}]")
             raw[section].update(values)
-        return _validated(raw, {n: vars(p) | {} for n, p in self.plans.items()}, self.root, source="replace()")
+        origins = {(s, k): var for (s, k), var in self.origins.items() if k not in changes.get(s, {})}
+        return _validated(raw, {n: vars(p) | {} for n, p in self.plans.items()}, self.root, "replace()", origins)
 
 # %% ../nbs/00_core.ipynb #b2797955
 def _convert(section: str, key: str, raw: Any, kind: Any, source: str) -> Any:
@@ -306,7 +316,8 @@ def _convert(section: str, key: str, raw: Any, kind: Any, source: str) -> Any:
         raise SettingsError(f"{name} = {raw!r} (from {source}) is out of range; allowed: {low}..{high if high is not None else '∞'}")
     return value
 
-def _validated(raw: dict, raw_plans: dict, root: Path, source: str) -> Settings:
+def _validated(raw: dict, raw_plans: dict, root: Path, source: str, origins: dict) -> Settings:
+    "`source` names where values came from; `origins` the environment variable of each key that one set."
     sections = {}
     for section, keys in SCHEMA.items():
         given = raw.get(section, {})
@@ -314,9 +325,10 @@ def _validated(raw: dict, raw_plans: dict, root: Path, source: str) -> Settings:
         if unknown: raise SettingsError(f"unknown key(s) in [{section}]: {', '.join(sorted(unknown))}; known: {', '.join(keys)}")
         missing = set(keys) - set(given)
         if missing: raise SettingsError(f"missing key(s) in [{section}] of {source}: {', '.join(sorted(missing))}")
-        sections[section] = Section(section, {k: _convert(section, k, given[k], kind, source) for k, kind in keys.items()})
+        sections[section] = Section(section, {k: _convert(section, k, given[k], kind, origins.get((section, k), source))
+                                              for k, kind in keys.items()})
     if sections["edit"].inpainter == "lama" and not sections["edit"].inpaint_weights:
-        raise SettingsError(f"[edit] inpainter = lama (from {source}) needs [edit] inpaint_weights: a big-lama.pt file, "
+        raise SettingsError(f"[edit] inpainter = lama (from {origins.get(('edit', 'inpainter'), source)}) needs [edit] inpaint_weights: a big-lama.pt file, "
                             "a folder holding one, or a hub id; or set inpainter = classical")
     if "free" not in raw_plans: raise SettingsError(f"{source} has no [plan.free] section; new users need a plan")
     plans = {}
@@ -327,10 +339,19 @@ def _validated(raw: dict, raw_plans: dict, root: Path, source: str) -> Settings:
             raise SettingsError(f"[plan.{name}] must have exactly: {', '.join(PLAN_KEYS)}"
                                 + (f"; unknown: {', '.join(sorted(unknown))}" if unknown else "")
                                 + (f"; missing: {', '.join(sorted(missing))}" if missing else ""))
-        plans[name] = Plan(name, **{k: _convert(f"plan.{name}", k, given[k], t, source) for k, t in PLAN_KEYS.items()})
-    return Settings(**sections, plans=plans, root=root)
+        plans[name] = Plan(name, **{k: _convert(f"plan.{name}", k, given[k], t, origins.get((f"plan.{name}", k), source))
+                                    for k, t in PLAN_KEYS.items()})
+    return Settings(**sections, plans=plans, root=root, origins=origins)
 
 # %% ../nbs/00_core.ipynb #72e5db2c
+_log = logging.getLogger(__name__)
+
+def _warn_unknown_env(env: Mapping[str, str], known: set) -> None:
+    "Warn about S3LIB_ variables nothing reads (a typo does nothing otherwise), suggesting the closest known name."
+    for var in sorted(v for v in env if v.startswith("S3LIB_") and v not in known):
+        close = difflib.get_close_matches(var, known, n=1)
+        _log.warning("%s is not a variable s3lib reads, so it is ignored%s", var, f"; did you mean {close[0]}?" if close else "")
+
 def default_settings_path() -> Path:
     "Where settings come from: $S3LIB_SETTINGS, ./settings.ini, or the project's settings.ini."
     if os.environ.get("S3LIB_SETTINGS"): return Path(os.environ["S3LIB_SETTINGS"])
@@ -351,17 +372,15 @@ def load_settings(path: str | Path | None = None, # settings.ini to read; defaul
     unknown = set(raw) - set(SCHEMA)
     if unknown: raise SettingsError(f"unknown section(s) in {path}: {', '.join(sorted(unknown))}")
     plans = {s[5:]: dict(parser[s]) for s in parser.sections() if s.startswith("plan.")}
-    for section, keys in SCHEMA.items():
-        for key in keys:
-            var = f"S3LIB_{section}_{key}".upper()
-            if var in env: raw.setdefault(section, {})[key] = env[var]
-    for short, (section, key) in SHORT_ENV.items():
-        if short in env: raw.setdefault(section, {})[key] = env[short]
-    for name, values in plans.items():
-        for key in PLAN_KEYS:
-            var = f"S3LIB_PLAN_{name}_{key}".upper()
-            if var in env: values[key] = env[var]
-    return _validated(raw, plans, path.resolve().parent, source=str(path))
+    variables = ({f"S3LIB_{section}_{key}".upper(): (section, key) for section, keys in SCHEMA.items() for key in keys}
+                 | SHORT_ENV | {f"S3LIB_PLAN_{name}_{key}".upper(): (f"plan.{name}", key) for name in plans for key in PLAN_KEYS})
+    origins = {}
+    for var, (section, key) in variables.items():  # short names last: they win over the long ones
+        if var not in env: continue
+        (plans[section[5:]] if section.startswith("plan.") else raw.setdefault(section, {}))[key] = env[var]
+        origins[(section, key)] = var
+    _warn_unknown_env(env, set(variables) | set(OTHER_ENV))
+    return _validated(raw, plans, path.resolve().parent, str(path), origins)
 
 # %% ../nbs/00_core.ipynb #3f8ee982
 DEFAULT_MAX_PIXELS = 40_000_000

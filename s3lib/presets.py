@@ -235,7 +235,8 @@ def load_presets(source: str | Path | Settings, # a folder, or `Settings` (its `
     "Every preset in the folder, by id (sorted)."
     folder = source.path(source.presets.dir) if isinstance(source, Settings) else Path(source)
     if not folder.is_dir():
-        raise PresetError(f"{folder}: the presets folder does not exist; set [presets] dir in settings.ini", file=str(folder), field="")
+        fix = f"; set {source.where('presets', 'dir')} to a folder of preset files" if isinstance(source, Settings) else ""
+        raise PresetError(f"{folder}: the presets folder does not exist{fix}", file=str(folder), field="")
     files = sorted(p for p in folder.glob("*.json") if not p.name.startswith("."))
     if not files:
         raise PresetError(f"{folder}: no preset files (*.json) in the presets folder", file=str(folder), field="")
