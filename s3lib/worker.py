@@ -30,8 +30,8 @@ from .segment import Instance
 
 # %% auto #0
 __all__ = ['MAX_PROTECTED', 'INSTANCE_KEY', 'log', 'RECONNECT_SECONDS', 'ItemTask', 'Runner', 'output_key', 'output_content_type',
-           'TransportError', 'LeaseLost', 'error_message', 'HttpTransport', 'task_rule', 'task_concepts', 'fit_result',
-           'disclose', 'run_task', 'Heartbeat', 'work']
+           'TransportError', 'LeaseLost', 'Refused', 'error_message', 'HttpTransport', 'task_rule', 'task_concepts',
+           'fit_result', 'disclose', 'run_task', 'Heartbeat', 'work']
 
 # %% ../nbs/12_worker.ipynb #11c6a67e
 MAX_PROTECTED = 64  # instance keys / concept ids protected in one photo
@@ -147,6 +147,9 @@ class TransportError(Exception):
 class LeaseLost(Exception):
     "The coordinator no longer wants this task from this worker (job finished or canceled, attempt superseded, lease ended)."
 
+class Refused(TransportError):
+    "The coordinator refused the request with a 4xx answer that asking again cannot change (a wrong secret, a bad parameter)."
+
 def _about(task: ItemTask) -> dict:
     "What every signed worker body says it is about: the job, the item and the attempt (the coordinator checks all three)."
     return {"job_id": task.job_id, "item": task.item, "attempt": task.attempt}
@@ -193,11 +196,15 @@ class HttpTransport:
         if response.status_code != 200: raise TransportError(f"downloading the photo: HTTP {response.status_code} {response.text[:200]}")
         return response.content
 
-    def _signed_post(self, url: str | None, body: dict, what: str, timeout: float | None = None) -> dict:
+    def _signed_post(self, url: str | None, body: dict, what: str, timeout: float | None = None,
+                     leased: bool = True, # a 409 answer means the lease is gone (a claim holds none yet: then it is a refusal)
+                    ) -> dict:
         raw = json.dumps(body).encode("utf-8")
         headers = sign_callback(raw, self.callback_secret) | {"Content-Type": "application/json"}
         response = self._send("POST", url, what, data=raw, headers=headers, **({"timeout": timeout} if timeout else {}))
-        if response.status_code == 409: raise LeaseLost(f"{what}: {error_message(response)}")
+        if response.status_code == 409 and leased: raise LeaseLost(f"{what}: {error_message(response)}")
+        if 400 <= response.status_code < 500 and response.status_code not in (408, 429):  # a timeout or too many requests: try again
+            raise Refused(f"{what}: the coordinator refused it (HTTP {response.status_code}): {error_message(response)}")
         if response.status_code != 200:
             raise TransportError(f"{what}: the coordinator answered HTTP {response.status_code} {response.text[:300]}")
         return response.json()
@@ -222,7 +229,7 @@ class HttpTransport:
              ) -> tuple[list[ItemTask], float]:
         "Lease queued tasks from the coordinator (`POST /workers/claim`, signed): `(tasks, lease_seconds)`, no tasks if none came."
         answer = self._signed_post(f"{server.rstrip('/')}/workers/claim", {"limit": limit, "wait": wait}, "claiming tasks",
-                                   timeout=self.timeout + wait)
+                                   timeout=self.timeout + wait, leased=False)
         return [ItemTask.from_dict(task) for task in answer["tasks"]], float(answer["lease_seconds"])
 
     def heartbeat(self, server: str, task: ItemTask) -> float:
@@ -316,11 +323,12 @@ def work(server: str, # the coordinator's base URL, e.g. http://127.0.0.1:7860
          stop: threading.Event | None = None, # set it to end the loop after the current task
          max_tasks: int | None = None, # end after this many tasks; None: until stopped
         ) -> int:
-    "A remote worker's loop: claim a task, run it while renewing its lease, report, claim again. Returns the tasks run."
+    "A remote worker's loop: claim a task, run it while renewing its lease, report, claim again. Returns the tasks run; `Refused` ends it."
     stop, ran = stop or threading.Event(), 0
     while not stop.is_set() and (max_tasks is None or ran < max_tasks):
         try: tasks, lease_seconds = transport.claim(server, 1, wait)
-        except (TransportError, LeaseLost) as e:
+        except Refused: raise  # a wrong secret, a bad wait, a runner that leases nothing: waiting cannot fix it
+        except TransportError as e:
             log.warning("could not claim a task from %s (%s); trying again in %g s", server, e, RECONNECT_SECONDS)
             stop.wait(RECONNECT_SECONDS)
             continue
