@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 import sys
 from pathlib import Path
 
-from .core import S3libError, load_settings
+from .core import ModelUnavailable, S3libError, load_settings
 
 # %% auto #0
-__all__ = ['parse_thresholds', 'cmd_segment', 'cmd_edit', 'cmd_doctor', 'cmd_worker', 'cmd_users', 'cmd_serve', 'build_parser',
-           'main']
+__all__ = ['MAX_WAIT', 'parse_thresholds', 'cmd_segment', 'cmd_edit', 'cmd_doctor', 'cmd_worker', 'cmd_users', 'cmd_serve',
+           'build_parser', 'main']
 
 # %% ../nbs/07_cli.ipynb #447e61c1
 def parse_thresholds(values: list[str], # each "0.3" or "wall=0.3"
@@ -36,8 +38,12 @@ def _settings(args):
     settings = load_settings()
     return settings.replace(model={"id": args.model}) if getattr(args, "model", None) else settings
 
-def _segmenter(settings):
-    from s3lib.segment import Sam3Segmenter
+def _segmenter(settings, args):
+    from s3lib.segment import HUB_ID, Sam3Segmenter
+    chosen = getattr(args, "model", None)  # a path that names nothing is the flag's mistake, not the settings'
+    if chosen and not Path(chosen).expanduser().exists() and (not HUB_ID.match(chosen) or chosen.startswith((".", "~"))):
+        raise ModelUnavailable(f"--model {chosen}: no such folder; pass --model a folder saved with save_pretrained, "
+                               "or a hub id such as facebook/sam3")
     from transformers.utils import logging as transformers_logging
     transformers_logging.disable_progress_bar()  # a progress bar per load would bury the one line that matters
     return Sam3Segmenter.from_settings(settings)
@@ -47,6 +53,8 @@ def cmd_segment(args) -> int:
     from s3lib.presets import load_presets, resolve_concepts
     from s3lib.core import load_image
     settings = _settings(args)
+    if args.masks and Path(args.masks).exists() and not Path(args.masks).is_dir():
+        raise S3libError(f"--masks {args.masks} is a file; --masks needs a folder (made if missing) to write the mask PNGs into")
     presets = load_presets(settings)
     if args.preset not in presets:
         raise S3libError(f"unknown preset {args.preset!r}; available: {', '.join(sorted(presets))}")
@@ -61,7 +69,7 @@ def cmd_segment(args) -> int:
                                 field="--threshold")
     thresholds = {c.id: c.threshold for c in concepts}
     image = load_image(args.image, max_pixels=settings.images.max_pixels, max_bytes=settings.images.max_bytes)
-    instances = _segmenter(settings).segment(image, list(concepts), thresholds=thresholds)
+    instances = _segmenter(settings, args).segment(image, list(concepts), thresholds=thresholds)
     if args.masks:
         from PIL import Image
         Path(args.masks).mkdir(parents=True, exist_ok=True)
@@ -83,22 +91,27 @@ def cmd_edit(args) -> int:
         from s3lib.pipeline import load_rule
         rule, _ = load_rule(args.rule, presets)
         per_concept = {c: per_concept.get(c, default) for c in rule.concepts}
-    manifest = edit_folder(args.inputs, args.output, args.rule, segmenter=_segmenter(settings), presets=presets,
+    manifest = edit_folder(args.inputs, args.output, args.rule, segmenter=_segmenter(settings, args), presets=presets,
                            thresholds=per_concept or None, format=args.format, save_masks=not args.no_masks,
                            progress=not args.quiet)
     failed = [i for i in manifest["items"] if i["status"] != "done"]
     for item in failed: print(f"s3lib: {item['input']}: {item['error']}", file=sys.stderr)
     done = len(manifest["items"]) - len(failed)
+    if failed and not done:  # exit 1 promises that the rest were written; here there is no rest
+        raise S3libError(f"no image was edited ({len(failed)} failed, each named above); see {Path(args.output) / 'manifest.json'}")
     print(f"{done} edited, {len(failed)} failed → {Path(args.output) / 'manifest.json'}")
     return 1 if failed else 0
 
 # %% ../nbs/07_cli.ipynb #82a75954
-def _bf16_verdict() -> str:
+def _bf16_verdict(settings) -> str:
     "Whether bfloat16 pays on this CPU, with the measurement: what `dtype = auto` and OpenVINO's precision follow."
     from s3lib.backends import bf16_speedup, fast_bf16, native_bf16
-    if not native_bf16(): return "not native: dtype auto is float32"
-    return (f"native; torch multiplies it {bf16_speedup():.2f}x as fast as float32, so dtype auto is "
-            + ("bfloat16" if fast_bf16() else "float32"))
+    if not native_bf16(): verdict = "not native: dtype auto would be float32"
+    else: verdict = (f"native; torch multiplies it {bf16_speedup():.2f}x as fast as float32, so dtype auto would be "
+                     + ("bfloat16" if fast_bf16() else "float32"))
+    dtype = settings.model.dtype
+    chosen = "dtype is auto" if dtype == "auto" else f"dtype is set to {dtype} ({settings.where('model', 'dtype')})"
+    return f"{verdict}; {chosen}"
 
 def cmd_doctor(args) -> int:
     "Report versions, the device, and whether the configured model loads."
@@ -111,15 +124,18 @@ def cmd_doctor(args) -> int:
     import torch
     device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     lines.append(("device", f"{device}" + (f" ({torch.cuda.get_device_name(0)})" if device == "cuda" else "")))
-    if device == "cpu": lines.append(("cpu bfloat16", _bf16_verdict()))
+    if device == "cpu": lines.append(("cpu bfloat16", _bf16_verdict(settings)))
     lines.append(("model", settings.model.id))
     ok = True
     try:
-        segmenter = _segmenter(settings)
+        segmenter = _segmenter(settings, args)
         lines.append(("model loads", f"yes, on {segmenter.device} as {segmenter.dtype}"))
         lines.append(("backend", f"{segmenter.backend.name} ({segmenter.backend.parts}): {segmenter.backend.reason}"))
-        lines.append(("text kept", f"{len(segmenter.pinned_text)} preset prompts' embeddings"
-                                   + (f" in {segmenter.text_store.path}" if segmenter.text_store else "")))
+        store, pinned = segmenter.text_store, f"{len(segmenter.pinned_text)} preset prompts' embeddings"
+        if store is not None and store.path.is_file(): kept = f"{pinned} in {store.path}"
+        elif store is not None: kept = f"none: {pinned} are computed at each start, since {store.path.parent} cannot be written"
+        else: kept = f"none: {pinned} are computed at each start ({settings.model.id} is no local folder or cached download)"
+        lines.append(("text kept", kept))
     except S3libError as e:
         ok = False
         lines.append(("model loads", f"NO — {e.message}"))
@@ -131,12 +147,13 @@ def cmd_worker(args) -> int:
     "Work for a coordinator elsewhere: load the model once, then claim tasks over HTTP, run them and report, until stopped."
     import logging
     from s3lib.auth import ensure_secrets
-    from s3lib.worker import HttpTransport, work
+    from s3lib.worker import HttpTransport, Refused, work
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = ensure_secrets(_settings(args))  # development: the secrets file the coordinator in this folder uses
-    segmenter = _segmenter(settings)
+    segmenter = _segmenter(settings, args)
     print(f"s3lib worker: model {settings.model.id} on {segmenter.device}; claiming tasks from {args.server}", file=sys.stderr, flush=True)
-    work(args.server, segmenter, HttpTransport(settings.auth.callback_secret), wait=args.wait, max_tasks=args.max_tasks)
+    try: work(args.server, segmenter, HttpTransport(settings.auth.callback_secret), wait=args.wait, max_tasks=args.max_tasks)
+    except Refused as e: raise S3libError(f"{args.server}: {e}; asking again cannot change that, so the worker stops") from None
     return 0
 
 def cmd_users(args) -> int:
@@ -152,17 +169,23 @@ def cmd_users(args) -> int:
         answer = requests.post(f"{server}/operator/users/{args.user}/{what}", data=raw, timeout=30,
                                headers=sign_callback(raw, operator_key(settings)) | {"Content-Type": "application/json"})
     except requests.ConnectionError:
-        me = _users_offline(settings, args)  # no server answers there: the data dir is free to open
+        me = _users_offline(settings, args, server)  # no server answers there: the data dir should be free to open
     else:
         if answer.status_code != 200: raise S3libError(f"{server} refused: {error_message(answer)}")
         me = answer.json()
     print(json.dumps(me, indent=2))
     return 0
 
-def _users_offline(settings, args) -> dict:
+def _users_offline(settings, args, server: str) -> dict:
     import uuid
+    import duckdb
     from s3lib.server import create_service
-    service = create_service(settings, start=False)
+    try: service = create_service(settings, start=False)
+    except duckdb.IOException as e:  # a server elsewhere (another port) holds the ledger open
+        held, pid = re.search(r'lock on file "([^"]+)"', str(e)), re.search(r"\(PID (\d+)\)", str(e))
+        if held is None: raise
+        raise S3libError(f"no server answers at {server}, but a running server holds the data dir's ledger {held[1]}"
+                         + (f" (PID {pid[1]})" if pid else "") + "; pass --server URL of that server") from None
     try:
         if args.action == "grant": return service.grant_credits(args.user, args.credits, f"cli-{uuid.uuid4().hex}")
         return service.change_plan(args.user, args.plan, "cli")
@@ -176,6 +199,22 @@ def cmd_serve(args) -> int:
     return 0
 
 # %% ../nbs/07_cli.ipynb #4cf58dac
+MAX_WAIT = 20  # the coordinator's longest claim wait (`s3lib.service.MAX_CLAIM_WAIT`); copied so that --help loads no service
+
+def _http_url(value: str) -> str:
+    from urllib.parse import urlsplit
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an http:// or https:// URL; give the coordinator's base URL, "
+                                         "e.g. http://127.0.0.1:7860")
+    return value
+
+def _claim_wait(value: str) -> float:
+    try: seconds = float(value)
+    except ValueError: seconds = math.nan
+    if not 0 <= seconds <= MAX_WAIT: raise argparse.ArgumentTypeError(f"{value!r}: give a number of seconds from 0 to {MAX_WAIT}")
+    return seconds
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="s3lib", description="Concept-palette photo editing with SAM 3.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -208,8 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.set_defaults(run=cmd_doctor)
 
     worker = commands.add_parser("worker", help="a GPU worker for a coordinator elsewhere: claim tasks over HTTP, run, report")
-    worker.add_argument("--server", required=True, help="the coordinator's base URL, e.g. http://127.0.0.1:7860")
-    worker.add_argument("--wait", type=float, default=20.0, help="seconds one claim may wait for a task (default 20)")
+    worker.add_argument("--server", required=True, type=_http_url, help="the coordinator's base URL, e.g. http://127.0.0.1:7860")
+    worker.add_argument("--wait", type=_claim_wait, default=float(MAX_WAIT),
+                        help=f"seconds one claim may wait for a task, 0 to {MAX_WAIT} (default {MAX_WAIT})")
     worker.add_argument("--max-tasks", type=int, help="stop after this many tasks (default: run until stopped)")
     worker.add_argument("--model", **model)
     worker.set_defaults(run=cmd_worker)

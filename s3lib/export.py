@@ -65,7 +65,7 @@ def _write_listing(archive: zipfile.ZipFile, exported: list, entries: list, imag
         entry["listing"] = photo["files"] = names
     report["label"] = disclosure["label"]
     archive.writestr("disclosure.json", json.dumps(report, indent=2, ensure_ascii=False))
-    archive.writestr("disclosure.md", disclosure_markdown(report, f"Disclosure: {len(done)} photos, {sum(altered)} digitally altered"))
+    archive.writestr("disclosure.md", disclosure_markdown(report, f"Disclosure: {len(done)} photo{'s' * (len(done) != 1)}, {sum(altered)} digitally altered"))
 
 def export_zip(export: dict, # {"job", "model", "mask_threshold", "items": [{"item","filename","status","error","input","result","instances","report","checks"}]}
                presets: Mapping[str, Preset], # the presets (to validate the job's rule and record its prompts)
