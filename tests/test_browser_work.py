@@ -237,6 +237,26 @@ def test_a_file_that_is_not_a_photo_is_left_out_by_name(browser, server, setup, 
     close(page)
 
 
+def test_a_reload_keeps_the_rule_being_composed(browser, server, setup):
+    "Each domain's rule survives a reload, in the domain it was composed in; the photos are uploaded again."
+    from playwright.sync_api import expect
+    page = open_page(browser, server)
+    upload(page, setup["photos"][:1])
+    compose_wall_edit(page)
+    page.get_by_label("Product seller").check()
+    expect(page.get_by_role("button", name="Product 🔒", exact=True)).to_be_visible()  # the seller palette
+    page.wait_for_timeout(1500)  # the switch's draft reaches the browser's store
+    page.reload(wait_until="domcontentloaded")
+    expect(page.locator("#header")).to_contain_text("credits")
+    expect(page.get_by_label("Product seller")).to_be_checked()  # where the work was left
+    expect(page.get_by_role("button", name="Product 🔒", exact=True)).to_be_visible()
+    page.get_by_label("Interior", exact=True).check()
+    expect(page.get_by_role("button", name="Wall", exact=True)).to_be_visible()
+    expect(page.locator("#edits")).to_contain_text("Wall → Recolour")
+    expect(page.locator("#edits")).to_be_visible()
+    close(page)
+
+
 def test_a_refusal_is_a_toast_and_leaves_no_marks(browser, server, setup):
     from playwright.sync_api import expect
     page = open_page(browser, server)

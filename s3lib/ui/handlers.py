@@ -180,10 +180,23 @@ def banner(self: PaletteApp, lang: str) -> dict:
 def open_domain(self: PaletteApp, domain: str, lang: str, ws: Workspace | None, buttons: int) -> dict:
     "The domain's workspace (the photos and the page's job stay, each domain keeps its draft rule); its palette and rule."
     preset = self.presets[domain]
-    fresh = ws.switch_domain(preset) if ws is not None else Workspace.start(preset)
-    return {"ws": fresh, **palette_view(fresh, preset, lang, buttons), **action_view(preset, None, lang),
-            **editor_view(fresh, preset, lang), **canvas_view(fresh, preset, lang), "slider": None,
-            "rule_name": fresh.rule_name or text("default_rule_name", lang)}
+    return self._domain_view(ws.switch_domain(preset) if ws is not None else Workspace.start(preset), lang, buttons)
+
+@patch
+def start_domain(self: PaletteApp, domain: str, lang: str, ws: Workspace | None, draft, # the rules the browser kept (untrusted)
+                 buttons: int) -> dict:
+    "A new page: the rules kept in the browser, in the domain they were composed in, when there are any; else `domain` opened."
+    kept = Workspace.from_rule_draft(draft, self.presets) if ws is None else None
+    if kept is None: return self.open_domain(domain, lang, ws, buttons)
+    return {**self._domain_view(kept, lang, buttons), "domain": kept.domain}
+
+@patch
+def _domain_view(self: PaletteApp, ws: Workspace, lang: str, buttons: int) -> dict:
+    "Everything a domain's workspace shows: its palette, composer, rule, canvas and rule name."
+    preset = self.preset(ws)
+    return {"ws": ws, **palette_view(ws, preset, lang, buttons), **action_view(preset, None, lang),
+            **editor_view(ws, preset, lang), **canvas_view(ws, preset, lang), "slider": None,
+            "rule_name": ws.rule_name or text("default_rule_name", lang)}
 
 @patch
 def relabel(self: PaletteApp, lang: str, name: str, ws: Workspace | None, buttons: int) -> dict:

@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['CSS', 'A11Y_HEAD', 'CANVAS', 'JOB_OUTPUTS', 'EDITOR', 'theme', 'mount_options', 'browser_secret', 'Page', 'wire',
-           'top_panel', 'canvas_panel', 'palette_panel', 'parameter_control', 'tile_gallery', 'composer_panel',
-           'rules_panel', 'results_panel', 'refresh_header', 'refresh_rules', 'refresh_jobs', 'show_job',
-           'refresh_banner', 'wire_start', 'wire_language', 'wire_canvas', 'wire_composer', 'wire_rules', 'wire_jobs',
-           'add_api_endpoints', 'build_demo']
+           'keep_draft', 'top_panel', 'canvas_panel', 'palette_panel', 'parameter_control', 'tile_gallery',
+           'composer_panel', 'rules_panel', 'results_panel', 'refresh_header', 'refresh_rules', 'refresh_jobs',
+           'show_job', 'refresh_banner', 'wire_start', 'wire_language', 'wire_canvas', 'wire_composer', 'wire_rules',
+           'wire_jobs', 'add_api_endpoints', 'build_demo']
 
 # %% ../../nbs/14g_ui_page.ipynb #1bc68528
 import functools
@@ -201,7 +201,15 @@ def wire(trigger, # an event listener such as `button.click`
         def event(*args, **kwargs): return to_components(handler(*args, **kwargs))
     if isinstance(handler, functools.partial):  # Gradio finds `gr.SelectData` & co by annotation: those of the partial's function
         event.__annotations__ = dict(getattr(handler.func, "__annotations__", {}))
-    return trigger(event, inputs, [ui[n] for n in names], api_name=f"ui_{name}", api_visibility="private", **options)
+    listener = trigger(event, inputs, [ui[n] for n in names], api_name=f"ui_{name}", api_visibility="private", **options)
+    if "ws" in names and "draft" in ui:  # every change of the workspace is kept in the browser: a reload starts from it
+        listener.then(keep_draft, [ui["ws"]], [ui["draft"]], api_name="ui_keep_draft", api_visibility="private",
+                      show_progress="hidden", queue=False)
+    return listener
+
+def keep_draft(ws):
+    "What the browser keeps of a workspace (`Workspace.rule_draft`)."
+    return ws.rule_draft() if ws is not None else gr.skip()
 
 # %% ../../nbs/14g_ui_page.ipynb #3f034834
 def top_panel(page: Page) -> None:
@@ -393,7 +401,8 @@ def wire_start(page: Page, demo: gr.Blocks) -> None:
     app, lang, ws = page.app, page["lang"], page["ws"]
     open_domain, opened = functools.partial(app.open_domain, buttons=page.buttons), page.domain_outputs
     start = wire(demo.load, app.sign_in, [page["token"], lang], ["token", "header", "strip"], page.ui)
-    first = wire(start.then, open_domain, [page["domain"], lang, ws], opened, page.ui)
+    start_domain = functools.partial(app.start_domain, buttons=page.buttons)  # the kept rules, or the first domain
+    first = wire(start.then, start_domain, [page["domain"], lang, ws, page["draft"]], [*opened, "domain"], page.ui)
     reattach = functools.partial(app.reattach, buttons=page.buttons)
     reattached = wire(first.then, reattach, [page["token"], ws, lang], page.job_outputs, page.ui)  # a reload keeps the running job
     refresh_jobs(page, reattached.then)
@@ -518,6 +527,8 @@ def build_demo(service: Service, # its presets, users, rules, jobs and model
     keep = settings.server.upload_cache_seconds  # uploads and outputs older than this are deleted, checked every ≤ 10 minutes
     with gr.Blocks(title=text("title", page.lang), delete_cache=(min(600, keep), keep)) as demo:
         page.add("token", gr.BrowserState(None, storage_key=settings.ui.storage_key, secret=browser_secret(settings.auth.jwt_secret)))
+        page.add("draft", gr.BrowserState(None, storage_key=f"{settings.ui.storage_key}-draft",
+                                          secret=browser_secret(settings.auth.jwt_secret)))  # the rules being composed
         page.add("ws", gr.State(None))
         page.add("results_state", gr.State([]))
         page.add("job_ids", gr.State([]))  # the jobs whose pictures the list shows, in order
