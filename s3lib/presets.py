@@ -46,7 +46,7 @@ class Preset:
     id: str  # equals the file name without .json
     name: dict  # language -> display name
     concepts: tuple  # `Concept`s in palette order
-    protect_defaults: tuple  # concept ids protected unless the user says otherwise
+    protect_defaults: tuple  # concept ids the palette starts protected (a rule protects only what it lists)
     swatches: tuple  # {"name", "color": "#RRGGBB"} dicts
     materials: tuple  # material names offered in the palette (known to `s3lib.edit.MATERIALS`)
     profiles: tuple = ()  # marketplace `Profile`s every result of this domain is checked against
