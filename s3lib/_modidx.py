@@ -180,6 +180,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                             's3lib.core.load_settings': ('core.html#load_settings', 's3lib/core.py'),
                             's3lib.core.parse_color': ('core.html#parse_color', 's3lib/core.py'),
                             's3lib.core.parse_json_object': ('core.html#parse_json_object', 's3lib/core.py'),
+                            's3lib.core.text_problem': ('core.html#text_problem', 's3lib/core.py'),
                             's3lib.core.verify_image': ('core.html#verify_image', 's3lib/core.py')},
             's3lib.decode': { 's3lib.decode.PhotoFeatures': ('decode.html#photofeatures', 's3lib/decode.py'),
                               's3lib.decode._detect': ('decode.html#_detect', 's3lib/decode.py'),

@@ -24,14 +24,14 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # %% auto #0
-__all__ = ['CSS_COLORS', 'Choice', 'SCHEMA', 'PLAN_KEYS', 'SHORT_ENV', 'OTHER_ENV', 'RANGES', 'DEFAULT_MAX_PIXELS',
-           'DEFAULT_MAX_BYTES', 'STRIP_PIXELS', 'UPLOAD_TYPES', 'SMALL_PIXELS', 'DECODE_SLOTS', 'PNG_CHANNELS', 'ADAM7',
-           'FORMATS', 'S3libError', 'SettingsError', 'ImageError', 'PresetError', 'RuleError', 'ModelUnavailable',
-           'InvalidRequest', 'Unauthorized', 'Forbidden', 'NotFound', 'PlanLimit', 'InsufficientCredits',
-           'ConcurrencyLimit', 'RateLimited', 'InvalidState', 'UploadIncomplete', 'TooLarge', 'IdempotencyMismatch',
-           'json_type', 'parse_json_object', 'parse_color', 'color_hex', 'Section', 'Plan', 'Settings',
-           'default_settings_path', 'load_settings', 'DecodeSlots', 'ImageInfo', 'inspect_image', 'verify_image',
-           'load_image', 'encode_image', 'content_type']
+__all__ = ['HIDDEN_CATEGORIES', 'CSS_COLORS', 'Choice', 'SCHEMA', 'PLAN_KEYS', 'SHORT_ENV', 'OTHER_ENV', 'RANGES',
+           'DEFAULT_MAX_PIXELS', 'DEFAULT_MAX_BYTES', 'STRIP_PIXELS', 'UPLOAD_TYPES', 'SMALL_PIXELS', 'DECODE_SLOTS',
+           'PNG_CHANNELS', 'ADAM7', 'FORMATS', 'S3libError', 'SettingsError', 'ImageError', 'PresetError', 'RuleError',
+           'ModelUnavailable', 'InvalidRequest', 'Unauthorized', 'Forbidden', 'NotFound', 'PlanLimit',
+           'InsufficientCredits', 'ConcurrencyLimit', 'RateLimited', 'InvalidState', 'UploadIncomplete', 'TooLarge',
+           'IdempotencyMismatch', 'json_type', 'text_problem', 'parse_json_object', 'parse_color', 'color_hex',
+           'Section', 'Plan', 'Settings', 'default_settings_path', 'load_settings', 'DecodeSlots', 'ImageInfo',
+           'inspect_image', 'verify_image', 'load_image', 'encode_image', 'content_type']
 
 # %% ../nbs/00_core.ipynb #24e13f04
 class S3libError(Exception):
@@ -126,6 +126,18 @@ def json_type(value) -> str:
     if isinstance(value, (list, tuple)): return "a list"
     if isinstance(value, dict): return "an object"
     return f"a {type(value).__name__}"
+
+# %% ../nbs/00_core.ipynb #75aa3d53
+HIDDEN_CATEGORIES = ("Cc", "Zl", "Zp")  # controls (C0 and C1), line and paragraph separators
+
+def text_problem(value: str) -> str | None:
+    "What makes `value` unfit as a name people read, or None: a control or separator character, or nothing visible."
+    import unicodedata
+    for ch in value:
+        if unicodedata.category(ch) in HIDDEN_CATEGORIES or ch == "\ufeff":
+            return f"must not contain control characters (U+{ord(ch):04X}: newlines, tabs, separators)"
+    if all(unicodedata.category(ch)[0] in "ZC" for ch in value): return "must contain a visible character"
+    return None
 
 # %% ../nbs/00_core.ipynb #ee5f3438
 def _refuse_constant(name: str):
@@ -458,10 +470,13 @@ class ImageInfo:
     width: int
     height: int
 
-def _open(data: bytes) -> Image.Image:
+def _open(data: bytes, max_pixels: int) -> Image.Image:
     try: return Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        raise ImageError("the file is not an image (or not a format s3lib reads: JPEG, PNG, WebP, GIF, BMP, TIFF)") from None
+        raise ImageError("the file is not an image, or not one Pillow reads; send a JPEG, PNG or WebP photo") from None
+    except Image.DecompressionBombError:  # Pillow's own guard, at twice its limit: say ours
+        raise ImageError(f"the image has more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels; the limit is {max_pixels:,} "
+                         "(a decompression-bomb guard)") from None
     except Exception as e: raise ImageError(f"the image cannot be opened: {e}") from None
 
 def _check_pixels(w: int, h: int, max_pixels: int) -> None:
@@ -476,7 +491,7 @@ def inspect_image(data: bytes, # the file's bytes
                   formats: Mapping[str, str] = UPLOAD_TYPES, # Pillow format -> content type of the formats accepted
                  ) -> ImageInfo:
     "Judge a file from outside by its header alone: an accepted format, the declared type, one frame, not too many pixels."
-    im = _open(_read_bytes(data, max_bytes))
+    im = _open(_read_bytes(data, max_bytes), max_pixels)
     if im.format not in formats:
         raise ImageError(f"the file is a {im.format} image; s3lib takes {', '.join(formats)} photos (convert it first)")
     kind = formats[im.format]
@@ -577,7 +592,7 @@ def load_image(source, # path, bytes, binary file object or PIL image
     else:
         data = _read_bytes(source, max_bytes)
         if formats is not None: inspect_image(data, max_pixels=max_pixels, max_bytes=max_bytes, formats=formats)
-        im = _open(data)
+        im = _open(data, max_pixels)
     w, h = im.size
     _check_pixels(w, h, max_pixels)
     try:

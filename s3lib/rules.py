@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .core import ImageError, PresetError, RuleError, color_hex, json_type, load_image
+from .core import ImageError, PresetError, RuleError, color_hex, json_type, load_image, text_problem
 from .presets import Preset
 from .edit import ACTIONS, FEATHER_PIXELS, MATERIALS, Param, apply_edit
 from .inpaint import load_inpainter
@@ -156,7 +156,7 @@ def _parse_rule(data, presets) -> Rule:
     name = data["name"]
     if not isinstance(name, str) or not name.strip(): _fail("name", f"must be a non-empty string, not {name!r}")
     if len(name.strip()) > MAX_NAME_CHARS: _fail("name", f"is {len(name.strip())} characters; at most {MAX_NAME_CHARS}")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name): _fail("name", "must not contain control characters (newlines, tabs)")
+    if text_problem(name): _fail("name", text_problem(name))
     presets = _presets_by_id(presets)
     domain = data["domain"]
     if not isinstance(domain, str) or domain not in presets:

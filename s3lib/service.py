@@ -27,7 +27,7 @@ from .auth import issue_token, operator_key, verify_callback, verify_token
 from .checks import run_checks
 from .core import (Plan, IdempotencyMismatch, ImageError, InvalidRequest, InvalidState, ModelUnavailable, NotFound, PlanLimit,
                         RateLimited, RuleError, S3libError, Settings, SettingsError, TooLarge, Unauthorized, UploadIncomplete,
-                        json_type, load_image, parse_json_object, DECODE_SLOTS, UPLOAD_TYPES, verify_image)
+                        json_type, load_image, parse_json_object, text_problem, DECODE_SLOTS, UPLOAD_TYPES, verify_image)
 from .export import export_zip
 from .webhooks import check_webhook_url, deliver, next_attempt, sign_webhook, webhook_secret
 from .presets import Preset, resolve_concepts
@@ -71,7 +71,7 @@ def _integer(value, field: str, low: int | None = None, high: int | None = None)
 def _text(value, field: str, max_chars: int = 200) -> str:
     if not isinstance(value, str): raise _invalid(field, f"must be a string, not {json_type(value)}")
     if not value or len(value) > max_chars: raise _invalid(field, f"must be 1 to {max_chars} characters")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value): raise _invalid(field, "must not contain control characters")
+    if text_problem(value): raise _invalid(field, text_problem(value))
     return value
 
 def _filename(value, field: str) -> str:
