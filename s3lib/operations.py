@@ -125,7 +125,10 @@ def _check(value, schema: dict, field: str):
 def _from_query(value, schema: dict, field: str):
     "A query-string value as its schema's type (integers and booleans arrive as text)."
     if not isinstance(value, str): return value
-    if schema.get("type") == "integer" and re.fullmatch(r"-?\d{1,12}", value.strip()): return int(value)
+    if schema.get("type") == "integer":  # ASCII digits only: int() also reads other scripts' digits
+        if re.fullmatch(r"-?[0-9]{1,12}", value.strip()): return int(value)
+        bounds = f" from {schema['minimum']} to {schema['maximum']}" if "minimum" in schema and "maximum" in schema else ""
+        raise InvalidRequest(f"{field} must be a whole number{bounds}, not {value[:40]!r}", field=field)
     if schema.get("type") == "boolean" and value.lower() in ("true", "false", "1", "0"): return value.lower() in ("true", "1")
     return value
 
