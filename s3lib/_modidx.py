@@ -203,6 +203,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                             's3lib.edit.Param.__post_init__': ('edit.html#param.__post_init__', 's3lib/edit.py'),
                             's3lib.edit.Param._problem': ('edit.html#param._problem', 's3lib/edit.py'),
                             's3lib.edit._Region': ('edit.html#_region', 's3lib/edit.py'),
+                            's3lib.edit._adjusts_something': ('edit.html#_adjusts_something', 's3lib/edit.py'),
                             's3lib.edit._brick': ('edit.html#_brick', 's3lib/edit.py'),
                             's3lib.edit._carpet': ('edit.html#_carpet', 's3lib/edit.py'),
                             's3lib.edit._check': ('edit.html#_check', 's3lib/edit.py'),

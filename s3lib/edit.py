@@ -517,6 +517,7 @@ class Action:
     function: Callable  # function(image, mask, **params) -> a new image, changing nothing beyond the mask's soft edge
     params: dict = field(default_factory=dict)  # parameter name -> `Param`, in the order people see them
     explain: Callable | None = None  # explain(image, mask, **params) -> how the action treats this mask (reported with the edit)
+    check: Callable | None = None  # check(params) -> what is wrong with these parameters together (e.g. they change nothing), or None
 
     @property
     def summary(self) -> str:
@@ -558,7 +559,13 @@ register_action(Action("material", material, {"name": Param("choice", True, choi
 register_action(Action("fill", fill, {"color": Param("color", False, "#FFFFFF")}))
 register_action(Action("remove", remove))
 register_action(Action("blur", blur, {"radius": BLUR_RADIUS}))
-register_action(Action("adjust", adjust, dict.fromkeys(("brightness", "contrast", "saturation"), ADJUSTMENT)))
+def _adjusts_something(params: dict) -> str | None:
+    "An adjust with every amount at 0 would leave the pixels as they are: refused where the rule is written."
+    if not any(params.get(name) for name in ("brightness", "contrast", "saturation")):
+        return "changes nothing: set brightness, contrast or saturation to something other than 0"
+    return None
+
+register_action(Action("adjust", adjust, dict.fromkeys(("brightness", "contrast", "saturation"), ADJUSTMENT), check=_adjusts_something))
 
 def apply_edit(image: np.ndarray, # RGB uint8 H×W×3
                mask: np.ndarray, # bool H×W

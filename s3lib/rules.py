@@ -115,6 +115,8 @@ def _parse_params(given: dict, action: str, path: str) -> dict:
         if key in given: params[key] = _parse_value(given[key], spec, f"{path}.{key}")
         elif spec.required: _fail(f"{path}.{key}", f"missing; {action} needs {key}: {_describe(spec)}")
         else: params[key] = _parse_value(spec.default, spec, f"{path}.{key}")
+    problem = ACTIONS[action].check(params) if ACTIONS[action].check else None
+    if problem: _fail(path, f"{action} {problem}")
     return params
 
 def _parse_edit(data, preset: Preset, path: str) -> Edit:
