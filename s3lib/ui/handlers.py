@@ -203,7 +203,7 @@ def relabel(self: PaletteApp, lang: str, name: str, ws: Workspace | None, button
     "Everything that shows concept or action names in the new language (and the default rule name, if untouched)."
     if ws is None: return {}
     preset, defaults = self.preset(ws), {words["default_rule_name"] for words in TEXT.values()}
-    return {**palette_view(ws, preset, lang, buttons), **editor_view(ws, preset, lang), **canvas_view(ws, preset, lang),
+    return {**palette_view(ws, preset, lang, buttons, relabel=True), **editor_view(ws, preset, lang), **canvas_view(ws, preset, lang),
             "rule_name": text("default_rule_name", lang) if name in defaults else name,
             "domain": gr.update(choices=[(p.name.get(lang, p.name["en"]), p.id) for p in self.presets.values()])}
 

@@ -34,13 +34,17 @@ def canvas_view(ws: Workspace, preset: Preset, lang: str) -> dict:
             "cards_note": note}
 
 # %% ../../nbs/14c_ui_views.ipynb #4b453f5c
-def composer_view(preset: Preset, lang: str) -> dict:
+def composer_view(preset: Preset, lang: str,
+                  relabel: bool = False, # only the words change (a language switch): what is chosen stays chosen
+                 ) -> dict:
     "The parameter controls' labels, the preset's swatches and materials, and its first swatch and material chosen."
     view = {"swatches": swatch_tiles(preset), "materials": material_tiles(preset)}
     for name, param in composer_params().items():
         update = {"label": param_label(name, lang)}
-        if param.kind == "color": update["value"] = preset.swatches[0]["color"] if preset.swatches else param.default or "#FFFFFF"
-        if is_material(param): update.update(choices=list(preset.materials), value=preset.materials[0] if preset.materials else None)
+        if param.kind == "color" and not relabel:
+            update["value"] = preset.swatches[0]["color"] if preset.swatches else param.default or "#FFFFFF"
+        if is_material(param) and not relabel:
+            update.update(choices=list(preset.materials), value=preset.materials[0] if preset.materials else None)
         view[control_name(name)] = gr.update(**update)
     return view
 
@@ -75,12 +79,15 @@ def threshold_view(ws: Workspace, preset: Preset, lang: str):
     label = preset.concept(ws.focus).label(lang)
     return gr.update(label=text("threshold", lang, concept=label), value=ws.thresholds[ws.focus], interactive=True)
 
-def palette_view(ws: Workspace, preset: Preset, lang: str, buttons: int) -> dict:
+def palette_view(ws: Workspace, preset: Preset, lang: str, buttons: int,
+                 relabel: bool = False, # only the words change: the composer's concept and values stay as chosen
+                ) -> dict:
     "Concept buttons, threshold slider, the composer (controls, swatches, materials, concepts) and the marketplace table."
     view = button_view(ws, preset, lang, buttons)
     view["threshold"] = threshold_view(ws, preset, lang)
-    view.update(composer_view(preset, lang))
-    view["concept"] = gr.update(choices=[(c.label(lang), c.id) for c in preset.concepts], value=ws.focus or preset.concepts[0].id)
+    view.update(composer_view(preset, lang, relabel))
+    chosen = {} if relabel else {"value": ws.focus or preset.concepts[0].id}
+    view["concept"] = gr.update(choices=[(c.label(lang), c.id) for c in preset.concepts], **chosen)
     view["marketplace"] = gr.update(visible=bool(preset.checks))
     return view
 
