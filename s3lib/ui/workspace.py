@@ -239,7 +239,7 @@ def _checked_rule(value: Any, preset: Preset, presets: Mapping) -> dict:
     "The parts of one domain's kept rule that still hold for `preset` (anything else is left out)."
     value = value if isinstance(value, dict) else {}
     concepts = set(preset.concept_ids)
-    listed = lambda key: [c for c in dict.fromkeys(value.get(key) or []) if isinstance(c, str) and c in concepts] \
+    listed = lambda key: list(dict.fromkeys(c for c in value.get(key) if isinstance(c, str) and c in concepts)) \
         if isinstance(value.get(key), list) else []
     kept = {"protect": listed("protect"), "unprotected_by_edits": listed("unprotected_by_edits"), "edits": []}
     edits = value.get("edits")
@@ -260,7 +260,8 @@ def _checked_rule(value: Any, preset: Preset, presets: Mapping) -> dict:
 def from_rule_draft(cls: Workspace, draft: Any, # what `rule_draft` gave, back from the browser (untrusted)
                     presets: Mapping[str, Preset]) -> Workspace | None:
     "A workspace with the kept rules, in the kept domain; None when there is nothing usable."
-    if not isinstance(draft, dict) or draft.get("domain") not in presets or not isinstance(draft.get("rules"), dict): return None
+    if not isinstance(draft, dict) or not isinstance(draft.get("domain"), str) or draft["domain"] not in presets \
+            or not isinstance(draft.get("rules"), dict): return None
     rules = {domain: _checked_rule(rule, presets[domain], presets) for domain, rule in draft["rules"].items() if domain in presets}
     workspace = cls.start(presets[draft["domain"]])
     for name, value in rules.pop(workspace.domain, {}).items(): setattr(workspace, name, value)
