@@ -158,7 +158,7 @@ def _parse_rule(data, presets) -> Rule:
     name = data["name"]
     if not isinstance(name, str) or not name.strip(): _fail("name", f"must be a non-empty string, not {name!r}")
     if len(name.strip()) > MAX_NAME_CHARS: _fail("name", f"is {len(name.strip())} characters; at most {MAX_NAME_CHARS}")
-    if text_problem(name): _fail("name", text_problem(name))
+    if (problem := text_problem(name)): _fail("name", problem)
     presets = _presets_by_id(presets)
     domain = data["domain"]
     if not isinstance(domain, str) or domain not in presets:

@@ -71,7 +71,7 @@ def _integer(value, field: str, low: int | None = None, high: int | None = None)
 def _text(value, field: str, max_chars: int = 200) -> str:
     if not isinstance(value, str): raise _invalid(field, f"must be a string, not {json_type(value)}")
     if not value or len(value) > max_chars: raise _invalid(field, f"must be 1 to {max_chars} characters")
-    if text_problem(value): raise _invalid(field, text_problem(value))
+    if (problem := text_problem(value)): raise _invalid(field, problem)
     return value
 
 def _filename(value, field: str) -> str:
