@@ -878,7 +878,8 @@ class Callbacks:
         if job["status"] not in FINISHED_JOB_STATES:
             if job["status"] not in ACTIVE_JOB_STATES: raise InvalidState(f"job {job['id']} is {job['status']}; it was never executed")
             update = self._update(body, job)
-            if update["status"] == "done" and self.context.store.head(update["result_key"]) is None:
+            # an attempt no longer wanted is ignored below whether or not its upload happened (it was refused)
+            if update["status"] == "done" and update["wanted"] and self.context.store.head(update["result_key"]) is None:
                 raise _invalid("result_key", f"there is no object at {update['result_key']}; upload the result before reporting done")
         now = self.context.now()
         with ledger.transaction():
@@ -907,7 +908,8 @@ class Callbacks:
         report = _edit_report(body.get("report"), status)
         return {"item": item, "attempt": attempt, "status": status, "result_key": result_key,
                 "error": error or "the worker reported a failure", "report": report,
-                "unchanged": bool(report) and not report_changed(report)}
+                "unchanged": bool(report) and not report_changed(report),
+                "wanted": self.signed.unwanted(job, found, attempt) is None}
 
     def _apply(self, job: dict, update: dict, now: datetime) -> str | None:
         "Inside a transaction: apply one item report to an active job; returns why it was ignored, if it was."
