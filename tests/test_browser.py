@@ -125,7 +125,7 @@ def test_the_palette_flow_in_a_browser(chromium, setup):
             expect(page.locator("#edit-color button")).to_have_attribute("style", re.compile(r"rgb\(168, 177, 151\)"))  # the picker shows it …
             page.locator("#add-edit").click()  # … then the edit takes it
             expect(page.locator("#edits")).to_contain_text("1. Wall → Recolour Sage #A8B197")
-            readme_shot("palette-column", "palette.png")
+            readme_shot("composer-column", "composer.png")
             shot(page, "edit-added")
 
             page.locator("#preview-button").click()

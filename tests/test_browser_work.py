@@ -84,7 +84,7 @@ def compose_wall_edit(page):
     expect(page.locator("#edits")).to_contain_text("Wall → Recolour")
 
 
-FLOW = ["domain", "samples-button", "palette-buttons", "swatches", "add-edit", "rule-name", "apply", "export-button"]
+FLOW = ["domain", "samples-button", "palette-buttons", "cards", "swatches", "add-edit", "rule-name", "apply", "export-button"]
 
 
 def tab_to(page, predicate: str, limit: int = 400) -> list[str]:
@@ -334,7 +334,7 @@ def test_axe_finds_no_critical_or_serious_violation(browser, server):
 
 
 def test_the_whole_flow_by_keyboard_in_the_order_of_the_flow(browser, server):
-    "Samples, a concept, a swatch, the edit, Apply and Export, each reached with Tab and pressed with Enter; then axe on the full page."
+    "Samples, a concept, a card protected, a swatch, the edit, Apply and Export, each reached with Tab and pressed with Enter; then axe on the full page."
     from playwright.sync_api import expect
     page = open_page(browser, server)
     regions = tab_to(page, "e.id === 'samples-button'")
@@ -343,6 +343,9 @@ def test_the_whole_flow_by_keyboard_in_the_order_of_the_flow(browser, server):
     regions += tab_to(page, "e.tagName === 'BUTTON' && e.textContent.trim() === 'Wall'")
     page.keyboard.press("Enter")
     expect(page.locator(".s3-card").first).to_be_visible()
+    regions += tab_to(page, "e.type === 'checkbox' && !!e.closest('.s3-protect')")  # the cards come next, not behind
+    page.keyboard.press("Space")
+    expect(page.locator("#canvas")).to_contain_text("· protected")
     regions += tab_to(page, "!!e.closest('#swatches') && e.classList.contains('thumbnail-item')")
     page.keyboard.press("Enter")
     regions += tab_to(page, "e.id === 'add-edit'")

@@ -229,7 +229,9 @@ def top_panel(page: Page) -> None:
                                 label=text("domain", lang), elem_id="domain"), "domain")
 
 def canvas_panel(page: Page) -> None:
-    "The photos and the strip to pick the canvas from; the canvas; a card per instance found, its protect toggle wired as it is made."
+    "The photos and the strip to pick the canvas from; the palette; the canvas; a card per instance found, its protect toggle "
+    "wired as it is made. The palette sits between the photos and what it finds, so the keyboard reaches the cards a click "
+    "made by going on, not back."
     lang, app = page.lang, page.app
     with gr.Column(scale=7, min_width=300, elem_id="canvas-column"):
         with gr.Group():
@@ -241,6 +243,7 @@ def canvas_panel(page: Page) -> None:
                 page.add("samples", gr.Button(text("samples", lang), size="sm", elem_id="samples-button"), "samples", "value")
             page.add("strip", gr.Gallery(label=text("photos_hint", lang, max_batch="N"), columns=8, rows=1, height=150,
                                          allow_preview=False, object_fit="contain", elem_id="strip", interactive=False))
+        palette_panel(page)
         page.add("canvas", gr.AnnotatedImage(label=text("canvas", lang), height=460, elem_id="canvas", format="png"), "canvas")
         with gr.Group(elem_classes="s3-section"):
             page.add("cards_title", gr.Markdown(f"### {text('cards', lang)}"))
@@ -536,8 +539,7 @@ def build_demo(service: Service, # its presets, users, rules, jobs and model
         top_panel(page)
         with gr.Row(equal_height=False):
             canvas_panel(page)
-            with gr.Column(scale=5, min_width=300, elem_id="palette-column"):
-                palette_panel(page)
+            with gr.Column(scale=5, min_width=300, elem_id="composer-column"):
                 composer_panel(page)
                 rules_panel(page)
         results_panel(page)
