@@ -1155,6 +1155,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 's3lib.ui.views.canvas_view': ('ui_views.html#canvas_view', 's3lib/ui/views.py'),
                                 's3lib.ui.views.composer_view': ('ui_views.html#composer_view', 's3lib/ui/views.py'),
                                 's3lib.ui.views.editor_view': ('ui_views.html#editor_view', 's3lib/ui/views.py'),
+                                's3lib.ui.views.fit_view': ('ui_views.html#fit_view', 's3lib/ui/views.py'),
                                 's3lib.ui.views.me_view': ('ui_views.html#me_view', 's3lib/ui/views.py'),
                                 's3lib.ui.views.overlay_view': ('ui_views.html#overlay_view', 's3lib/ui/views.py'),
                                 's3lib.ui.views.palette_view': ('ui_views.html#palette_view', 's3lib/ui/views.py'),

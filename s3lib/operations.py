@@ -203,7 +203,8 @@ def _job_create(service, call: Call) -> dict:
     images = values["images"]
     return service.create_job_from_images(call.user_id, [i.data for i in images], values["domain"], rule_id=values["rule_id"] or None,
                                           rule=values["rule"], filenames=[i.filename for i in images],
-                                          thresholds=values["thresholds"], protected=values["protected"])
+                                          thresholds=values["thresholds"], protected=values["protected"],
+                                          fit=values["fit"] or None, disclosure=values["disclosure"])
 
 def _export(service, call: Call) -> FileResult:
     job_id = call.values["job_id"]
@@ -306,7 +307,11 @@ def _table() -> tuple:
             Input("rule", job_schema()["properties"]["rule"], "the rule {edits, protect?, name?}, or give rule_id", False),
             Input("rule_id", {"type": "string", "maxLength": 100}, "a saved rule's id, instead of rule", False), THRESHOLDS,
             Input("protected", {"type": "array", "items": {"type": "array", "items": {"type": "string"}}},
-                  "per photo, instance keys (e.g. 'person:0') or concept ids kept unchanged in that photo only", False)),
+                  "per photo, instance keys (e.g. 'person:0') or concept ids kept unchanged in that photo only", False),
+            Input("fit", job_schema()["properties"]["fit"], "a marketplace profile of the preset (e.g. 'amazon'): each result is cut "
+                  "around the product and scaled to meet it; empty: results keep the photo's framing", False),
+            Input("disclosure", job_schema()["properties"]["disclosure"], "label altered results (true/false or {enabled, language}); "
+                  "default: the preset's", False)),
            tag="jobs", surfaces=("gradio",)),
         op("webhook_secret", "GET", "/webhooks/secret", "The caller's webhook signing secret `{secret: 'whsec_…'}`: verify the "
            "deliveries to a job's webhook_url with it (Standard Webhooks headers webhook-id, webhook-timestamp, webhook-signature).",

@@ -1179,7 +1179,8 @@ class Photos:
         return result
 
     def create_job_from_images(self, user_id: str, images: list, domain: str, rule_id: str | None = None, rule: dict | None = None,
-                               filenames: list[str] | None = None, thresholds: dict | None = None, protected: list | None = None) -> dict:
+                               filenames: list[str] | None = None, thresholds: dict | None = None, protected: list | None = None,
+                               fit: str | None = None, disclosure: Any = None) -> dict:
         if not isinstance(images, (list, tuple)) or not images: raise _invalid("images", "must be a non-empty list of images")
         if filenames is not None and (not isinstance(filenames, (list, tuple)) or len(filenames) != len(images)):
             raise _invalid("filenames", "must be a list with one name per image")
@@ -1190,7 +1191,8 @@ class Photos:
                                               "content_type": kind, "size": len(data)} for i, (data, kind) in enumerate(files)]}
         if protected is not None:
             for item, keys in zip(body["items"], protected): item["protected"] = keys
-        body |= {k: v for k, v in (("rule_id", rule_id), ("rule", rule), ("thresholds", thresholds)) if v is not None}
+        options = (("rule_id", rule_id), ("rule", rule), ("thresholds", thresholds), ("fit", fit), ("disclosure", disclosure))
+        body |= {k: v for k, v in options if v is not None}
         created = self.jobs.create_job(user_id, body)
         try:
             for upload, (data, kind) in zip(created["uploads"], files):
@@ -1619,9 +1621,11 @@ def create_job_from_images(self: Service, user_id: str, images: list, # bytes (J
                            filenames: list[str] | None = None, # labels for the items
                            thresholds: dict | None = None, # concept id -> score threshold 0..1 (use the preview's, so instances match)
                            protected: list | None = None, # per image, instance keys ("person:0") or concept ids kept unchanged in that photo
+                           fit: str | None = None, # a marketplace profile of the preset ("amazon"): each result cut and scaled to meet it
+                           disclosure: Any = None, # True/False or {"enabled", "language"}; None: the preset's
                           ) -> dict:
     "Create, upload (in-process), confirm and execute a job in one call (the Gradio `job_create`); returns `job_status`."
-    return self.photos.create_job_from_images(user_id, images, domain, rule_id, rule, filenames, thresholds, protected)
+    return self.photos.create_job_from_images(user_id, images, domain, rule_id, rule, filenames, thresholds, protected, fit, disclosure)
 
 # %% ../nbs/11_service.ipynb #99402bcc
 class MetricsCollector:

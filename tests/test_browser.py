@@ -99,7 +99,10 @@ def test_the_palette_flow_in_a_browser(chromium, setup):
 
             page.get_by_label("Product seller").check()
             expect(page.get_by_role("button", name="Product 🔒", exact=True)).to_be_visible()  # the seller palette
+            expect(page.locator("#fit input")).to_have_value("No: keep each photo's framing")  # results may be fitted to a marketplace
+            shot(page, "seller")
             page.get_by_label("Interior").check()
+            expect(page.locator("#fit")).to_be_hidden()  # rooms have no marketplace
             expect(page.get_by_role("button", name="Wall", exact=True)).to_be_visible()
             expect(page.get_by_role("button", name="Person 🔒", exact=True)).to_be_visible()  # protected by default
             shot(page, "interior")

@@ -6,7 +6,9 @@
 __all__ = ['TOKEN_HINT', 'upload_folder', 'uploaded_file', 'gradio_endpoint']
 
 # %% ../../nbs/14e_ui_endpoints.ipynb #f52a183b
+import functools
 import inspect
+import operator
 from pathlib import Path
 from typing import Any, Callable
 
@@ -49,6 +51,8 @@ def _annotation(given: Input):
         annotation = list[list[str]] if items.get("type") == "array" else list[_JSON_TYPES.get(items.get("type"), dict)]
     elif kind == "object" and isinstance(schema.get("additionalProperties"), dict) and "properties" not in schema:
         annotation = dict[str, float]
+    elif "oneOf" in schema:  # one of several types, e.g. a boolean or an object
+        annotation = functools.reduce(operator.or_, dict.fromkeys(_JSON_TYPES.get(s.get("type"), dict) for s in schema["oneOf"]))
     else: annotation = _JSON_TYPES.get(kind, dict)
     return annotation if given.required else annotation | None
 

@@ -445,13 +445,16 @@ def _opened(ws: Workspace, job: dict, lang: str) -> dict:
 
 @patch
 @guarded()
-def apply(self: PaletteApp, name: str, token: str | None, ws: Workspace, lang: str) -> dict:
+def apply(self: PaletteApp, name: str, token: str | None, ws: Workspace, lang: str,
+          fit: str | None = None, # a marketplace profile of the domain the results are fitted to; "" or None: none
+         ) -> dict:
     "Run the rule on every photo as a job (uploads, credits, worker): the service does it all in one call."
     self._require_rule(ws, lang)
     job = self.service.create_job_from_images(  # the slider's thresholds: the job finds what the canvas showed
         self.user(token), [self.photo_bytes(p) for p in ws.photos], ws.domain,
         rule=ws.rule_body(name or text("default_rule_name", lang)), filenames=[p["name"] for p in ws.photos],
-        thresholds=dict(ws.thresholds), protected=[list(ws.protected_instances.get(photo["path"], ())) for photo in ws.photos])
+        thresholds=dict(ws.thresholds), protected=[list(ws.protected_instances.get(photo["path"], ())) for photo in ws.photos],
+        fit=fit or None)
     return _opened(ws, job, lang)
 
 @patch

@@ -27,7 +27,7 @@ from ..presets import Preset
 from ..service import Service
 from .endpoints import gradio_endpoint
 from .handlers import GPU_GROUP, MODEL_POLL_SECONDS, PaletteApp
-from .views import parameter_view
+from .views import fit_view, parameter_view
 from .words import LANGUAGES, param_label, text
 from .workspace import composer_params, control_name, is_material, material_tiles, progress_html, swatch_tiles
 
@@ -173,7 +173,8 @@ class Page:
     @property
     def domain_outputs(self) -> list[str]:
         "What opening a domain changes (the action before the concept: the concept's change event then reads the new domain's action)."
-        return ["ws", *self.palette, "threshold", *self.composer, "action", "concept", "marketplace", *EDITOR, "rule_name", *CANVAS, "slider"]
+        return ["ws", *self.palette, "threshold", *self.composer, "action", "concept", "marketplace", "fit", *EDITOR, "rule_name", *CANVAS,
+                "slider"]
 
     @property
     def job_outputs(self) -> list[str]:
@@ -352,6 +353,8 @@ def results_panel(page: Page) -> None:
             page.add("slider", gr.ImageSlider(label=text("before_after", lang), type="pil", format="png", elem_id="preview"),
                      "before_after")
         with gr.Column(scale=1, min_width=300, elem_id="job-column"):
+            fit = fit_view(page.preset, lang)  # before Apply, which it changes
+            page.add("fit", gr.Dropdown(fit["choices"], value="", label=fit["label"], visible=fit["visible"], elem_id="fit", interactive=True))
             with gr.Row(elem_id="action-bar", equal_height=True):  # fixed to the bottom of the window: always in reach
                 page.add("apply", gr.Button(text("apply", lang), variant="primary", elem_id="apply", scale=2, min_width=160), "apply", "value")
                 page.add("cancel", gr.Button(text("cancel", lang), variant="stop", visible=False, elem_id="cancel", scale=1, min_width=100),
@@ -432,7 +435,8 @@ def wire_language(page: Page) -> None:
     static = sorted({name for name, _, _ in page.labelled} | {"title", "cards_title", "palette_title", "composer_title", "marketplace"})
     relabeled = wire(lang.change, relabel_static, [lang], static, page.ui)
     relabeled = wire(relabeled.then, functools.partial(app.relabel, buttons=page.buttons), [lang, page["rule_name"], ws],
-                     ["ws", *page.palette, "threshold", *page.composer, "concept", "marketplace", *EDITOR, "rule_name", *CANVAS, "domain"],
+                     ["ws", *page.palette, "threshold", *page.composer, "concept", "marketplace", "fit", *EDITOR, "rule_name", *CANVAS,
+                      "domain"],
                      page.ui)
     wire(relabeled.then, app.choose_concept, [page["concept"], ws, page["action"], lang], ["action"], page.ui)
     refresh_header(page, relabeled.then)
@@ -496,7 +500,7 @@ def wire_jobs(page: Page) -> None:
     previewed = wire(page["preview"].click, app.preview, [page["rule_name"], token, ws, lang], ["slider"], ui,
                      concurrency_id=GPU_GROUP, concurrency_limit=1)
     refresh_banner(page, previewed.then)
-    applied = wire(page["apply"].click, app.apply, [page["rule_name"], token, ws, lang], JOB_OUTPUTS, ui)
+    applied = wire(page["apply"].click, app.apply, [page["rule_name"], token, ws, lang, page["fit"]], JOB_OUTPUTS, ui)
     refresh_header(page, applied.then)
     refresh_jobs(page, applied.then)
     show_job(page, applied.success)

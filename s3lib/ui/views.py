@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['overlay_view', 'canvas_view', 'composer_view', 'action_view', 'parameter_view', 'button_view', 'threshold_view',
-           'palette_view', 'editor_view', 'me_view']
+           'palette_view', 'fit_view', 'editor_view', 'me_view']
 
 # %% ../../nbs/14c_ui_views.ipynb #4eb53ad8
 import gradio as gr
@@ -89,7 +89,13 @@ def palette_view(ws: Workspace, preset: Preset, lang: str, buttons: int,
     chosen = {} if relabel else {"value": ws.focus or preset.concepts[0].id}
     view["concept"] = gr.update(choices=[(c.label(lang), c.id) for c in preset.concepts], **chosen)
     view["marketplace"] = gr.update(visible=bool(preset.checks))
+    view["fit"] = fit_view(preset, lang, relabel)
     return view
+
+def fit_view(preset: Preset, lang: str, relabel: bool = False):
+    "Which marketplace profile a job's results are cut and scaled to: shown for a domain that has profiles, none chosen at first."
+    choices = [(text("fit_none", lang), ""), *((profile.title(lang), profile.id) for profile in preset.profiles)]
+    return gr.update(choices=choices, label=text("fit", lang), visible=bool(preset.profiles), **({} if relabel else {"value": ""}))
 
 # %% ../../nbs/14c_ui_views.ipynb #414162e9
 def editor_view(ws: Workspace, preset: Preset, lang: str, selected: int | None = None) -> dict:
