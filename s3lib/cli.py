@@ -82,15 +82,14 @@ def cmd_segment(args) -> int:
 
 def cmd_edit(args) -> int:
     "Edit images by a rule; write results, masks and manifest.json."
-    from s3lib.pipeline import edit_folder
+    from s3lib.pipeline import edit_folder, list_images, load_rule
     from s3lib.presets import load_presets
     settings = _settings(args)
     default, per_concept = parse_thresholds(args.threshold)
     presets = load_presets(settings)
-    if default is not None:
-        from s3lib.pipeline import load_rule
-        rule, _ = load_rule(args.rule, presets)
-        per_concept = {c: per_concept.get(c, default) for c in rule.concepts}
+    rule, _ = load_rule(args.rule, presets)  # mistakes in the rule or the inputs are told before the model loads (minutes at first)
+    list_images(args.inputs)
+    if default is not None: per_concept = {c: per_concept.get(c, default) for c in rule.concepts}
     manifest = edit_folder(args.inputs, args.output, args.rule, segmenter=_segmenter(settings, args), presets=presets,
                            thresholds=per_concept or None, format=args.format, save_masks=not args.no_masks,
                            progress=not args.quiet)

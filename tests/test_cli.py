@@ -59,9 +59,16 @@ def test_errors_are_one_line(tmp_path, tiny_sam3):
     bad_rule = s3lib("edit", str(tmp_path / "a.png"), "--rule", str(tmp_path / "rule.json"), "-o", str(tmp_path / "o"),
                      "--model", str(tiny_sam3))
     assert bad_rule.returncode == 2
-    assert bad_rule.stderr.strip().count("\n") == 0 and "edits[0].color" in bad_rule.stderr
+    assert bad_rule.stderr.strip().count("\n") == 0 and "edits[0].color" in bad_rule.stderr, bad_rule.stderr
+    (tmp_path / "good.json").write_text(json.dumps(RULE))
+    no_photos = s3lib("edit", str(tmp_path / "missing"), "--rule", str(tmp_path / "good.json"), "-o", str(tmp_path / "o"),
+                      "--model", str(tiny_sam3))
+    assert no_photos.returncode == 2 and no_photos.stderr.strip().count("\n") == 0, no_photos.stderr  # told before the model loads
     no_model = s3lib("segment", str(tmp_path / "a.png"), "--preset", "interior", "--model", str(tmp_path / "nothing"))
     assert no_model.returncode == 2 and "--model" in no_model.stderr and "Traceback" not in no_model.stderr
+    not_a_checkpoint = s3lib("segment", str(tmp_path / "a.png"), "--preset", "interior", "--model", str(tmp_path))
+    assert not_a_checkpoint.returncode == 2 and "has no config.json" in not_a_checkpoint.stderr, not_a_checkpoint.stderr
+    assert "--model" in not_a_checkpoint.stderr  # the fix names the flag that was used, not only the variable
     bad_setting = subprocess.run([sys.executable, "-m", "s3lib", "doctor"], capture_output=True, text=True,
                                  env={**os.environ, "S3LIB_RUNNER": "celery"}, timeout=120)
     assert bad_setting.returncode == 2 and "[runner] kind" in bad_setting.stderr
