@@ -267,7 +267,7 @@ def label_map(instances: list[Instance], # instances of one image (masks of one 
 MODEL_TYPES = ("sam3", "sam3_video")  # Sam3Model loads the detector out of either layout
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?$")
-LOCAL_FIX = "or set S3LIB_MODEL to a local folder saved with save_pretrained"
+LOCAL_FIX = "or set S3LIB_MODEL (or the CLI's --model) to a local folder saved with save_pretrained"
 
 def _access_fix(model_id: str) -> str:
     "How to get access to a hub model: the exact steps for the gated SAM 3 repos, general ones otherwise."

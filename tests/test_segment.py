@@ -63,7 +63,7 @@ def test_hub_id_offline_says_how_to_fix(tmp_path):
     assert result.stdout.startswith("503 ")
     assert "HF_HUB_OFFLINE=1" in result.stdout
     assert ("facebook/sam3 is gated: request access at https://huggingface.co/facebook/sam3, then `hf auth login` "
-            "(or set HF_TOKEN), or set S3LIB_MODEL to a local folder saved with save_pretrained") in result.stdout
+            "(or set HF_TOKEN), or set S3LIB_MODEL (or the CLI's --model) to a local folder saved with save_pretrained") in result.stdout
 
 
 @pytest.mark.parametrize("damage, expected", [
