@@ -238,11 +238,14 @@ def test_a_file_that_is_not_a_photo_is_left_out_by_name(browser, server, setup, 
 
 
 def test_a_reload_keeps_the_rule_being_composed(browser, server, setup):
-    "Each domain's rule survives a reload, in the domain it was composed in; the photos are uploaded again."
+    "Each domain's rule, its typed name too, survives a reload, in the domain it was composed in; the photos are uploaded again."
     from playwright.sync_api import expect
     page = open_page(browser, server)
     upload(page, setup["photos"][:1])
     compose_wall_edit(page)
+    name = page.locator("#rule-name textarea")
+    name.press("Control+a")
+    name.press_sequentially("Sage for the lounge")  # typed key by key (fill() sends no input event Gradio hears), never saved
     page.get_by_label("Product seller").check()
     expect(page.get_by_role("button", name="Product 🔒", exact=True)).to_be_visible()  # the seller palette
     page.wait_for_timeout(1500)  # the switch's draft reaches the browser's store
@@ -254,6 +257,7 @@ def test_a_reload_keeps_the_rule_being_composed(browser, server, setup):
     expect(page.get_by_role("button", name="Wall", exact=True)).to_be_visible()
     expect(page.locator("#edits")).to_contain_text("Wall → Recolour")
     expect(page.locator("#edits")).to_be_visible()
+    expect(page.locator("#rule-name textarea")).to_have_value("Sage for the lounge")
     close(page)
 
 

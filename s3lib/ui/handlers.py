@@ -29,7 +29,7 @@ from ..edit import ACTIONS
 from ..export import safe_stems
 from ..operations import NO_TOKEN
 from ..presets import Preset
-from ..rules import Rule
+from ..rules import MAX_NAME_CHARS, Rule
 from ..service import Service
 from .views import (action_view, button_view, canvas_view, editor_view, me_view, overlay_view, palette_view,
                             threshold_view)
@@ -378,6 +378,15 @@ def save_rule(self: PaletteApp, name: str, token: str | None, ws: Workspace, lan
     ws.rule_id, ws.rule_name = saved["id"], saved["name"]
     gr.Info(text("saved", lang, name=saved["name"]), duration=INFO_SECONDS)
     return {"ws": ws, "rule_name": saved["name"]}
+
+@patch
+def rename_rule(self: PaletteApp, name: str, ws: Workspace | None) -> dict:
+    "Keep the name as it is typed, saved or not: a reload or a domain switch brings it back. The default name counts as none "
+    "(it follows the language)."
+    if ws is None or not isinstance(name, str): return {}
+    name = name.strip()[:MAX_NAME_CHARS]
+    ws.rule_name = "" if name in {words["default_rule_name"] for words in TEXT.values()} else name
+    return {"ws": ws}
 
 @patch
 @guarded()

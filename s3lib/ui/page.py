@@ -487,6 +487,8 @@ def wire_composer(page: Page) -> None:
 def wire_rules(page: Page) -> None:
     "Save, load and delete saved rules; the header and the list follow the slots."
     app, token, ws, lang, ui = page.app, page["token"], page["ws"], page["lang"], page.ui
+    wire(page["rule_name"].input, app.rename_rule, [page["rule_name"], ws], ["ws"], ui, trigger_mode="always_last",
+         show_progress="hidden")  # kept as typed: a reload brings it back
     saved = wire(page["save_rule"].click, app.save_rule, [page["rule_name"], token, ws, lang], ["ws", "rule_name"], ui)
     refresh_header(page, saved.then); refresh_rules(page, saved.then)
     wire(page["load_rule"].click, functools.partial(app.load_rule, buttons=page.buttons), [page["saved_rules"], token, ws, lang],
