@@ -1092,6 +1092,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    's3lib.ui.handlers.PaletteApp.relabel': ('ui_handlers.html#paletteapp.relabel', 's3lib/ui/handlers.py'),
                                    's3lib.ui.handlers.PaletteApp.remove_edit': ( 'ui_handlers.html#paletteapp.remove_edit',
                                                                                  's3lib/ui/handlers.py'),
+                                   's3lib.ui.handlers.PaletteApp.rename_rule': ( 'ui_handlers.html#paletteapp.rename_rule',
+                                                                                 's3lib/ui/handlers.py'),
                                    's3lib.ui.handlers.PaletteApp.results': ('ui_handlers.html#paletteapp.results', 's3lib/ui/handlers.py'),
                                    's3lib.ui.handlers.PaletteApp.rules': ('ui_handlers.html#paletteapp.rules', 's3lib/ui/handlers.py'),
                                    's3lib.ui.handlers.PaletteApp.samples': ('ui_handlers.html#paletteapp.samples', 's3lib/ui/handlers.py'),
