@@ -401,7 +401,10 @@ def _texture_levels(name: str) -> list:
     return mip_levels(_DECODE[texture(name)])
 
 def _tile_side(image: np.ndarray) -> int:
-    return max(8, round(max(image.shape[:2]) * TEXTURE_SCALE))
+    "The side of one texture tile: a share of the longer side, which counts as at most 4× the shorter (a 1×50 000 px sliver "
+    "would otherwise ask for a 12 500 px tile, gigabytes in its 3×3 repeat)."
+    height, width = image.shape[:2]
+    return max(8, round(min(max(height, width), 4 * min(height, width)) * TEXTURE_SCALE))
 
 def laying(image: np.ndarray, # RGB uint8 H×W×3
            mask: np.ndarray, # bool H×W: the surface to cover
