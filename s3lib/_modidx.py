@@ -346,6 +346,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   's3lib.operations._from_query': ('operations.html#_from_query', 's3lib/operations.py'),
                                   's3lib.operations._job_create': ('operations.html#_job_create', 's3lib/operations.py'),
                                   's3lib.operations._preview': ('operations.html#_preview', 's3lib/operations.py'),
+                                  's3lib.operations._printable': ('operations.html#_printable', 's3lib/operations.py'),
+                                  's3lib.operations._refuse_surrogates': ('operations.html#_refuse_surrogates', 's3lib/operations.py'),
                                   's3lib.operations._rules_delete': ('operations.html#_rules_delete', 's3lib/operations.py'),
                                   's3lib.operations._rules_save': ('operations.html#_rules_save', 's3lib/operations.py'),
                                   's3lib.operations._segment': ('operations.html#_segment', 's3lib/operations.py'),

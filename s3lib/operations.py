@@ -132,8 +132,26 @@ def _from_query(value, schema: dict, field: str):
     if schema.get("type") == "boolean" and value.lower() in ("true", "false", "1", "0"): return value.lower() in ("true", "1")
     return value
 
+def _printable(text: str) -> str: return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+def _refuse_surrogates(value: Any, path: str = "") -> None:
+    "Refuse any string (key or value) holding a lone UTF-16 surrogate like \\ud800: Gradio's calls reach here without a JSON "
+    "parse that would refuse it, and it cannot be stored (DuckDB) or answered (JSON) later."
+    if isinstance(value, str):
+        try: value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidRequest(f"{path or _printable(value)} holds a lone UTF-16 surrogate (like \\ud800), which is not text; "
+                                 "send valid Unicode", field=path.split(".")[0].split("[")[0] or None) from None
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            name = f"{path}.{_printable(str(key))}" if path else _printable(str(key))
+            _refuse_surrogates(key, name); _refuse_surrogates(item, name)
+    elif isinstance(value, (list, tuple)):
+        for k, item in enumerate(value): _refuse_surrogates(item, f"{path}[{k}]")
+
 def check_values(operation: Operation, values: Mapping) -> dict:
     "Every input of `operation` checked, optional ones left out or None given their default; unknown names refused."
+    _refuse_surrogates(values)
     unknown = [name for name in values if name not in {i.name for i in operation.inputs}]
     if unknown:
         allowed = ", ".join(i.name for i in operation.inputs) or "no inputs"
