@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import hmac
 import importlib.util
+import ipaddress
 import logging
 import os
 import shutil
@@ -20,7 +21,7 @@ from typing import Callable
 import anyio
 
 from .auth import ensure_secrets
-from .core import Settings, load_settings
+from .core import Settings, SettingsError, load_settings
 from .ledger import Ledger
 from .presets import load_presets
 from .runners.registry import make_runner
@@ -30,7 +31,8 @@ from .worker import Runner
 
 # %% auto #0
 __all__ = ['logger', 'QUIET_GRADIO', 'SHUTDOWN_SECONDS', 'store_signing_secret', 'create_service', 'load_ui',
-           'gradio_upload_folder', 'fresh_upload_folder', 'build_app', 'serve', 'launch_on_spaces']
+           'gradio_upload_folder', 'fresh_upload_folder', 'build_app', 'trusted_proxies', 'server_config', 'serve',
+           'launch_on_spaces']
 
 # %% ../nbs/16_server.ipynb #b9b61a72
 def store_signing_secret(settings: Settings) -> str:
@@ -137,15 +139,33 @@ def _server(config):
             super().handle_exit(sig, frame)
     return Server(config)
 
+def trusted_proxies(settings: Settings) -> list[str]:
+    "`[server] trusted_proxies` as a list of addresses or networks (`*`: any), each checked."
+    proxies = [entry.strip() for entry in settings.server.trusted_proxies.split(",") if entry.strip()]
+    for entry in proxies:
+        if entry == "*": continue
+        try: ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise SettingsError(f"[server] trusted_proxies: {entry!r} is not an IP address or network such as 127.0.0.1 or "
+                                "10.0.0.0/8 (or * for any)") from None
+    return proxies
+
+def server_config(app, settings: Settings):
+    "uvicorn's settings: host and port, no access log, a bounded graceful stop, and proxy headers only from trusted proxies."
+    import uvicorn
+    proxies = trusted_proxies(settings)
+    return uvicorn.Config(app, host=settings.server.host, port=settings.server.port, access_log=False, server_header=False,
+                          timeout_graceful_shutdown=SHUTDOWN_SECONDS, log_level="info",
+                          proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None)
+
 def serve(settings: Settings | None = None, # default: `load_settings()` (settings.ini + S3LIB_* environment)
          ) -> None:
     "Run the server on `[server] host`:`port` until it is stopped (Ctrl-C or SIGTERM)."
-    import uvicorn
     settings = settings or load_settings()
+    trusted_proxies(settings)  # a bad entry stops here, before the model and the database are touched
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app, _ = build_app(settings)
-    _server(uvicorn.Config(app, host=settings.server.host, port=settings.server.port, access_log=False,
-                           server_header=False, timeout_graceful_shutdown=SHUTDOWN_SECONDS, log_level="info")).run()
+    _server(server_config(app, settings)).run()
 
 # %% ../nbs/16_server.ipynb #b300a0ba
 def launch_on_spaces(settings: Settings | None = None, # default: `load_settings()`

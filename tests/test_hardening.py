@@ -96,8 +96,8 @@ def test_confirming_big_small_pngs_costs_bounded_memory(server):
 
 
 # ---- 2. Gradio's upload route: bounded, rate-limited, cleaned, no data dir in answers ---------------------------------------
-def gradio_upload(url: str, data: bytes, name: str = "room.png") -> httpx.Response:
-    return httpx.post(f"{url}/gradio_api/upload", files={"files": (name, data, "image/png")}, timeout=60)
+def gradio_upload(url: str, data: bytes, name: str = "room.png", headers: dict | None = None) -> httpx.Response:
+    return httpx.post(f"{url}/gradio_api/upload", files={"files": (name, data, "image/png")}, headers=headers, timeout=60)
 
 
 def test_gradio_uploads_are_bounded_limited_and_cleaned(server):
@@ -113,6 +113,9 @@ def test_gradio_uploads_are_bounded_limited_and_cleaned(server):
     assert answers[-1] == 429 and 200 in answers, answers
     limited = gradio_upload(server.url, png_bytes())
     assert error_of(limited) == (429, "rate_limited") and int(limited.headers["retry-after"]) >= 1
+    # the limit counts the connecting address: a made-up X-Forwarded-For (no trusted proxy is configured) is not a new client
+    disguised = gradio_upload(server.url, png_bytes(), headers={"X-Forwarded-For": "203.0.113.9"})
+    assert error_of(disguised) == (429, "rate_limited")
 
 
 # ---- 3 and 8. one CORS policy and the security headers, Gradio's routes included --------------------------------------------
