@@ -324,7 +324,7 @@ def api_router(service, # the `s3lib.service.Service` every route calls
         "Prometheus metrics: jobs and items by state, credits, callbacks, request latency."
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    if settings.storage.backend == "local": _object_routes(router, service.store)
+    if settings.storage.backend == "local": _object_routes(router, service)
     _unmatched_routes(router)
     return router
 
@@ -336,7 +336,8 @@ async def _read_at_most(request: Request, limit: int) -> bytes:
         if len(body) > limit: break
     return bytes(body)
 
-def _object_routes(router: APIRouter, store: LocalStore) -> None:
+def _object_routes(router: APIRouter, service) -> None:
+    store = service.store
     if not isinstance(store, LocalStore):
         raise SettingsError(f"[storage] backend = local but the service's store is a {type(store).__name__}")
 
@@ -344,6 +345,7 @@ def _object_routes(router: APIRouter, store: LocalStore) -> None:
     async def put_object(key: str, request: Request):
         "Upload through a presigned URL (local storage)."
         _, length = store.verify_upload(key, request.query_params, request.headers)
+        await run_in_threadpool(service.check_upload_wanted, key)
         body = await _read_at_most(request, length + 1)
         await run_in_threadpool(store.accept_upload, key, request.query_params, request.headers, body)
         return Response(status_code=200, headers={"ETag": f'"{hashlib.md5(body, usedforsecurity=False).hexdigest()}"'})

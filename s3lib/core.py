@@ -24,14 +24,14 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # %% auto #0
-__all__ = ['HIDDEN_CATEGORIES', 'CSS_COLORS', 'Choice', 'SCHEMA', 'PLAN_KEYS', 'SHORT_ENV', 'OTHER_ENV', 'RANGES',
-           'DEFAULT_MAX_PIXELS', 'DEFAULT_MAX_BYTES', 'STRIP_PIXELS', 'UPLOAD_TYPES', 'SMALL_PIXELS', 'DECODE_SLOTS',
-           'PNG_CHANNELS', 'ADAM7', 'FORMATS', 'S3libError', 'SettingsError', 'ImageError', 'PresetError', 'RuleError',
-           'ModelUnavailable', 'InvalidRequest', 'Unauthorized', 'Forbidden', 'NotFound', 'PlanLimit',
-           'InsufficientCredits', 'ConcurrencyLimit', 'RateLimited', 'InvalidState', 'UploadIncomplete', 'TooLarge',
-           'IdempotencyMismatch', 'json_type', 'text_problem', 'parse_json_object', 'parse_color', 'color_hex',
-           'Section', 'Plan', 'Settings', 'default_settings_path', 'load_settings', 'DecodeSlots', 'ImageInfo',
-           'inspect_image', 'verify_image', 'load_image', 'encode_image', 'content_type']
+__all__ = ['HIDDEN_CATEGORIES', 'MAX_FILENAME_CHARS', 'DISGUISING', 'CSS_COLORS', 'Choice', 'SCHEMA', 'PLAN_KEYS', 'SHORT_ENV',
+           'OTHER_ENV', 'RANGES', 'DEFAULT_MAX_PIXELS', 'DEFAULT_MAX_BYTES', 'STRIP_PIXELS', 'UPLOAD_TYPES',
+           'SMALL_PIXELS', 'DECODE_SLOTS', 'PNG_CHANNELS', 'ADAM7', 'FORMATS', 'S3libError', 'SettingsError',
+           'ImageError', 'PresetError', 'RuleError', 'ModelUnavailable', 'InvalidRequest', 'Unauthorized', 'Forbidden',
+           'NotFound', 'PlanLimit', 'InsufficientCredits', 'ConcurrencyLimit', 'RateLimited', 'InvalidState',
+           'UploadIncomplete', 'TooLarge', 'IdempotencyMismatch', 'json_type', 'text_problem', 'parse_json_object',
+           'parse_color', 'color_hex', 'Section', 'Plan', 'Settings', 'default_settings_path', 'load_settings',
+           'DecodeSlots', 'ImageInfo', 'inspect_image', 'verify_image', 'load_image', 'encode_image', 'content_type']
 
 # %% ../nbs/00_core.ipynb #24e13f04
 class S3libError(Exception):
@@ -129,14 +129,20 @@ def json_type(value) -> str:
 
 # %% ../nbs/00_core.ipynb #75aa3d53
 HIDDEN_CATEGORIES = ("Cc", "Zl", "Zp")  # controls (C0 and C1), line and paragraph separators
+MAX_FILENAME_CHARS = 255  # longest file name kept with a photo (the common file-system limit)
+DISGUISING = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200b\u2060\ufeff")  # reorder or hide text
 
 def text_problem(value: str) -> str | None:
-    "What makes `value` unfit as a name people read, or None: a control or separator character, or nothing visible."
+    "What makes `value` unfit as a name people read, or None: a control or separator, nothing visible, or a disguise."
     import unicodedata
     for ch in value:
-        if unicodedata.category(ch) in HIDDEN_CATEGORIES or ch == "\ufeff":
+        if unicodedata.category(ch) in HIDDEN_CATEGORIES:
             return f"must not contain control characters (U+{ord(ch):04X}: newlines, tabs, separators)"
     if all(unicodedata.category(ch)[0] in "ZC" for ch in value): return "must contain a visible character"
+    for ch in value:
+        if ch in DISGUISING:
+            return (f"must not contain invisible formatting characters (U+{ord(ch):04X}: bidirectional overrides, "
+                    "zero-width spaces, byte-order marks), which can disguise a name")
     return None
 
 # %% ../nbs/00_core.ipynb #ee5f3438
@@ -215,7 +221,8 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "images": dict(max_pixels=int, max_bytes=int, output_format=("png", "jpeg", "webp"), quality=int, concurrent_decodes=int),
     "presets": dict(dir=str),
     "server": dict(data_dir=str, host=str, port=int, public_url=str, env=("development", "production"),
-                   cors_origins=str, max_body_bytes=int, frame_ancestors=str, upload_cache_seconds=int),
+                   cors_origins=str, max_body_bytes=int, frame_ancestors=str, upload_cache_seconds=int,
+                   trusted_proxies=str),
     "auth": dict(jwt_secret=str, token_days=float, callback_secret=str, callback_tolerance_seconds=int),
     "limits": dict(signups_per_minute=int, jobs_per_minute=int, uploads_per_minute=int),
     "jobs": dict(retention_days=float, unexecuted_ttl_hours=float, upload_url_seconds=int,

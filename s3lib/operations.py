@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from .core import InvalidRequest, Unauthorized, encode_image, json_type
+from .core import MAX_FILENAME_CHARS, InvalidRequest, Unauthorized, encode_image, json_type
 from .rules import rule_schema
 from .segment import render_overlay
 
@@ -237,7 +237,7 @@ def job_schema() -> dict:
     "JSON Schema of `POST /jobs`: the domain, a saved rule's id or a rule, the items to upload and optional thresholds."
     rule = {**rule_schema(), "required": ["edits"], "description": "the rule to run (its domain is the job's), instead of rule_id"}
     item = {"type": "object", "additionalProperties": False, "required": ["filename", "content_type", "size"],
-            "properties": {"filename": {"type": "string", "maxLength": 200}, "content_type": {"type": "string", "enum": UPLOAD_CONTENT_TYPES},
+            "properties": {"filename": {"type": "string", "maxLength": MAX_FILENAME_CHARS}, "content_type": {"type": "string", "enum": UPLOAD_CONTENT_TYPES},
                            "size": {"type": "integer", "minimum": 1, "description": "bytes; the upload must have exactly this size"},
                            "protected": {"type": "array", "items": {"type": "string"},
                                          "description": "kept unchanged in this photo only: concept ids or instance keys such as 'person:0'"}}}

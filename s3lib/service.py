@@ -27,7 +27,7 @@ from .auth import issue_token, operator_key, verify_callback, verify_token
 from .checks import run_checks
 from .core import (Plan, IdempotencyMismatch, ImageError, InvalidRequest, InvalidState, ModelUnavailable, NotFound, PlanLimit,
                         RateLimited, RuleError, S3libError, Settings, SettingsError, TooLarge, Unauthorized, UploadIncomplete,
-                        json_type, load_image, parse_json_object, text_problem, DECODE_SLOTS, UPLOAD_TYPES, verify_image)
+                        MAX_FILENAME_CHARS, json_type, load_image, parse_json_object, text_problem, DECODE_SLOTS, UPLOAD_TYPES, verify_image)
 from .export import export_zip
 from .webhooks import check_webhook_url, deliver, next_attempt, sign_webhook, webhook_secret
 from .presets import Preset, resolve_concepts
@@ -39,18 +39,19 @@ from .worker import (INSTANCE_KEY, MAX_PROTECTED, ItemTask, Runner, _invalid, _o
                           output_content_type, output_key)
 
 # %% auto #0
-__all__ = ['CONTENT_TYPES', 'MAX_FILENAME_CHARS', 'IDEMPOTENCY_KEY', 'IDEMPOTENCY_HOURS', 'MAX_ERROR_CHARS', 'MAX_JOB_LIST',
-           'MAX_REPORT_BYTES', 'MAX_INSTANCES_BYTES', 'MAX_CACHED_VERDICTS', 'MAX_GRANT', 'MAX_CLAIM_WAIT',
-           'MAX_CLAIM_TASKS', 'MODEL_RETRY_SECONDS', 'log', 'UNEXECUTED_JOB_STATES', 'JOB_MOVES', 'RateLimiter',
-           'default_segmenter_factory', 'WorkerUrls', 'ServiceContext', 'SignedBodies', 'Accounts', 'RuleBook',
-           'JobRequest', 'Settlement', 'Dispatch', 'WorkerLeases', 'price', 'Jobs', 'Uploads', 'JobReads', 'Callbacks',
-           'ResultUploads', 'webhook_state', 'Webhooks', 'Retention', 'ModelSlot', 'Photos', 'Service',
-           'MetricsCollector']
+__all__ = ['CONTENT_TYPES', 'IDEMPOTENCY_KEY', 'INPUTS_FOLDER', 'PHOTOS_FOLDER', 'INPUT_KEY', 'IDEMPOTENCY_HOURS',
+           'MAX_ERROR_CHARS', 'MAX_JOB_LIST', 'MAX_REPORT_BYTES', 'MAX_INSTANCES_BYTES', 'MAX_CACHED_VERDICTS',
+           'MAX_GRANT', 'MAX_CLAIM_WAIT', 'MAX_CLAIM_TASKS', 'MODEL_RETRY_SECONDS', 'log', 'UNEXECUTED_JOB_STATES',
+           'JOB_MOVES', 'RateLimiter', 'default_segmenter_factory', 'WorkerUrls', 'ServiceContext', 'SignedBodies',
+           'Accounts', 'RuleBook', 'JobRequest', 'Settlement', 'Dispatch', 'WorkerLeases', 'price', 'Jobs', 'Uploads',
+           'confirmed_photo', 'JobReads', 'Callbacks', 'ResultUploads', 'webhook_state', 'Webhooks', 'Retention',
+           'ModelSlot', 'Photos', 'Service', 'MetricsCollector']
 
 # %% ../nbs/11_service.ipynb #8b18e456
 CONTENT_TYPES = ("image/jpeg", "image/png", "image/webp")
-MAX_FILENAME_CHARS = 255
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII, no spaces
+INPUTS_FOLDER, PHOTOS_FOLDER = "/inputs/", "/photos/"  # where upload URLs write; where confirmed photos are kept
+INPUT_KEY = re.compile(r"users/(?P<user>[^/]+)/jobs/(?P<job>[^/]+)/inputs/\d+")
 IDEMPOTENCY_HOURS = 24  # how long an Idempotency-Key is remembered (and callback receipts kept)
 MAX_ERROR_CHARS = 1000  # longest failure message kept for an item
 MAX_JOB_LIST = 200
@@ -662,7 +663,8 @@ class Jobs:
         return {"id": job_id, "status": "queued", "credits_reserved": credits}
 
     def cancel(self, user_id: str, job_id: str) -> dict:
-        "An active job is settled (everything not charged refunded) and its open items fail; one never executed just ends."
+        "An active job is settled (everything not charged refunded); one never executed just ends, its uploads deleted. "
+        "Either way every unfinished item is canceled."
         ledger = self.context.ledger
         self.context.job(user_id, job_id)
         now = self.context.now()
@@ -672,11 +674,14 @@ class Jobs:
                 refunded = self.settlement.settle(job, "canceled", now)
                 ledger.end_unfinished_items(job_id, "canceled", "job canceled", now)
             elif ledger.set_job_status(job_id, "canceled", _moves_from("canceled", UNEXECUTED_JOB_STATES), now, finished_at=now):
+                ledger.end_unfinished_items(job_id, "canceled", "job canceled before it was executed", now)
                 self.settlement.ended(job, "canceled", now)
                 refunded = 0
             else:
                 raise InvalidState(f"job {job_id} is already {job['status']}; only unfinished jobs can be canceled")
-        if self.context.runner is not None and job["status"] in ACTIVE_JOB_STATES: self.context.runner.cancel(job_id)
+        if job["status"] in ACTIVE_JOB_STATES:
+            if self.context.runner is not None: self.context.runner.cancel(job_id)
+        else: self.context.store.delete_prefix(f"users/{user_id}/jobs/{job_id}/inputs/")  # unconfirmed bytes nobody will read
         return {"id": job_id, "status": "canceled", "credits_refunded": refunded}
 
 # %% ../nbs/11_service.ipynb #3aceda81
@@ -723,9 +728,23 @@ class Uploads:
         store, images = self.context.store, self.context.settings.images
         data = store.get(item["input_key"])
         verify_image(data, item["content_type"], images.max_pixels, images.max_bytes)
-        photo = item["input_key"].replace("/inputs/", "/photos/")
+        photo = item["input_key"].replace(INPUTS_FOLDER, PHOTOS_FOLDER)
         store.put(photo, data, item["content_type"])
         return photo
+
+    def check_upload_wanted(self, key: str) -> None:
+        "Refuse a presigned PUT of a job's photo once the job has left `created` (confirmed, canceled, expired): nothing would "
+        "ever read those bytes, and a URL that still works after cancel looks like the cancel did not happen."
+        found = INPUT_KEY.fullmatch(key)
+        if found is None: return
+        job = self.context.ledger.job(found["job"], found["user"])
+        if job is None: raise NotFound(f"job {found['job']} does not exist; create a job to get upload URLs")
+        if job["status"] != "created":
+            raise InvalidState(f"job {job['id']} is {job['status']}; its upload URLs no longer take photos (create a new job)")
+
+def confirmed_photo(item: dict) -> bool:
+    "Whether an item's input is a photo that confirming verified (not bytes an upload URL put there)."
+    return PHOTOS_FOLDER in item["input_key"]
 
 # %% ../nbs/11_service.ipynb #a6f25df1
 class JobReads:
@@ -787,6 +806,7 @@ class JobReads:
     def job_input(self, user_id: str, job_id: str, item: int) -> bytes:
         job, found = self._item(user_id, job_id, item)
         if job["purged_at"] is not None: raise NotFound(f"the photos of job {job_id} were deleted after the retention period")
+        if not confirmed_photo(found): raise NotFound(f"job {job_id}'s uploads were never confirmed, so it has no photo {item}")
         return self.context.store.get(found["input_key"])
 
     def export_job(self, user_id: str, job_id: str, lang: str = "en") -> dict:
@@ -804,7 +824,7 @@ class JobReads:
     def _exported(self, job: dict, it: dict, lang: str) -> dict:
         "One item of an export: its photo and, when done, its result, masks, report and the preset's checks on it."
         exported = {"item": it["item"], "filename": it["filename"], "status": it["status"], "error": it["error"],
-                    "unchanged": it["unchanged"], "input": self._object_or_none(it["input_key"]), "result": None, "masks": {},
+                    "unchanged": it["unchanged"], "input": self._object_or_none(it["input_key"]) if confirmed_photo(it) else None, "result": None, "masks": {},
                     "instances": [], "report": it["report"] or [], "checks": []}
         if it["status"] != "done": return exported
         exported["result"], exported["masks"] = self._object_or_none(it["result_key"]), self._masks(job, it)
@@ -1059,7 +1079,9 @@ class Retention:
         for job in ledger.jobs_in(JOB_MOVES["expired"], before=now - timedelta(hours=jobs.unexecuted_ttl_hours)):
             with ledger.transaction():
                 expired = ledger.set_job_status(job["id"], "expired", JOB_MOVES["expired"], now, finished_at=now)
-                if expired: self.settlement.ended(job, "expired", now)
+                if expired:
+                    ledger.end_unfinished_items(job["id"], "canceled", f"not executed within {jobs.unexecuted_ttl_hours:g} hours", now)
+                    self.settlement.ended(job, "expired", now)
             if expired:
                 counts["expired_jobs"] += 1
                 counts["objects_deleted"] += self._purge(job, now)
@@ -1461,7 +1483,14 @@ def create_job(self: Service, user_id: str, body: Any, # {"domain", "rule_id" | 
 @patch
 def confirm_upload(self: Service, user_id: str, job_id: str) -> dict:
     "Check every upload arrived, is the photo it was declared as and decodes, and keep exactly those bytes for processing: "
+    "`{id, status: 'uploaded'}`."
     return self.uploads.confirm_upload(user_id, job_id)
+
+@patch
+def check_upload_wanted(self: Service, key: str # the object key a presigned PUT writes
+                       ) -> None:
+    "Raise `InvalidState` if `key` is a job's upload and the job no longer takes uploads (the local store's PUT route asks)."
+    self.uploads.check_upload_wanted(key)
 
 @patch
 def quote(self: Service, user_id: str, body: Any, # the body `POST /jobs` would get

@@ -180,6 +180,32 @@ def test_cancel_refunds(server):
     assert error_of(carol.post(f"/jobs/{job_id}/execute")) == (409, "invalid_state")
 
 
+def test_upload_urls_stop_with_the_job(server):
+    "An upload URL takes its photo only while the job is created: after confirm or cancel it is a 409, and a job "
+    "canceled before confirming exports no original (its bytes were never checked)."
+    dave = user(server)
+    photo = png_bytes(64, 48)
+    pending = dave.create_job([photo, photo])
+    dave.upload({"uploads": pending["uploads"][:1]}, [b"\x89PNG not really a photo" + bytes(len(photo) - 23)])
+    assert dave.post(f"/jobs/{pending['id']}/cancel").status_code == 200
+    late = pending["uploads"][1]
+    refused = httpx.put(late["url"], content=photo, headers=late["headers"], timeout=60)
+    assert (refused.status_code, refused.json()["error"]["code"]) == (409, "invalid_state"), refused.text
+    assert "no longer take photos" in refused.json()["error"]["message"]
+    status = dave.get(f"/jobs/{pending['id']}").json()
+    assert ([it["status"] for it in status["items"]], status["progress"]["canceled"]) == (["canceled", "canceled"], 2)
+    export = dave.get(f"/jobs/{pending['id']}/export")
+    assert export.status_code == 200, export.text
+    import zipfile
+    assert [n for n in zipfile.ZipFile(io.BytesIO(export.content)).namelist() if n.startswith("originals/")] == []
+
+    confirmed = dave.create_job([photo])
+    dave.upload(confirmed, [photo])
+    assert dave.post(f"/jobs/{confirmed['id']}/confirm-upload").status_code == 200
+    again = confirmed["uploads"][0]
+    assert httpx.put(again["url"], content=photo, headers=again["headers"], timeout=60).status_code == 409
+
+
 def room_bytes(size=(160, 120), wall=(200, 190, 175)) -> bytes:
     "A synthetic room (wall, floor, sofa, window) as PNG bytes."
     import tempfile
