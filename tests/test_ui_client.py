@@ -223,6 +223,12 @@ def test_a_file_the_caller_did_not_upload_is_refused(server, downloads):
     tagged = call_raw(server, "segment", [{"path": target, "meta": {"_type": "gradio.FileData"}}, "interior", ["wall"], None, True],
                       signed["token"])
     assert "event: error" in tagged and "event: complete" not in tagged
+    assert "invalid_request: a file input was not uploaded to this app" in tagged, tagged  # said, not {"error": null}
+    fetched = call_raw(server, "segment", [{"path": "http://203.0.113.7/room.png", "meta": {"_type": "gradio.FileData"}}, "interior",
+                                           ["wall"], None, True], signed["token"])
+    assert "invalid_request" in fetched and "are not fetched" in fetched, fetched
+    too_few = call_raw(server, "segment", [], signed["token"])
+    assert "invalid_request" in too_few and "needed: 5, got: 0" in too_few, too_few
 
 
 @pytest.fixture(scope="module")
