@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import re
@@ -34,9 +35,9 @@ from .storage import LocalStore
 # %% auto #0
 __all__ = ['logger', 'DEFAULT_RETRY_AFTER_SECONDS', 'JSON_MEDIA_TYPES', 'LATENCY_BUCKETS', 'IMAGE_BODY_SLACK', 'CALLBACK_EXAMPLE',
            'API_PREFIXES', 'ALL_METHODS', 'CORS_HEADERS', 'SECURITY_HEADERS', 'PREFLIGHT_ANSWER', 'GRADIO_UPLOAD_PATH',
-           'UnsupportedMediaType', 'error_response', 'read_body', 'parse_json_object', 'ServiceRoute', 'openapi_of',
-           'operation_values', 'operation_answer', 'add_operation', 'api_router', 'cors_origins', 'create_api',
-           'edge_options', 'EdgePolicy']
+           'GRADIO_API_PATH', 'UnsupportedMediaType', 'error_response', 'read_body', 'parse_json_object',
+           'ServiceRoute', 'openapi_of', 'operation_values', 'operation_answer', 'add_operation', 'api_router',
+           'cors_origins', 'create_api', 'edge_options', 'standard_error_body', 'EdgePolicy']
 
 # %% ../nbs/13_api.ipynb #cf5d4f1d
 logger = logging.getLogger(__name__)
@@ -177,8 +178,13 @@ def _body_limit(operation: Operation, settings) -> int:
 async def operation_values(operation: Operation, request: Request, body_limit: int) -> dict:
     "An operation's inputs as REST sends them: path, query string and JSON body (images decoded to `Upload`s)."
     values = dict(request.path_params)
-    for given in operation.inputs:
-        if given.place == "query" and given.name in request.query_params: values[given.name] = request.query_params[given.name]
+    query = [i.name for i in operation.inputs if i.place == "query"]
+    for key in request.query_params:
+        if key not in query:
+            takes = f"takes {', '.join(query)}" if query else "takes no query parameters"
+            raise InvalidRequest(f"unknown query parameter {key!r}; {operation.method} {operation.path} {takes}", field=key)
+        if len(request.query_params.getlist(key)) > 1: raise InvalidRequest(f"the query parameter {key!r} is given twice; send it once", field=key)
+        values[key] = request.query_params[key]
     places = {i.place for i in operation.inputs}
     raw = await read_body(request, body_limit)
     if "whole" in places:
@@ -412,6 +418,7 @@ PREFLIGHT_ANSWER = lambda: Response(status_code=204, headers={  # an allowed ori
     "access-control-allow-methods": "GET, POST, PUT, DELETE", "access-control-allow-headers": ", ".join(CORS_HEADERS),
     "access-control-max-age": "600"})
 GRADIO_UPLOAD_PATH = "/gradio_api/upload"
+GRADIO_API_PATH = "/gradio_api/"
 
 def edge_options(settings) -> dict:
     "The `EdgePolicy` arguments the settings call for."
@@ -421,16 +428,38 @@ def edge_options(settings) -> dict:
             raise SettingsError(f"[server] frame_ancestors: {origin!r} is not an origin such as https://huggingface.co")
     largest_batch = max(plan.max_batch for plan in settings.plans.values())
     return {"origins": cors_origins(settings), "frame_ancestors": ancestors, "file_bytes": settings.images.max_bytes,
-            "max_upload_bytes": settings.images.max_bytes * largest_batch + 64 * 1024,
+            "max_upload_bytes": settings.images.max_bytes * largest_batch + 64 * 1024, "max_call_bytes": settings.server.max_body_bytes,
             "uploads": RateLimiter(settings.limits.uploads_per_minute, 60, what="photo uploads from this address")}
 
 def _json_answer(status: int, code: str, message: str, headers: dict | None = None) -> Response:
     return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
 
+def _maybe_foreign_error(start: dict) -> bool:
+    "Whether an answer may be an error in FastAPI's `{\"detail\": …}` shape (Gradio's routes answer so): a JSON 4xx."
+    content_type = Headers(raw=start.get("headers", [])).get("content-type", "")
+    return 400 <= start["status"] < 500 and content_type.startswith("application/json")
+
+def standard_error_body(status: int, # the answer's status
+                        body: bytes, # its JSON body
+                       ) -> bytes:
+    "A `{\"detail\": …}` error body with the API's `error: {code, message}` added (`detail` stays: Gradio's own clients read "
+    "it); any other body as it was."
+    try: original = json.loads(body)
+    except ValueError: return body
+    if not isinstance(original, dict) or set(original) != {"detail"}: return body
+    detail = original["detail"]
+    if isinstance(detail, list):  # pydantic's problems
+        detail = "; ".join(f"{'.'.join(map(str, p.get('loc', ())))}: {p.get('msg', '')}" if isinstance(p, dict) else str(p) for p in detail)
+    code = "invalid_request" if status == 422 else _code(status)
+    message = str(detail) if detail else code.replace("_", " ")
+    return json.dumps({"error": {"code": code, "message": message}, **original}).encode()
+
 class EdgePolicy:
-    "Around the whole app: CORS from the allow-list only, security headers on every answer, bounded Gradio uploads."
-    def __init__(self, app, origins: list[str], frame_ancestors: list[str], file_bytes: int, max_upload_bytes: int, uploads: RateLimiter):
+    "Around the whole app: CORS from the allow-list only, security headers on every answer, bounded Gradio uploads and calls."
+    def __init__(self, app, origins: list[str], frame_ancestors: list[str], file_bytes: int, max_upload_bytes: int, max_call_bytes: int,
+                 uploads: RateLimiter):
         self.app, self.origins, self.file_bytes, self.max_upload_bytes, self.uploads = app, set(origins), file_bytes, max_upload_bytes, uploads
+        self.max_call_bytes = max_call_bytes
         self.frame_ancestors = "frame-ancestors " + " ".join(["'self'", *frame_ancestors])
 
     async def __call__(self, scope, receive, send):
@@ -444,9 +473,22 @@ class EdgePolicy:
                 403, "cors_refused", f"the origin {origin} may not call this server; list it in [server] cors_origins")
         elif scope["method"] == "POST" and scope["path"].endswith(GRADIO_UPLOAD_PATH):
             answer = self._upload_refusal(scope, headers)
+        elif scope["method"] == "POST" and GRADIO_API_PATH in scope["path"]:
+            answer = self._call_refusal(headers)
 
+        held = {}  # a Gradio error answer being rewritten: its start message and its body so far
         async def send_with_policy(message):
-            if message["type"] == "http.response.start": self._apply(message, granted)
+            if message["type"] == "http.response.start":
+                self._apply(message, granted)
+                if _maybe_foreign_error(message): held.update(start=message, body=b""); return
+            elif "start" in held:
+                held["body"] += message.get("body", b"")
+                if message.get("more_body"): return
+                start = held.pop("start")
+                body = standard_error_body(start["status"], held.pop("body"))
+                MutableHeaders(scope=start)["content-length"] = str(len(body))
+                await send(start)
+                message = {"type": "http.response.body", "body": body}
             await send(message)
         await (answer or self.app)(scope, receive, send_with_policy)
 
@@ -461,6 +503,16 @@ class EdgePolicy:
             for _ in range(max(1, -(-int(length) // self.file_bytes))): self.uploads.hit(client[0] if client else "unknown")
         except RateLimited as e:
             return _json_answer(429, e.code, e.message, {"Retry-After": str(e.details["retry_after"])})
+        return None
+
+    def _call_refusal(self, headers: Headers) -> Response | None:
+        "Why another Gradio call (a page event, an API call) is refused before its body is read, or None: bounded like REST."
+        length = headers.get("content-length")
+        if length is None and "transfer-encoding" not in headers: return None  # no body
+        if length is None or not length.isdigit(): return _json_answer(411, "length_required", "send the call with a Content-Length header")
+        if int(length) > self.max_call_bytes:
+            return _json_answer(413, "too_large", f"the request body is {int(length):,} bytes; the limit is {self.max_call_bytes:,} "
+                                "([server] max_body_bytes); send photos as uploaded files (gradio_client: handle_file)")
         return None
 
     def _apply(self, message: dict, origin: str | None) -> None:

@@ -24,14 +24,15 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # %% auto #0
-__all__ = ['HIDDEN_CATEGORIES', 'MAX_FILENAME_CHARS', 'DISGUISING', 'CSS_COLORS', 'Choice', 'SCHEMA', 'PLAN_KEYS', 'SHORT_ENV',
-           'OTHER_ENV', 'RANGES', 'DEFAULT_MAX_PIXELS', 'DEFAULT_MAX_BYTES', 'STRIP_PIXELS', 'UPLOAD_TYPES',
-           'SMALL_PIXELS', 'DECODE_SLOTS', 'PNG_CHANNELS', 'ADAM7', 'FORMATS', 'S3libError', 'SettingsError',
-           'ImageError', 'PresetError', 'RuleError', 'ModelUnavailable', 'InvalidRequest', 'Unauthorized', 'Forbidden',
-           'NotFound', 'PlanLimit', 'InsufficientCredits', 'ConcurrencyLimit', 'RateLimited', 'InvalidState',
-           'UploadIncomplete', 'TooLarge', 'IdempotencyMismatch', 'json_type', 'text_problem', 'parse_json_object',
-           'parse_color', 'color_hex', 'Section', 'Plan', 'Settings', 'default_settings_path', 'load_settings',
-           'DecodeSlots', 'ImageInfo', 'inspect_image', 'verify_image', 'load_image', 'encode_image', 'content_type']
+__all__ = ['HIDDEN_CATEGORIES', 'MAX_FILENAME_CHARS', 'DISGUISING', 'MAX_NUMBER_DIGITS', 'CSS_COLORS', 'Choice', 'SCHEMA',
+           'PLAN_KEYS', 'SHORT_ENV', 'OTHER_ENV', 'RANGES', 'DEFAULT_MAX_PIXELS', 'DEFAULT_MAX_BYTES', 'STRIP_PIXELS',
+           'UPLOAD_TYPES', 'SMALL_PIXELS', 'DECODE_SLOTS', 'PNG_CHANNELS', 'ADAM7', 'FORMATS', 'S3libError',
+           'SettingsError', 'ImageError', 'PresetError', 'RuleError', 'ModelUnavailable', 'InvalidRequest',
+           'Unauthorized', 'Forbidden', 'NotFound', 'PlanLimit', 'InsufficientCredits', 'ConcurrencyLimit',
+           'RateLimited', 'InvalidState', 'UploadIncomplete', 'TooLarge', 'IdempotencyMismatch', 'json_type',
+           'text_problem', 'parse_json_object', 'parse_color', 'color_hex', 'Section', 'Plan', 'Settings',
+           'default_settings_path', 'load_settings', 'DecodeSlots', 'ImageInfo', 'inspect_image', 'verify_image',
+           'load_image', 'encode_image', 'content_type']
 
 # %% ../nbs/00_core.ipynb #24e13f04
 class S3libError(Exception):
@@ -146,8 +147,24 @@ def text_problem(value: str) -> str | None:
     return None
 
 # %% ../nbs/00_core.ipynb #ee5f3438
+MAX_NUMBER_DIGITS = 100  # longer JSON numbers are refused: no field holds one
+
+class _NumberProblem(ValueError): pass
+
 def _refuse_constant(name: str):
     raise ValueError(f"{name} is not a JSON number")
+
+def _bounded_int(text: str) -> int:
+    if len(text) > MAX_NUMBER_DIGITS:
+        raise _NumberProblem(f"holds a number {len(text):,} digits long; numbers have at most {MAX_NUMBER_DIGITS} digits")
+    return int(text)
+
+def _finite_float(text: str) -> float:
+    if len(text) > MAX_NUMBER_DIGITS:
+        raise _NumberProblem(f"holds a number {len(text):,} characters long; numbers have at most {MAX_NUMBER_DIGITS}")
+    value = float(text)
+    if not math.isfinite(value): raise _NumberProblem(f"holds the number {text}, which is too large for any field")
+    return value
 
 def _unique_keys(pairs: list) -> dict:
     found = {}
@@ -163,7 +180,8 @@ def parse_json_object(body: bytes | str, # the raw body
     if not body.strip(): raise InvalidRequest(f"{what} is empty; send a JSON object")
     try:
         text = body.decode("utf-8") if isinstance(body, (bytes, bytearray)) else body
-        value = json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
+        value = json.loads(text, parse_constant=_refuse_constant, parse_int=_bounded_int, parse_float=_finite_float,
+                           object_pairs_hook=_unique_keys)
         json.dumps(value, ensure_ascii=False).encode("utf-8")  # refuses lone surrogates like "\ud800"
     except UnicodeDecodeError as e:
         raise InvalidRequest(f"{what} is not UTF-8 text (byte {e.start} is invalid); send UTF-8 JSON") from None
@@ -171,6 +189,7 @@ def parse_json_object(body: bytes | str, # the raw body
         raise InvalidRequest(f"{what} holds a lone UTF-16 surrogate (like \\ud800), which is not text; send valid Unicode") from None
     except json.JSONDecodeError as e:
         raise InvalidRequest(f"{what} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except _NumberProblem as e: raise InvalidRequest(f"{what} {e}") from None
     except ValueError as e:
         raise InvalidRequest(f"{what} is not valid JSON: {e}") from None
     except RecursionError:
@@ -481,10 +500,14 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     try: return Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise ImageError("the file is not an image, or not one Pillow reads; send a JPEG, PNG or WebP photo") from None
-    except Image.DecompressionBombError:  # Pillow's own guard, at twice its limit: say ours
-        raise ImageError(f"the image has more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels; the limit is {max_pixels:,} "
-                         "(a decompression-bomb guard)") from None
+    except Image.DecompressionBombError as e: raise _bomb(e, max_pixels) from None  # Pillow's own guard, at twice its limit
     except Exception as e: raise ImageError(f"the image cannot be opened: {e}") from None
+
+def _bomb(error: Exception, max_pixels: int) -> ImageError:
+    "Pillow's decompression-bomb refusal in our words: the image's real pixel count (its message has it) and our limit."
+    found = re.search(r"\((\d+) pixels\)", str(error))
+    size = f"{int(found[1]):,} pixels" if found else "too many pixels"
+    return ImageError(f"the image has {size}; the limit is {max_pixels:,} (a decompression-bomb guard)")
 
 def _check_pixels(w: int, h: int, max_pixels: int) -> None:
     if w < 1 or h < 1: raise ImageError(f"the image has no pixels ({w}x{h})")
@@ -611,7 +634,7 @@ def load_image(source, # path, bytes, binary file object or PIL image
             im = ImageOps.exif_transpose(im)
             return _to_rgb(im)
     except ImageError: raise
-    except Image.DecompressionBombError as e: raise ImageError(f"the image is too large: {e}") from None
+    except Image.DecompressionBombError as e: raise _bomb(e, max_pixels) from None
     except (OSError, SyntaxError, ValueError, EOFError, zlib.error) as e:
         raise ImageError(f"the image is damaged or truncated and cannot be decoded: {e}") from None
 

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
+
+from PIL import Image
 
 from .core import MAX_FILENAME_CHARS, InvalidRequest, Unauthorized, encode_image, json_type
 from .rules import rule_schema
@@ -169,18 +172,30 @@ def check_values(operation: Operation, values: Mapping) -> dict:
     return checked
 
 # %% ../nbs/12a_operations.ipynb #91faedb8
-_DATA_URL = re.compile(r"data:[\w.+-]+/[\w.+-]+;base64,", re.I)
+_DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+);base64,", re.I)
 
 def decode_image(value: Any, # what a JSON body holds for an image input
                  field: str, # the input's name, for the message
                 ) -> bytes:
     "The bytes of a base64 (or data-URL) image; `InvalidRequest` naming the field otherwise."
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str):
         raise InvalidRequest(f"{field} must be the image file as a base64 string (or a data: URL), not {json_type(value)}", field=field)
-    text = _DATA_URL.sub("", value[:100], count=1) + value[100:] if value[:5].lower() == "data:" else value
-    try: return base64.b64decode(text, validate=True)
+    if not value: raise InvalidRequest(f"{field} is empty; send the image file as a base64 string (or a data: URL)", field=field)
+    declared = _DATA_URL.match(value[:100])
+    text = value[declared.end():] if declared else value
+    try: data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidRequest(f"{field} is not valid base64; send the image file's bytes base64-encoded", field=field) from None
+    if declared and (problem := _data_url_mismatch(declared[1].lower(), data)): raise InvalidRequest(f"{field}: {problem}", field=field)
+    return data
+
+def _data_url_mismatch(declared: str, data: bytes) -> str | None:
+    "Why a data URL's media type is not its bytes' (read from their header), or None; bytes that are no image are judged later."
+    try:
+        with Image.open(io.BytesIO(data)) as picture: found = Image.MIME.get(picture.format)
+    except Exception: return None
+    if found is None or {declared, found} <= {"image/jpeg", "image/jpg"} or declared == found: return None
+    return f"the data: URL says {declared} but the bytes are {found}; say data:{found};base64,… (or send plain base64)"
 
 def encode_file(result: FileResult) -> str:
     "A file inside a JSON answer: a data URL."

@@ -43,9 +43,9 @@ __all__ = ['CONTENT_TYPES', 'IDEMPOTENCY_KEY', 'INPUTS_FOLDER', 'PHOTOS_FOLDER',
            'MAX_ERROR_CHARS', 'MAX_JOB_LIST', 'MAX_REPORT_BYTES', 'MAX_INSTANCES_BYTES', 'MAX_CACHED_VERDICTS',
            'MAX_GRANT', 'MAX_CLAIM_WAIT', 'MAX_CLAIM_TASKS', 'MODEL_RETRY_SECONDS', 'log', 'UNEXECUTED_JOB_STATES',
            'JOB_MOVES', 'RateLimiter', 'default_segmenter_factory', 'WorkerUrls', 'ServiceContext', 'SignedBodies',
-           'Accounts', 'RuleBook', 'JobRequest', 'Settlement', 'Dispatch', 'WorkerLeases', 'price', 'Jobs', 'Uploads',
-           'confirmed_photo', 'JobReads', 'Callbacks', 'ResultUploads', 'webhook_state', 'Webhooks', 'Retention',
-           'ModelSlot', 'Photos', 'Service', 'MetricsCollector']
+           'Accounts', 'RuleBook', 'photo_protection', 'JobRequest', 'Settlement', 'Dispatch', 'WorkerLeases', 'price',
+           'Jobs', 'Uploads', 'confirmed_photo', 'JobReads', 'Callbacks', 'ResultUploads', 'webhook_state', 'Webhooks',
+           'Retention', 'ModelSlot', 'Photos', 'Service', 'MetricsCollector']
 
 # %% ../nbs/11_service.ipynb #8b18e456
 CONTENT_TYPES = ("image/jpeg", "image/png", "image/webp")
@@ -352,6 +352,18 @@ class RuleBook:
         if not isinstance(rule_id, str) or not self.context.ledger.delete_rule(user_id, rule_id): raise NotFound(f"rule {rule_id} does not exist")
 
 # %% ../nbs/11_service.ipynb #05dd1e5f
+def photo_protection(value, # one photo's protected entries: concept ids ('person') and instance keys ('person:0')
+                     field: str, # where they are, for the message
+                     preset: Preset, rule: Rule) -> list[str]:
+    "A photo's protected entries, checked; a whole concept the rule edits is refused: protecting all of it undoes the edit."
+    protected = _protected(value, field, preset.concept_ids)
+    edited = [edit.concept for edit in rule.edits]
+    for k, entry in enumerate(value):
+        if entry in edited:
+            raise _invalid(f"{field}[{k}]", f"{entry!r} is edited by the rule; protecting all of it would undo the edit: protect "
+                                            f"single instances such as '{entry}:0', or drop the edit")
+    return protected
+
 def _job_disclosure(value, # the body's "disclosure": left out, true, false, or {"enabled"?, "language"?}
                     preset: Preset) -> dict | None:
     "The label a job draws on its altered results, from what it asks and its preset's disclosure block; None when it draws none."
@@ -401,7 +413,7 @@ class JobRequest:
             given = _object(body["rule"], "rule", required=("edits",), optional=("protect", "name", "domain"))
             if given.get("domain", domain) != domain: raise _invalid("rule.domain", f"must be the job's domain {domain!r} (or left out)")
             rule = rules.parse({"name": "job rule", **given, "domain": domain}, field="rule")
-        items, preset = cls._items(body["items"], plan, context.settings.images.max_bytes, presets[domain]), presets[domain]
+        items, preset = cls._items(body["items"], plan, context.settings.images.max_bytes, presets[domain], rule), presets[domain]
         protected = (INSTANCE_KEY.fullmatch(key)[1] for item in items for key in item["protected"])
         concepts = resolve_concepts(preset, [*rule.concepts, *protected], body.get("thresholds"))
         webhook_url = body.get("webhook_url")
@@ -414,7 +426,7 @@ class JobRequest:
         return cls(domain, rule, rule_id, items, {c.id: c.threshold for c in concepts}, webhook_url, _job_disclosure(body.get("disclosure"), preset), fit)
 
     @staticmethod
-    def _items(items, plan: Plan, max_bytes: int, preset: Preset) -> tuple:
+    def _items(items, plan: Plan, max_bytes: int, preset: Preset, rule: Rule) -> tuple:
         if not isinstance(items, list): raise _invalid("items", f"must be a list of {{filename, content_type, size}}, not {json_type(items)}")
         if not items: raise _invalid("items", "must not be empty; a job needs at least one image")
         if len(items) > plan.max_batch:
@@ -428,7 +440,7 @@ class JobRequest:
             size = _integer(item["size"], f"items[{i}].size", low=1)
             if size > max_bytes: raise TooLarge(f"items[{i}].size: {size:,} bytes is over the limit of {max_bytes:,} bytes",
                                                 field=f"items[{i}].size", max_bytes=max_bytes)
-            protected = _protected(item.get("protected", []), f"items[{i}].protected", preset.concept_ids)
+            protected = photo_protection(item.get("protected", []), f"items[{i}].protected", preset, rule)
             checked.append({"filename": filename, "content_type": kind, "size": size, "protected": protected})
         return tuple(checked)
 
@@ -1186,7 +1198,7 @@ class Photos:
                 max_side: int | None = None) -> Any:
         body = _object(rule, "rule", required=("domain", "edits"), optional=("name", "protect"))
         parsed = self.rules.parse({"name": "preview", **body}, field="rule")
-        protected = _protected(protected, "protected", self.context.presets[parsed.domain].concept_ids)
+        protected = photo_protection(protected, "protected", self.context.presets[parsed.domain], parsed)
         extra = [INSTANCE_KEY.fullmatch(entry)[1] for entry in protected]
         wanted = self._wanted(user_id, parsed.domain, list(dict.fromkeys([*parsed.concepts, *extra])), thresholds)
         picture, key = self._picture(image)
