@@ -6,8 +6,9 @@
 __all__ = ['CSS', 'A11Y_HEAD', 'CANVAS', 'JOB_OUTPUTS', 'EDITOR', 'FILE_NOT_UPLOADED', 'theme', 'mount_options', 'browser_secret',
            'Page', 'wire', 'keep_draft', 'top_panel', 'canvas_panel', 'palette_panel', 'parameter_control',
            'tile_gallery', 'composer_panel', 'rules_panel', 'results_panel', 'refresh_header', 'refresh_rules',
-           'refresh_jobs', 'show_job', 'refresh_banner', 'wire_start', 'wire_language', 'wire_canvas', 'wire_composer',
-           'wire_rules', 'wire_jobs', 'add_api_endpoints', 'PaletteBlocks', 'build_demo']
+           'refresh_jobs', 'show_job', 'refresh_banner', 'restore_language', 'keep_language', 'wire_start',
+           'wire_language', 'wire_canvas', 'wire_composer', 'wire_rules', 'wire_jobs', 'add_api_endpoints',
+           'PaletteBlocks', 'build_demo']
 
 # %% ../../nbs/14g_ui_page.ipynb #1bc68528
 import functools
@@ -80,6 +81,15 @@ a.download-link { color: var(--body-text-color) !important; text-decoration: und
 #swatches .gallery-item, #materials .gallery-item { height: 66px !important; width: 100% !important; }
 #swatches .thumbnail-item, #materials .thumbnail-item { border-radius: 10px; height: 66px !important; width: 100% !important; }
 #swatches .caption-label, #materials .caption-label { font-size: 0.66rem; padding: 1px 5px; max-width: 94%; }
+/* galleries of photos: as many tiles of a fixed size as fit (Gradio's grid makes two photos two half-width tiles, and a
+   fixed column count wider than a phone) */
+#strip .grid-container, #job-covers .grid-container { grid-template-columns: repeat(auto-fill, minmax(92px, 1fr)) !important;
+  grid-template-rows: none !important; grid-auto-rows: 92px !important; padding-top: 34px !important; }
+#results .grid-container { grid-template-columns: repeat(auto-fill, minmax(150px, 1fr)) !important;
+  grid-template-rows: none !important; grid-auto-rows: 170px !important; padding-top: 34px !important; }
+#results .caption-label { white-space: normal !important; overflow-wrap: anywhere; max-width: 96%; }
+.toast-wrap { --toast-top: 84px !important; }  /* notes open below the header (credits, slots), not over it */
+label:has(> input[type=radio]:focus-visible) { outline: 2px solid var(--color-accent); outline-offset: 2px; }  /* where the keyboard is */
 """
 
 def theme():
@@ -101,10 +111,13 @@ A11Y_HEAD = """<script>
 (() => {
   const fix = () => {
     document.querySelectorAll("div[aria-label]:not([role]), span[aria-label]:not([role])").forEach(el => el.setAttribute("role", "group"));
-    document.querySelectorAll("button[aria-label]:not([data-s3-named]), .upload-container[aria-label]:not([data-s3-named])").forEach(el => {
-      const shown = el.innerText.replace(/\s+/g, " ").trim(), label = el.getAttribute("aria-label");
-      if (shown && !label.toLowerCase().includes(shown.toLowerCase())) el.setAttribute("aria-label", `${shown} (${label})`);
-      el.setAttribute("data-s3-named", "");
+    document.querySelectorAll("button[aria-label], .upload-container[aria-label]").forEach(el => {  // named again when its text changes
+      const shown = el.innerText.replace(/\s+/g, " ").trim();
+      if (el.dataset.s3Named === shown) return;
+      const label = el.dataset.s3Label ?? el.getAttribute("aria-label");  // Gradio's own name, kept
+      el.dataset.s3Label = label;
+      el.setAttribute("aria-label", shown && !label.toLowerCase().includes(shown.toLowerCase()) ? `${shown} (${label})` : label);
+      el.dataset.s3Named = shown;
     });
     document.querySelectorAll(".image-container > button:not([aria-label])").forEach(el => {  // a picture that is a button: named by its card
       const card = el.closest(".s3-card")?.querySelector(".s3-card-label")?.innerText.replace(/\s+/g, " ").trim();
@@ -116,7 +129,20 @@ A11Y_HEAD = """<script>
           && !el.hasAttribute("tabindex")) el.setAttribute("tabindex", "0");
     });
   };
-  new MutationObserver(fix).observe(document.documentElement, {subtree: true, childList: true});
+  new MutationObserver(fix).observe(document.documentElement, {subtree: true, childList: true, characterData: true});
+  // Tab out of an open dropdown: Gradio's menu takes the focus with it as it closes (focus lands on <body>), so move it
+  // to the next (Shift: previous) control ourselves; the blur closes the menu
+  const FOCUSABLE = "a[href], button, input, select, textarea, [tabindex]:not([tabindex='-1'])";
+  document.addEventListener("keydown", event => {
+    const box = event.target;
+    if (event.key !== "Tab" || !(box instanceof HTMLInputElement) || !box.hasAttribute("aria-expanded")) return;
+    const order = [...document.querySelectorAll(FOCUSABLE)].filter(el => !el.disabled && el.tabIndex >= 0
+      && el.getClientRects().length && !el.closest("[role=listbox]") && !el.closest(".hide-container:not(.block)"));
+    const next = order[order.indexOf(box) + (event.shiftKey ? -1 : 1)];
+    if (!next) return;
+    event.preventDefault();
+    setTimeout(() => { box.blur(); next.focus(); });  // after the dropdown's own Tab handling, which would reopen it
+  }, true);
   if (new URLSearchParams(location.search).get("view") === "api") {  // a link to /?view=api opens the API page, as its footer button does
     const opening = setInterval(() => {  // the button works once the app is ready: press it until the page is open
       if (document.querySelector(".api-docs")) return clearInterval(opening);
@@ -243,7 +269,7 @@ def canvas_panel(page: Page) -> None:
                                                        elem_id="add-photos"), "add_photos", "label")  # its label is its text
                 page.add("samples", gr.Button(text("samples", lang), size="sm", elem_id="samples-button"), "samples", "value")
             page.add("strip", gr.Gallery(label=text("photos_hint", lang, max_batch="N"), columns=8, rows=1, height=150,
-                                         allow_preview=False, object_fit="contain", elem_id="strip", interactive=False))
+                                         allow_preview=False, buttons=[], object_fit="contain", elem_id="strip", interactive=False))
         palette_panel(page)
         page.add("canvas", gr.AnnotatedImage(label=text("canvas", lang), height=460, elem_id="canvas", format="png"), "canvas")
         with gr.Group(elem_classes="s3-section"):
@@ -300,7 +326,7 @@ def tile_gallery(tiles: str, # "swatches" or "materials"
                  preset: Preset, lang: str = "en", visible: bool = True) -> gr.Gallery:
     "The preset's swatches or materials as tiles to click, with elem_id `tiles`."
     items, columns = (swatch_tiles(preset), 6) if tiles == "swatches" else (material_tiles(preset), 5)
-    return gr.Gallery(items, label=text(tiles, lang), columns=columns, height=200, allow_preview=False, show_label=False,
+    return gr.Gallery(items, label=text(tiles, lang), columns=columns, height=200, allow_preview=False, show_label=False, buttons=[],
                       elem_id=tiles, interactive=False, visible=visible)
 
 # %% ../../nbs/14g_ui_page.ipynb #0442b1f5
@@ -361,7 +387,7 @@ def results_panel(page: Page) -> None:
                          "cancel", "value")
                 page.add("job", gr.HTML(progress_html(None, lang), elem_id="job"))
             page.add("my_jobs", gr.Dropdown(choices=[], value=None, label=text("my_jobs", lang), elem_id="my-jobs", interactive=True), "my_jobs")
-            page.add("job_covers", gr.Gallery(label=text("job_covers", lang), columns=6, height=130, allow_preview=False, visible=False,
+            page.add("job_covers", gr.Gallery(label=text("job_covers", lang), columns=6, height=130, allow_preview=False, visible=False, buttons=[],
                                               object_fit="contain", elem_id="job-covers", interactive=False), "job_covers")
             with page.add("results_area", gr.Column(visible=False)):
                 page.add("results", gr.Gallery(label=text("results", lang), columns=4, height=200, allow_preview=False,
@@ -392,6 +418,7 @@ def refresh_jobs(page: Page, trigger):
 def show_job(page: Page, trigger):
     "After `trigger` made a job the page's job: follow it while it runs, then show its results, then refresh the header and list."
     app, token, ws, lang, ui = page.app, page["token"], page["ws"], page["lang"], page.ui
+    refresh_rules(page, trigger)  # the job may be of another domain, which has opened with its own rules
     followed = wire(trigger, app.follow, [token, ws, lang], ["job", "cancel"], ui, show_progress="hidden", concurrency_limit=None)
     shown = wire(followed.success, app.results, [token, ws, lang], ["results", "results_state", "marketplace"], ui)
     refresh_header(page, shown.then)
@@ -402,11 +429,20 @@ def refresh_banner(page: Page, trigger, **options):
     "After `trigger`, the model banner: is SAM 3 loading, loaded, or unavailable (and why)?"
     return wire(trigger, page.app.banner, [page["lang"]], ["banner", "model_timer"], page.ui, **options)
 
+def restore_language(kept: str | None) -> dict:
+    "The language this browser chose last, if it is one the page speaks."
+    return {"lang": kept} if kept in LANGUAGES else {}
+
+def keep_language(language: str) -> dict:
+    return {"kept_lang": language} if language in LANGUAGES else {}
+
 def wire_start(page: Page, demo: gr.Blocks) -> None:
-    "Loading the page signs in and opens the first domain; choosing a domain opens it; the banner polls while SAM 3 loads."
+    "Loading the page restores the language, signs in and opens the first domain; choosing a domain opens it; the banner "
+    "polls while SAM 3 loads."
     app, lang, ws = page.app, page["lang"], page["ws"]
     open_domain, opened = functools.partial(app.open_domain, buttons=page.buttons), page.domain_outputs
-    start = wire(demo.load, app.sign_in, [page["token"], lang], ["token", "header", "strip"], page.ui)
+    restored = wire(demo.load, restore_language, [page["kept_lang"]], ["lang"], page.ui)  # a reload keeps the language
+    start = wire(restored.then, app.sign_in, [page["token"], lang], ["token", "header", "strip"], page.ui)
     start_domain = functools.partial(app.start_domain, buttons=page.buttons)  # the kept rules, or the first domain
     first = wire(start.then, start_domain, [page["domain"], lang, ws, page["draft"]], [*opened, "domain"], page.ui)
     reattach = functools.partial(app.reattach, buttons=page.buttons)
@@ -433,6 +469,7 @@ def wire_language(page: Page) -> None:
                                                 label=text("marketplace", language))})
         return values
     static = sorted({name for name, _, _ in page.labelled} | {"title", "cards_title", "palette_title", "composer_title", "marketplace"})
+    wire(lang.change, keep_language, [lang], ["kept_lang"], page.ui)
     relabeled = wire(lang.change, relabel_static, [lang], static, page.ui)
     relabeled = wire(relabeled.then, functools.partial(app.relabel, buttons=page.buttons), [lang, page["rule_name"], ws],
                      ["ws", *page.palette, "threshold", *page.composer, "concept", "marketplace", "fit", *EDITOR, "rule_name", *CANVAS,
@@ -458,7 +495,7 @@ def wire_canvas(page: Page) -> None:
                      ["ws", *CANVAS, "threshold", "concept"], page.ui, concurrency_id=GPU_GROUP, concurrency_limit=1)
         refresh_banner(page, found.then)
     # .input: a drag, and a value typed in the box (Enter), take effect at once; only the last of a burst is segmented
-    refiltered = wire(page["threshold"].input, app.refilter, [page["threshold"], token, ws, lang], ["ws", *CANVAS], page.ui,
+    refiltered = wire(page["threshold"].input, app.refilter, [page["threshold"], token, ws, lang], ["ws", "threshold", *CANVAS], page.ui,
                       concurrency_id=GPU_GROUP, concurrency_limit=1, trigger_mode="always_last")
     refresh_banner(page, refiltered.then)
 
@@ -535,10 +572,19 @@ def _remote_file(value) -> str | None:
     traverse(value, lambda file: found.append(file["path"]) or file, is_file_obj_with_meta)
     return next((path for path in found if is_http_url_like(str(path))), None)
 
+def _within_slider(block, value):
+    "A number typed into a slider's box, brought within the slider's range (Gradio would refuse it with its own English error)."
+    if not isinstance(block, gr.Slider) or isinstance(value, bool) or not isinstance(value, (int, float)): return value
+    return min(max(value, block.minimum), block.maximum)
+
 class PaletteBlocks(gr.Blocks):
-    "`gr.Blocks` whose callers hear why Gradio refused a call's inputs (too few values, a file not uploaded here, a URL)."
+    "`gr.Blocks` whose callers hear why Gradio refused a call's inputs (too few values, a file not uploaded here, a URL), "
+    "and whose sliders take an out-of-range number typed in their box as the nearest end."
     async def preprocess_data(self, block_fn, inputs, state, explicit_call=False):
         from gradio.exceptions import InvalidPathError
+        if inputs and len(inputs) == len(block_fn.inputs):
+            current = lambda block: state[block._id] if state is not None and block._id in state else block  # as the page changed it
+            inputs = [_within_slider(current(block), value) for block, value in zip(block_fn.inputs, inputs)]
         for value in inputs or []:
             if (url := _remote_file(value)) is not None:
                 raise shown_error(InvalidRequest(f"{FILE_NOT_UPLOADED}; URLs such as {url[:100]!r} are not fetched"), api=True)
@@ -563,6 +609,7 @@ def build_demo(service: Service, # its presets, users, rules, jobs and model
         page.add("token", gr.BrowserState(None, storage_key=settings.ui.storage_key, secret=browser_secret(settings.auth.jwt_secret)))
         page.add("draft", gr.BrowserState(None, storage_key=f"{settings.ui.storage_key}-draft",
                                           secret=browser_secret(settings.auth.jwt_secret)))  # the rules being composed
+        page.add("kept_lang", gr.BrowserState(None, storage_key=f"{settings.ui.storage_key}-lang"))  # the language chosen last
         page.add("ws", gr.State(None))
         page.add("results_state", gr.State([]))
         page.add("job_ids", gr.State([]))  # the jobs whose pictures the list shows, in order

@@ -27,7 +27,7 @@ TEXT = {
         "protect": "Protect", "protected": "protected", "protecting": "Protected everywhere: {concepts}",
         "protecting_none": "Nothing is protected as a whole.",
         "composer": "Rule", "concept": "Concept", "action": "Action", "swatches": "Swatches", "materials": "Materials",
-        "params": {"color": "Colour", "name": "Material", "radius": "Blur radius", "brightness": "Brightness",
+        "params": {"color": "Colour", "name": "Material", "radius": "Radius", "brightness": "Brightness",
                    "contrast": "Contrast", "saturation": "Saturation"},
         "add_edit": "Add edit", "edits": "Edits, applied in order",
         "edits_empty": "No edits yet: pick a concept and an action, then Add edit.",
@@ -69,6 +69,9 @@ TEXT = {
         "you are signed in as a new anonymous user.", "pick_rule": "Choose a saved rule first.",
         "pick_edit": "Choose an edit in the list first.",
         "unexpected": "Something went wrong on the server (it was logged). Please try again.",
+        "notice": "Note", "edit_number": "edit {n}", "no_edits": "Add an edit first: a rule without edits changes nothing.",
+        # English refusals are the service's own messages under their code made readable; other languages word them here
+        "refusal_titles": {}, "refusals": {},
     },
     "ko": {
         "title": "s3lib 팔레트",
@@ -85,7 +88,7 @@ TEXT = {
         "protect": "보호", "protected": "보호됨", "protecting": "항상 보호: {concepts}",
         "protecting_none": "통째로 보호하는 개념이 없습니다.",
         "composer": "규칙", "concept": "개념", "action": "동작", "swatches": "색 견본", "materials": "재질",
-        "params": {"color": "색상", "name": "재질", "radius": "흐림 반경", "brightness": "밝기", "contrast": "대비",
+        "params": {"color": "색상", "name": "재질", "radius": "반경", "brightness": "밝기", "contrast": "대비",
                    "saturation": "채도"},
         "add_edit": "편집 추가", "edits": "편집 목록 (순서대로 적용)",
         "edits_empty": "아직 편집이 없습니다. 개념과 동작을 고른 뒤 ‘편집 추가’를 누르세요.",
@@ -126,6 +129,19 @@ TEXT = {
         "새 익명 사용자로 로그인했습니다.", "pick_rule": "먼저 저장된 규칙을 고르세요.",
         "pick_edit": "먼저 목록에서 편집을 고르세요.",
         "unexpected": "서버에서 문제가 생겼습니다(기록됨). 다시 시도해 주세요.",
+        "notice": "알림", "edit_number": "편집 {n}", "no_edits": "먼저 편집을 추가하세요. 편집이 없는 규칙은 아무것도 바꾸지 않습니다.",
+        "refusal_titles": {"invalid_image": "사진 오류", "invalid_rule": "규칙 오류", "invalid_request": "잘못된 요청",
+                           "unauthorized": "로그인 필요", "forbidden": "허용되지 않음", "not_found": "찾을 수 없음",
+                           "plan_limit": "요금제 한도", "insufficient_credits": "크레딧 부족", "concurrency_limit": "동시 작업 한도",
+                           "rate_limited": "요청이 너무 많음", "invalid_state": "지금은 할 수 없음", "upload_incomplete": "업로드 미완료",
+                           "too_large": "너무 큼", "model_unavailable": "모델을 쓸 수 없음"},
+        "refusals": {  # "<code>:<detail>": the words for that refusal, filled from the error's details
+            "plan_limit:max_rules": "요금제의 규칙 슬롯 {max_rules}개를 모두 썼습니다. 새 규칙을 저장하려면 규칙 하나를 삭제하세요.",
+            "plan_limit:max_batch": "요금제는 작업당 사진 {max_batch}장까지입니다.",
+            "concurrency_limit:max_concurrent_jobs": "요금제는 한 번에 작업 {max_concurrent_jobs}개까지 대기하거나 실행할 수 있습니다. "
+                                                     "작업이 끝나기를 기다리거나 취소하세요.",
+            "insufficient_credits:needed": "크레딧이 {needed} 필요하지만 {available} 남았습니다.",
+            "rate_limited:retry_after": "요청이 너무 많습니다. {retry_after}초 뒤에 다시 시도하세요."},
     },
 }
 
