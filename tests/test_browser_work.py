@@ -278,6 +278,37 @@ def test_a_refusal_is_a_toast_and_leaves_no_marks(browser, server, setup):
     close(page)
 
 
+def test_dropdowns_tab_on_thresholds_clamp_and_the_language_stays(browser, server, setup):
+    "Tab out of an open dropdown reaches the next control and closes it; a threshold typed past 1 is taken as 1 without an "
+    "error; a refusal in Korean says it in Korean; the language survives a reload."
+    from playwright.sync_api import expect
+    page = open_page(browser, server)
+    concept = page.locator("#edit-concept input").first
+    concept.focus()
+    expect(concept).to_have_attribute("aria-expanded", "true")
+    page.keyboard.press("Tab")
+    expect(page.locator("#edit-action input").first).to_be_focused()
+    page.keyboard.press("Tab")
+    expect(page.locator("input[aria-expanded=true]")).to_have_count(0)  # no menu left open behind the focus
+    upload(page, setup["photos"][:1])
+    page.get_by_role("button", name="Wall", exact=True).click()
+    expect(page.locator(".s3-card").first).to_be_visible()
+    box = page.locator("#threshold input[type=number]")
+    box.press("Control+a")
+    box.press_sequentially("5")
+    box.press("Enter")
+    expect(box).to_have_value("1")
+    no_error_marks(page)
+    page.get_by_label("한국어").check()
+    expect(page.locator("#samples-button")).to_have_text("샘플 사진으로 해 보기")
+    page.locator("#save-rule").click()  # no edits yet: refused, in Korean
+    expect(page.locator(".toast-body").first).to_contain_text("먼저 편집을 추가하세요")
+    page.wait_for_timeout(1500)  # the choice reaches the browser's store
+    page.reload(wait_until="domcontentloaded")
+    expect(page.locator("#samples-button")).to_have_text("샘플 사진으로 해 보기")
+    close(page)
+
+
 def test_the_primary_action_fits_the_window_and_a_phone_does_not_scroll_sideways(browser, server, setup):
     from playwright.sync_api import expect
     page = open_page(browser, server)
