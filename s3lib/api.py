@@ -276,17 +276,17 @@ def _operator_routes(router: APIRouter, service, body_limit: int) -> None:
         raw_body = await read_body(request, body_limit, f"the {what} body")
         def run_signed():
             body, reference = service.operator_request(request.headers, raw_body, f"the {what} body")
-            return call(_object_field(body, field), reference)
+            return call(_operator_field(body, field, request.path_params["user_id"]), reference)
         return JSONResponse(await run_in_threadpool(run_signed))
 
     @router.post("/operator/users/{user_id}/credits", tags=["operators"], include_in_schema=False)
     async def operator_grant(user_id: str, request: Request):
-        "Grant credits (`s3lib users grant`): `{credits: n}` → Me."
+        "Grant credits (`s3lib users grant`): `{user_id, credits: n}` → Me."
         return await operator_call(request, "grant", "credits", lambda credits, reference: service.grant_credits(user_id, credits, reference))
 
     @router.post("/operator/users/{user_id}/plan", tags=["operators"], include_in_schema=False)
     async def operator_plan(user_id: str, request: Request):
-        "Change a user's plan (`s3lib users plan`): `{plan: name}` → Me."
+        "Change a user's plan (`s3lib users plan`): `{user_id, plan: name}` → Me."
         return await operator_call(request, "plan", "plan", lambda plan, reference: service.change_plan(user_id, plan, reference))
 
 # %% ../nbs/13_api.ipynb #dcea68c1
@@ -297,9 +297,13 @@ def _schema(example: dict, description: str) -> dict:
     return {"requestBody": {"required": True, "description": description,
                             "content": {"application/json": {"schema": {"type": "object"}, "example": example}}}}
 
-def _object_field(body: dict, name: str):
-    "The one field an operator body has."
-    if set(body) != {name}: raise InvalidRequest(f"the body must be {{\"{name}\": …}} and nothing else", field=name)
+def _operator_field(body: dict, name: str, user_id: str):
+    "The one field an operator body sets, for the user it names: the signature covers the body, not the path, so a body "
+    "signed for one user must not work for another."
+    if set(body) != {"user_id", name}:
+        raise InvalidRequest(f"the body must be {{\"user_id\": …, \"{name}\": …}} and nothing else", field=name)
+    if body["user_id"] != user_id:
+        raise InvalidRequest(f"the signed body is for user {body['user_id']!r}, not {user_id!r} of the path", field="user_id")
     return body[name]
 
 def api_router(service, # the `s3lib.service.Service` every route calls
@@ -353,7 +357,10 @@ def _object_routes(router: APIRouter, service) -> None:
         _, length = store.verify_upload(key, request.query_params, request.headers)
         await run_in_threadpool(service.check_upload_wanted, key)
         body = await _read_at_most(request, length + 1)
-        await run_in_threadpool(store.accept_upload, key, request.query_params, request.headers, body)
+        def accept():  # asked again once the body is in: a cancel or confirm may have come while it was sent
+            service.check_upload_wanted(key)
+            store.accept_upload(key, request.query_params, request.headers, body)
+        await run_in_threadpool(accept)
         return Response(status_code=200, headers={"ETag": f'"{hashlib.md5(body, usedforsecurity=False).hexdigest()}"'})
 
     @router.get("/objects/{key:path}", tags=["storage"], include_in_schema=False)

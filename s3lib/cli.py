@@ -163,6 +163,7 @@ def cmd_users(args) -> int:
     settings = ensure_secrets(load_settings())
     server = (args.server or settings.server.public_url or f"http://{settings.server.host}:{settings.server.port}").rstrip("/")
     what, body = ("credits", {"credits": args.credits}) if args.action == "grant" else ("plan", {"plan": args.plan})
+    body["user_id"] = args.user  # signed with the change: the body cannot be replayed for another user
     raw = json.dumps(body).encode()
     try:
         answer = requests.post(f"{server}/operator/users/{args.user}/{what}", data=raw, timeout=30,

@@ -27,7 +27,7 @@ from .auth import issue_token, operator_key, verify_callback, verify_token
 from .checks import run_checks
 from .core import (Plan, IdempotencyMismatch, ImageError, InvalidRequest, InvalidState, ModelUnavailable, NotFound, PlanLimit,
                         RateLimited, RuleError, S3libError, Settings, SettingsError, TooLarge, Unauthorized, UploadIncomplete,
-                        MAX_FILENAME_CHARS, json_type, load_image, parse_json_object, text_problem, DECODE_SLOTS, UPLOAD_TYPES, verify_image)
+                        MAX_FILENAME_CHARS, inspect_image, json_type, load_image, parse_json_object, text_problem, DECODE_SLOTS, UPLOAD_TYPES, verify_image)
 from .export import export_zip
 from .webhooks import check_webhook_url, deliver, next_attempt, sign_webhook, webhook_secret
 from .presets import Preset, resolve_concepts
@@ -39,7 +39,7 @@ from .worker import (INSTANCE_KEY, MAX_PROTECTED, ItemTask, Runner, _invalid, _o
                           output_content_type, output_key)
 
 # %% auto #0
-__all__ = ['CONTENT_TYPES', 'IDEMPOTENCY_KEY', 'INPUTS_FOLDER', 'PHOTOS_FOLDER', 'INPUT_KEY', 'IDEMPOTENCY_HOURS',
+__all__ = ['CONTENT_TYPES', 'IDEMPOTENCY_KEY', 'INPUTS_FOLDER', 'PHOTOS_FOLDER', 'UPLOAD_KEY', 'IDEMPOTENCY_HOURS',
            'MAX_ERROR_CHARS', 'MAX_JOB_LIST', 'MAX_REPORT_BYTES', 'MAX_INSTANCES_BYTES', 'MAX_CACHED_VERDICTS',
            'MAX_GRANT', 'MAX_CLAIM_WAIT', 'MAX_CLAIM_TASKS', 'MODEL_RETRY_SECONDS', 'log', 'UNEXECUTED_JOB_STATES',
            'JOB_MOVES', 'RateLimiter', 'default_segmenter_factory', 'WorkerUrls', 'ServiceContext', 'SignedBodies',
@@ -51,7 +51,7 @@ __all__ = ['CONTENT_TYPES', 'IDEMPOTENCY_KEY', 'INPUTS_FOLDER', 'PHOTOS_FOLDER',
 CONTENT_TYPES = ("image/jpeg", "image/png", "image/webp")
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII, no spaces
 INPUTS_FOLDER, PHOTOS_FOLDER = "/inputs/", "/photos/"  # where upload URLs write; where confirmed photos are kept
-INPUT_KEY = re.compile(r"users/(?P<user>[^/]+)/jobs/(?P<job>[^/]+)/inputs/\d+")
+UPLOAD_KEY = re.compile(r"users/(?P<user>[^/]+)/jobs/(?P<job>[^/]+)/(?P<folder>inputs|results)/(?P<item>\d+)(?:[./].*)?")
 IDEMPOTENCY_HOURS = 24  # how long an Idempotency-Key is remembered (and callback receipts kept)
 MAX_ERROR_CHARS = 1000  # longest failure message kept for an item
 MAX_JOB_LIST = 200
@@ -693,7 +693,8 @@ class Jobs:
                 raise InvalidState(f"job {job_id} is already {job['status']}; only unfinished jobs can be canceled")
         if job["status"] in ACTIVE_JOB_STATES:
             if self.context.runner is not None: self.context.runner.cancel(job_id)
-        else: self.context.store.delete_prefix(f"users/{user_id}/jobs/{job_id}/inputs/")  # unconfirmed bytes nobody will read
+        else:  # never executed: its photos (unconfirmed uploads, confirmed copies) will never be read
+            for folder in (INPUTS_FOLDER, PHOTOS_FOLDER): self.context.store.delete_prefix(f"users/{user_id}/jobs/{job_id}{folder}")
         return {"id": job_id, "status": "canceled", "credits_refunded": refunded}
 
 # %% ../nbs/11_service.ipynb #3aceda81
@@ -710,12 +711,17 @@ class Uploads:
         items = ledger.items(job_id)
         try: kept = self._checked_uploads(items)
         except (UploadIncomplete, ImageError):
-            # a confirmation running beside this one may have won and moved the uploads away: then the job is confirmed
-            if ledger.job(job_id)["status"] == "uploaded": return confirmed
+            # a confirmation running beside this one may have won and moved the uploads away (then the job is confirmed),
+            # or a cancel may have deleted them (then that is the answer)
+            status = ledger.job(job_id)["status"]
+            if status == "uploaded": return confirmed
+            if status != "created": raise InvalidState(f"job {job_id} is {status}; only a created job's uploads can be confirmed") from None
             raise
         if not ledger.confirm_inputs(job_id, kept, self.context.now()):
-            status = ledger.job(job_id)["status"]  # another confirmation won the race
-            if status != "uploaded": raise InvalidState(f"job {job_id} is {status}; only a created job's uploads can be confirmed")
+            status = ledger.job(job_id)["status"]  # another confirmation won the race, or a cancel came first
+            if status != "uploaded":
+                for photo in kept.values(): self.context.store.delete(photo)  # copies nobody will read
+                raise InvalidState(f"job {job_id} is {status}; only a created job's uploads can be confirmed")
             return confirmed
         for it in items: self.context.store.delete(it["input_key"])  # an upload URL still valid now writes where nothing reads
         return confirmed
@@ -745,14 +751,22 @@ class Uploads:
         return photo
 
     def check_upload_wanted(self, key: str) -> None:
-        "Refuse a presigned PUT of a job's photo once the job has left `created` (confirmed, canceled, expired): nothing would "
-        "ever read those bytes, and a URL that still works after cancel looks like the cancel did not happen."
-        found = INPUT_KEY.fullmatch(key)
+        "Refuse a presigned PUT once nothing wants its bytes: a photo once the job has left `created` (confirmed, canceled, "
+        "expired), an item's output once the item is finished or the job no longer runs. A URL that still worked would "
+        "overwrite what was judged (a done result) or make a cancel look undone."
+        found = UPLOAD_KEY.fullmatch(key)
         if found is None: return
         job = self.context.ledger.job(found["job"], found["user"])
         if job is None: raise NotFound(f"job {found['job']} does not exist; create a job to get upload URLs")
-        if job["status"] != "created":
-            raise InvalidState(f"job {job['id']} is {job['status']}; its upload URLs no longer take photos (create a new job)")
+        if found["folder"] == "inputs":
+            if job["status"] != "created":
+                raise InvalidState(f"job {job['id']} is {job['status']}; its upload URLs no longer take photos (create a new job)")
+            return
+        item = self.context.ledger.item(job["id"], int(found["item"]))
+        if job["status"] not in ACTIVE_JOB_STATES or item is None or item["status"] not in ("pending", "running"):
+            state = f"item {item['item']} is {item['status']}" if item is not None and job["status"] in ACTIVE_JOB_STATES \
+                    else f"job {job['id']} is {job['status']}"
+            raise InvalidState(f"{state}; its result URLs no longer take outputs")
 
 def confirmed_photo(item: dict) -> bool:
     "Whether an item's input is a photo that confirming verified (not bytes an upload URL put there)."
@@ -840,12 +854,11 @@ class JobReads:
                     "instances": [], "report": it["report"] or [], "checks": []}
         if it["status"] != "done": return exported
         exported["result"], exported["masks"] = self._object_or_none(it["result_key"]), self._masks(job, it)
-        instances = self._object_or_none(output_key(it["result_key"], "instances"))
-        if instances is not None:  # none from a worker older than instances.json
-            stored = json.loads(instances)
-            exported["instances"], exported["label"] = stored["instances"], stored.get("label")
-        report = None if it["report"] is not None else self._object_or_none(output_key(it["result_key"], "report"))
-        if report is not None: exported["report"] = json.loads(report)  # a worker that sent its report as an object only
+        instances = self._json_or_none(output_key(it["result_key"], "instances"))
+        if isinstance(instances, dict) and isinstance(instances.get("instances"), list):  # none from a worker older than instances.json
+            exported["instances"], exported["label"] = instances["instances"], instances.get("label")
+        report = None if it["report"] is not None else self._json_or_none(output_key(it["result_key"], "report"))
+        if isinstance(report, list): exported["report"] = report  # a worker that sent its report as an object only
         exported["checks"] = self.verdicts(job, it, lang, exported)
         return exported
 
@@ -870,10 +883,13 @@ class JobReads:
         "The verdicts of the job's preset's checks on one exported result (none when the preset has no checks)."
         profiles = self.context.presets[job["domain"]].profiles
         if not profiles or exported["result"] is None: return []
-        with Image.open(io.BytesIO(exported["result"])) as picture: result = picture.convert("RGB")
-        masks = {}
-        for name, png in exported["masks"].items():
-            with Image.open(io.BytesIO(png)) as mask: masks[name] = np.asarray(mask.convert("L")) > 127
+        try:
+            result = load_image(exported["result"], self.context.settings.images.max_pixels, len(exported["result"]))
+            masks = {name: np.asarray(load_image(png, self.context.settings.images.max_pixels, len(png)).convert("L")) > 127
+                     for name, png in exported["masks"].items()}
+        except ImageError as e:  # a result changed after it was judged an image (an S3 URL cannot be revoked)
+            log.warning("job %s: a stored output is not an image (%s); its checks are left out", job["id"], e.message)
+            return []
         return run_checks(profiles, result, masks, job["rule"], lang)
 
     def export_archive(self, user_id: str, job_id: str) -> bytes:
@@ -882,6 +898,14 @@ class JobReads:
     def _object_or_none(self, key: str) -> bytes | None:
         try: return self.context.store.get(key)
         except NotFound: return None
+
+    def _json_or_none(self, key: str) -> Any:
+        "A worker's JSON output, or None when it is missing or not JSON (a worker's bug must not break the job's export)."
+        found = self._object_or_none(key)
+        try: return json.loads(found) if found is not None else None
+        except ValueError:
+            log.warning("%s is not JSON; it is left out of the export", key)
+            return None
 
 # %% ../nbs/11_service.ipynb #f78a5a6a
 class Callbacks:
@@ -911,8 +935,7 @@ class Callbacks:
             if job["status"] not in ACTIVE_JOB_STATES: raise InvalidState(f"job {job['id']} is {job['status']}; it was never executed")
             update = self._update(body, job)
             # an attempt no longer wanted is ignored below whether or not its upload happened (it was refused)
-            if update["status"] == "done" and update["wanted"] and self.context.store.head(update["result_key"]) is None:
-                raise _invalid("result_key", f"there is no object at {update['result_key']}; upload the result before reporting done")
+            if update["status"] == "done" and update["wanted"]: self._check_result(update["result_key"])
         now = self.context.now()
         with ledger.transaction():
             if not ledger.record_receipt(webhook_id, job["id"], now): self.count("duplicate"); return {"ok": True, "duplicate": True}
@@ -920,6 +943,14 @@ class Callbacks:
             ignored = f"job is {job['status']}" if job["status"] in FINISHED_JOB_STATES else self._apply(job, update, now)
         self.count("ignored" if ignored else "accepted")
         return {"ok": True, "duplicate": False, **({"ignored": ignored} if ignored else {})}
+
+    def _check_result(self, key: str) -> None:
+        "A done item's result must be in the store and be an image (its header is read): what reads it later trusts that."
+        store, images = self.context.store, self.context.settings.images
+        if store.head(key) is None: raise _invalid("result_key", f"there is no object at {key}; upload the result before reporting done")
+        data = store.get(key)
+        try: inspect_image(data, max_pixels=images.max_pixels, max_bytes=len(data))
+        except ImageError as e: raise _invalid("result_key", f"the object at {key} is not an image s3lib reads: {e.message}") from None
 
     def _update(self, body: dict, job: dict) -> dict:
         "A report's body checked against its item: `{item, attempt, status, result_key, error}`."

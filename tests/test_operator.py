@@ -39,7 +39,7 @@ def test_operators_grant_credits_and_change_plans(tmp_path):
         assert refused.returncode == 2 and "'platinum' is not a plan; plans: free, pro" in refused.stderr
         assert users(server, "grant", user_id, "0").returncode == 2
         assert users(server, "grant", "no-such-user", "5").returncode == 2
-        raw = json.dumps({"credits": 1000}).encode()
+        raw = json.dumps({"user_id": user_id, "credits": 1000}).encode()
         assert error_of(httpx.post(f"{server.url}/operator/users/{user_id}/credits", content=raw)) == (401, "unauthorized")
         as_worker = sign_callback(raw, server.env["S3LIB_CALLBACK_SECRET"])  # the workers' secret is not the operator's
         assert error_of(httpx.post(f"{server.url}/operator/users/{user_id}/credits", content=raw, headers=as_worker)) == (401, "unauthorized")
@@ -47,7 +47,9 @@ def test_operators_grant_credits_and_change_plans(tmp_path):
         signed = sign_callback(raw, operator_key(settings))
         assert httpx.post(f"{server.url}/operator/users/{user_id}/credits", content=raw, headers=signed).json()["credits"] == 1080
         assert httpx.post(f"{server.url}/operator/users/{user_id}/credits", content=raw, headers=signed).json()["credits"] == 1080  # a retry
-        extra = json.dumps({"credits": 5, "note": "x"}).encode()
+        other = Client(server.url).sign_up().me()["id"]  # the same signed body, sent for another user: refused
+        assert error_of(httpx.post(f"{server.url}/operator/users/{other}/credits", content=raw, headers=signed)) == (422, "invalid_request")
+        extra = json.dumps({"user_id": user_id, "credits": 5, "note": "x"}).encode()
         answer = httpx.post(f"{server.url}/operator/users/{user_id}/credits", content=extra, headers=sign_callback(extra, operator_key(settings)))
         assert error_of(answer) == (422, "invalid_request")
     finally:
