@@ -36,8 +36,8 @@ from .storage import LocalStore
 __all__ = ['logger', 'DEFAULT_RETRY_AFTER_SECONDS', 'JSON_MEDIA_TYPES', 'LATENCY_BUCKETS', 'IMAGE_BODY_SLACK', 'CALLBACK_EXAMPLE',
            'API_PREFIXES', 'ALL_METHODS', 'CORS_HEADERS', 'SECURITY_HEADERS', 'PREFLIGHT_ANSWER', 'GRADIO_UPLOAD_PATH',
            'GRADIO_API_PATH', 'UnsupportedMediaType', 'error_response', 'read_body', 'parse_json_object',
-           'ServiceRoute', 'openapi_of', 'operation_values', 'operation_answer', 'add_operation', 'api_router',
-           'cors_origins', 'create_api', 'edge_options', 'standard_error_body', 'EdgePolicy']
+           'ServiceRoute', 'openapi_of', 'operation_values', 'operation_answer', 'add_operation', 'no_query',
+           'api_router', 'cors_origins', 'create_api', 'edge_options', 'standard_error_body', 'EdgePolicy']
 
 # %% ../nbs/13_api.ipynb #cf5d4f1d
 logger = logging.getLogger(__name__)
@@ -236,6 +236,12 @@ def add_operation(router: APIRouter, service, # the `s3lib.service.Service`
                          dependencies=[Security(_bearer)] if operation.auth else [])
 
 # %% ../nbs/13_api.ipynb #acd6c70b
+def no_query(request: Request) -> None:
+    "Routes outside the operation table take no query parameters: one sent is a mistake worth naming, not ignoring."
+    if request.query_params:
+        key = next(iter(request.query_params))
+        raise InvalidRequest(f"unknown query parameter {key!r}; {request.method} {request.url.path} takes no query parameters", field=key)
+
 def _worker_routes(router: APIRouter, service, body_limit: int) -> None:
     "Routes for workers: signed with the callback secret (Standard Webhooks headers), not a user's token."
     @router.post(WorkerUrls.CALLBACK_ROUTE, tags=["workers"],
@@ -243,6 +249,7 @@ def _worker_routes(router: APIRouter, service, body_limit: int) -> None:
                                                          "webhook-id, webhook-timestamp and webhook-signature"))
     async def callback(job_id: str, request: Request):
         "A worker's signed report about one item (no token: the signature authenticates it)."
+        no_query(request)
         raw_body = await read_body(request, body_limit, "the callback body")
         return JSONResponse(await run_in_threadpool(service.handle_callback, job_id, request.headers, raw_body))
 
@@ -252,6 +259,7 @@ def _worker_routes(router: APIRouter, service, body_limit: int) -> None:
                                        "signed like a callback"))
     async def result_upload(job_id: str, request: Request):
         "A presigned PUT for one item's result (no token: signed like a callback); the worker uploads, then reports done."
+        no_query(request)
         raw_body = await read_body(request, body_limit, "the request body")
         return JSONResponse(await run_in_threadpool(service.result_upload, job_id, request.headers, raw_body))
 
@@ -260,6 +268,7 @@ def _worker_routes(router: APIRouter, service, body_limit: int) -> None:
                                        "(seconds, at most 20), signed like a callback"))
     async def worker_claim(request: Request):
         "For remote workers (signed like a callback): lease queued tasks, each with its own presigned URLs: `{tasks, lease_seconds}`."
+        no_query(request)
         raw_body = await read_body(request, body_limit, "the claim body")
         return JSONResponse(await run_in_threadpool(service.worker_claim, request.headers, raw_body))
 
@@ -267,12 +276,14 @@ def _worker_routes(router: APIRouter, service, body_limit: int) -> None:
                  openapi_extra=_schema({"job_id": "…", "item": 0, "attempt": 1}, "the task being worked on, signed like a callback"))
     async def worker_heartbeat(request: Request):
         "Renew a claimed task's lease: `{ok, lease_seconds}`; 409 `invalid_state` once it is lost (stop working on it)."
+        no_query(request)
         raw_body = await read_body(request, body_limit, "the heartbeat body")
         return JSONResponse(await run_in_threadpool(service.worker_heartbeat, request.headers, raw_body))
 
 def _operator_routes(router: APIRouter, service, body_limit: int) -> None:
     "Routes for operators (`s3lib users grant|plan`): bodies signed with the operator key; not in the public docs."
     async def operator_call(request: Request, what: str, field: str, call: Callable) -> JSONResponse:
+        no_query(request)
         raw_body = await read_body(request, body_limit, f"the {what} body")
         def run_signed():
             body, reference = service.operator_request(request.headers, raw_body, f"the {what} body")
@@ -324,14 +335,16 @@ def api_router(service, # the `s3lib.service.Service` every route calls
     _operator_routes(router, service, body_limit)
 
     @router.get("/health", tags=["operations"])
-    def health():
+    def health(request: Request):
         "Database, storage and model status; 503 when the database or storage does not answer."
+        no_query(request)
         report = service.health()
         return JSONResponse(report, 200 if report["ok"] else 503)
 
     @router.get("/metrics", tags=["operations"])
-    def metrics():
+    def metrics(request: Request):
         "Prometheus metrics: jobs and items by state, credits, callbacks, request latency."
+        no_query(request)
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     if settings.storage.backend == "local": _object_routes(router, service)

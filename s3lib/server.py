@@ -31,8 +31,8 @@ from .worker import Runner
 
 # %% auto #0
 __all__ = ['logger', 'QUIET_GRADIO', 'SHUTDOWN_SECONDS', 'store_signing_secret', 'create_service', 'load_ui',
-           'gradio_upload_folder', 'fresh_upload_folder', 'build_app', 'trusted_proxies', 'server_config', 'serve',
-           'launch_on_spaces']
+           'refuse_unknown_endpoints', 'gradio_upload_folder', 'fresh_upload_folder', 'build_app', 'trusted_proxies',
+           'server_config', 'serve', 'launch_on_spaces']
 
 # %% ../nbs/16_server.ipynb #b9b61a72
 def store_signing_secret(settings: Settings) -> str:
@@ -68,6 +68,13 @@ def load_ui(service: Service, settings: Settings) -> tuple:
     for name, value in QUIET_GRADIO.items(): os.environ.setdefault(name, value)  # the server's choice, before gradio is imported
     from s3lib.ui.page import build_demo, mount_options
     return build_demo(service, settings), mount_options() | {"show_error": False}
+
+def refuse_unknown_endpoints(gradio_app) -> None:
+    "A call to an API name the app does not have is a 404 in the API's shape (Gradio answers it with a plain-text 500)."
+    from fastapi.responses import JSONResponse
+    from gradio.route_utils import FnIndexInferError
+    gradio_app.add_exception_handler(FnIndexInferError, lambda request, error: JSONResponse(
+        {"error": {"code": "not_found", "message": f"{error}; the endpoints are listed at /gradio_api/info"}}, 404))
 
 def gradio_upload_folder(settings: Settings) -> Path:
     "This server's own folder for files uploaded to the Gradio app, under the system temp dir (Gradio's answers name it)."
@@ -110,6 +117,7 @@ def build_app(settings: Settings | None = None, # default: `load_settings()`; de
             import gradio as gr
             app = gr.mount_gradio_app(app, demo, path="/", max_file_size=settings.images.max_bytes, **options)
             app.state.gradio_app = next(route.app for route in app.routes if hasattr(getattr(route, "app", None), "stop_event"))
+            refuse_unknown_endpoints(app.state.gradio_app)
         logger.info("REST API ready; %s", "Gradio app mounted at /" if demo is not None else "no Gradio app")
     except BaseException:
         service.ledger.close()
