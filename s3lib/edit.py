@@ -21,8 +21,9 @@ from .perspective import BLOCK, lay, mip_levels, surface_plane
 
 # %% auto #0
 __all__ = ['FEATHER_PIXELS', 'MATERIALS', 'PARAM_KINDS', 'TILE', 'TEXTURE_SCALE', 'SHADING_SCALE', 'BLUR_RADIUS', 'ADJUSTMENT',
-           'ACTIONS', 'Param', 'fill', 'srgb_to_linear', 'linear_to_srgb', 'recolor', 'texture', 'laying', 'material',
-           'remove', 'blur', 'adjust', 'Action', 'register_action', 'unregister_action', 'apply_edit']
+           'ACTIONS', 'NO_ADJUSTMENT', 'Param', 'fill', 'srgb_to_linear', 'linear_to_srgb', 'recolor', 'texture',
+           'laying', 'material', 'remove', 'blur', 'adjust', 'Action', 'register_action', 'unregister_action',
+           'apply_edit']
 
 # %% ../nbs/04_edit.ipynb #08045105
 FEATHER_PIXELS = 2  # width of the soft edge outside the mask; pixels farther than this from the mask are bit-identical
@@ -562,10 +563,14 @@ register_action(Action("material", material, {"name": Param("choice", True, choi
 register_action(Action("fill", fill, {"color": Param("color", False, "#FFFFFF")}))
 register_action(Action("remove", remove))
 register_action(Action("blur", blur, {"radius": BLUR_RADIUS}))
+NO_ADJUSTMENT = 0.002  # amounts closer to 0 move no 8-bit level (1/255 is 0.0039)
+
 def _adjusts_something(params: dict) -> str | None:
-    "An adjust with every amount at 0 would leave the pixels as they are: refused where the rule is written."
-    if not any(params.get(name) for name in ("brightness", "contrast", "saturation")):
-        return "changes nothing: set brightness, contrast or saturation to something other than 0"
+    "An adjust whose every amount is (about) 0 would leave the pixels as they are: refused where the rule is written."
+    amounts = [params.get(name) for name in ("brightness", "contrast", "saturation")]
+    if not any(isinstance(a, (int, float)) and not isinstance(a, bool) and abs(a) >= NO_ADJUSTMENT for a in amounts):
+        return (f"changes nothing: set brightness, contrast or saturation at least {NO_ADJUSTMENT} away from 0 "
+                "(closer moves no pixel)")
     return None
 
 register_action(Action("adjust", adjust, dict.fromkeys(("brightness", "contrast", "saturation"), ADJUSTMENT), check=_adjusts_something))

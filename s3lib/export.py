@@ -25,13 +25,15 @@ __all__ = ['safe_stems', 'coco_categories', 'export_zip']
 
 # %% ../nbs/06b_export.ipynb #acf2c7bd
 def safe_stems(filenames: list[str]) -> list[str]:
-    "One unique, filesystem-safe stem per file name ('My photo (1).JPG' → 'My-photo-1')."
-    stems = []
+    "One unique, filesystem-safe stem per file name ('My photo (1).JPG' → 'My-photo-1'); unique without regard to case, "
+    "so 'a.png' and 'A.PNG' do not clash when the set is unpacked on macOS or Windows."
+    stems, taken = [], set()
     for name in filenames:
         stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(str(name).replace("\\", "/")).stem).strip(".-_") or "photo"
         candidate, n = stem[:80], 2
-        while candidate in stems: candidate, n = f"{stem[:76]}-{n}", n + 1
+        while candidate.casefold() in taken: candidate, n = f"{stem[:76]}-{n}", n + 1
         stems.append(candidate)
+        taken.add(candidate.casefold())
     return stems
 
 # %% ../nbs/06b_export.ipynb #c1332763

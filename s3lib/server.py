@@ -70,11 +70,19 @@ def load_ui(service: Service, settings: Settings) -> tuple:
     return build_demo(service, settings), mount_options() | {"show_error": False}
 
 def refuse_unknown_endpoints(gradio_app) -> None:
-    "A call to an API name the app does not have is a 404 in the API's shape (Gradio answers it with a plain-text 500)."
+    "A call to an API name or event number the app does not have is a 404 in the API's shape (Gradio answers it with a "
+    "plain-text 500)."
     from fastapi.responses import JSONResponse
     from gradio.route_utils import FnIndexInferError
     gradio_app.add_exception_handler(FnIndexInferError, lambda request, error: JSONResponse(
         {"error": {"code": "not_found", "message": f"{error}; the endpoints are listed at /gradio_api/info"}}, 404))
+
+    def missing(request, error: KeyError):
+        if request.url.path.endswith("/queue/join") and error.args and isinstance(error.args[0], int):
+            return JSONResponse({"error": {"code": "not_found", "message": f"the app has no event {error.args[0]} (fn_index)"}}, 404)
+        logger.error("error in the Gradio app while answering %s", request.url.path, exc_info=error)
+        return JSONResponse({"error": {"code": "internal_error", "message": "something went wrong on our side; it was logged"}}, 500)
+    gradio_app.add_exception_handler(KeyError, missing)
 
 def gradio_upload_folder(settings: Settings) -> Path:
     "This server's own folder for files uploaded to the Gradio app, under the system temp dir (Gradio's answers name it)."

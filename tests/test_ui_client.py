@@ -229,6 +229,8 @@ def test_a_file_the_caller_did_not_upload_is_refused(server, downloads):
     assert "invalid_request" in fetched and "are not fetched" in fetched, fetched
     unknown = httpx.post(f"{server.url}/gradio_api/call/no_such_endpoint", json={"data": []}, timeout=30)
     assert (unknown.status_code, unknown.json()["error"]["code"]) == (404, "not_found"), unknown.text
+    no_event = httpx.post(f"{server.url}/gradio_api/queue/join", json={"data": [], "fn_index": 9999, "session_hash": "x"}, timeout=30)
+    assert (no_event.status_code, no_event.json()["error"]["code"]) == (404, "not_found"), no_event.text
     too_few = call_raw(server, "segment", [], signed["token"])
     assert "invalid_request" in too_few and "needed: 5, got: 0" in too_few, too_few
 

@@ -90,11 +90,19 @@ def warn(message: str, lang: str = "en") -> None:
     "A warning that does not stop the action (files left out), escaped like `inform`."
     gr.Warning(html.escape(message, quote=False), duration=TOAST_SECONDS, title=text("notice", lang))
 
+def _argument(signature: inspect.Signature, args, kwargs, name: str, default=None):
+    try: return signature.bind_partial(*args, **kwargs).arguments.get(name, default)
+    except TypeError: return default
+
 def _language(signature: inspect.Signature, args, kwargs) -> str:
     "The `lang` a handler was called with, for its refusals (English when it takes none)."
-    try: lang = signature.bind_partial(*args, **kwargs).arguments.get("lang", "en")
-    except TypeError: return "en"
+    lang = _argument(signature, args, kwargs, "lang", "en")
     return lang if lang in TEXT else "en"
+
+def _without_workspace(signature: inspect.Signature, args, kwargs) -> bool:
+    "A handler that needs the page's workspace (`ws: Workspace`) called without one: only a stale or forged event does that."
+    wanted = signature.parameters.get("ws")
+    return wanted is not None and wanted.annotation is Workspace and _argument(signature, args, kwargs, "ws") is None
 
 def guarded(api: bool = False # True for API endpoints: the caller gets the error (`"<code>: <message>"`)
            ):
@@ -104,6 +112,7 @@ def guarded(api: bool = False # True for API endpoints: the caller gets the erro
         if inspect.isgeneratorfunction(function):
             @functools.wraps(function)
             def generator(*args, **kwargs):
+                if _without_workspace(signature, args, kwargs): return  # nothing to work on: nothing changes
                 try: yield from function(*args, **kwargs)
                 except Exception as e:
                     if api: raise shown_error(e, api) from None
@@ -111,6 +120,7 @@ def guarded(api: bool = False # True for API endpoints: the caller gets the erro
             return generator
         @functools.wraps(function)
         def call(*args, **kwargs):
+            if _without_workspace(signature, args, kwargs): return {}  # nothing to work on: nothing changes
             try: return function(*args, **kwargs)
             except Exception as e:
                 if api: raise shown_error(e, api) from None
