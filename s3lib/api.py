@@ -36,8 +36,9 @@ from .storage import LocalStore
 __all__ = ['logger', 'DEFAULT_RETRY_AFTER_SECONDS', 'JSON_MEDIA_TYPES', 'LATENCY_BUCKETS', 'IMAGE_BODY_SLACK', 'CALLBACK_EXAMPLE',
            'API_PREFIXES', 'ALL_METHODS', 'CORS_HEADERS', 'SECURITY_HEADERS', 'PREFLIGHT_ANSWER', 'GRADIO_UPLOAD_PATH',
            'GRADIO_API_PATH', 'UnsupportedMediaType', 'error_response', 'read_body', 'parse_json_object',
-           'ServiceRoute', 'openapi_of', 'operation_values', 'operation_answer', 'add_operation', 'no_query',
-           'api_router', 'cors_origins', 'create_api', 'edge_options', 'standard_error_body', 'EdgePolicy']
+           'ServiceRoute', 'openapi_of', 'refuse_unknown_query', 'operation_values', 'operation_answer',
+           'add_operation', 'no_query', 'api_router', 'cors_origins', 'create_api', 'edge_options',
+           'standard_error_body', 'EdgePolicy']
 
 # %% ../nbs/13_api.ipynb #cf5d4f1d
 logger = logging.getLogger(__name__)
@@ -175,14 +176,21 @@ def _body_limit(operation: Operation, settings) -> int:
     return limit
 
 # %% ../nbs/13_api.ipynb #7c39ec64
+def refuse_unknown_query(request: Request, known: list[str], # the query parameters the route takes
+                         route: str, # how the message names the route, e.g. "GET /jobs"
+                        ) -> None:
+    "`InvalidRequest` naming the first query parameter the route does not take."
+    for key in request.query_params:
+        if key not in known:
+            takes = f"takes {', '.join(known)}" if known else "takes no query parameters"
+            raise InvalidRequest(f"unknown query parameter {key!r}; {route} {takes}", field=key)
+
 async def operation_values(operation: Operation, request: Request, body_limit: int) -> dict:
     "An operation's inputs as REST sends them: path, query string and JSON body (images decoded to `Upload`s)."
     values = dict(request.path_params)
     query = [i.name for i in operation.inputs if i.place == "query"]
+    refuse_unknown_query(request, query, f"{operation.method} {operation.path}")
     for key in request.query_params:
-        if key not in query:
-            takes = f"takes {', '.join(query)}" if query else "takes no query parameters"
-            raise InvalidRequest(f"unknown query parameter {key!r}; {operation.method} {operation.path} {takes}", field=key)
         if len(request.query_params.getlist(key)) > 1: raise InvalidRequest(f"the query parameter {key!r} is given twice; send it once", field=key)
         values[key] = request.query_params[key]
     places = {i.place for i in operation.inputs}
@@ -238,9 +246,7 @@ def add_operation(router: APIRouter, service, # the `s3lib.service.Service`
 # %% ../nbs/13_api.ipynb #acd6c70b
 def no_query(request: Request) -> None:
     "Routes outside the operation table take no query parameters: one sent is a mistake worth naming, not ignoring."
-    if request.query_params:
-        key = next(iter(request.query_params))
-        raise InvalidRequest(f"unknown query parameter {key!r}; {request.method} {request.url.path} takes no query parameters", field=key)
+    refuse_unknown_query(request, [], f"{request.method} {request.url.path}")
 
 def _worker_routes(router: APIRouter, service, body_limit: int) -> None:
     "Routes for workers: signed with the callback secret (Standard Webhooks headers), not a user's token."

@@ -698,6 +698,9 @@ class Jobs:
         return {"id": job_id, "status": "canceled", "credits_refunded": refunded}
 
 # %% ../nbs/11_service.ipynb #3aceda81
+def _not_confirmable(job_id: str, status: str) -> InvalidState:
+    return InvalidState(f"job {job_id} is {status}; only a created job's uploads can be confirmed")
+
 class Uploads:
     "Confirming uploads: a job moves on only with every photo present, of its declared type and decodable, and what was "
     "verified is what gets processed."
@@ -707,7 +710,7 @@ class Uploads:
         ledger, confirmed = self.context.ledger, {"id": job_id, "status": "uploaded"}
         job = self.context.job(user_id, job_id)
         if job["status"] == "uploaded": return confirmed
-        if job["status"] not in JOB_MOVES["uploaded"]: raise InvalidState(f"job {job_id} is {job['status']}; only a created job's uploads can be confirmed")
+        if job["status"] not in JOB_MOVES["uploaded"]: raise _not_confirmable(job_id, job["status"])
         items = ledger.items(job_id)
         try: kept = self._checked_uploads(items)
         except (UploadIncomplete, ImageError):
@@ -715,13 +718,13 @@ class Uploads:
             # or a cancel may have deleted them (then that is the answer)
             status = ledger.job(job_id)["status"]
             if status == "uploaded": return confirmed
-            if status != "created": raise InvalidState(f"job {job_id} is {status}; only a created job's uploads can be confirmed") from None
+            if status != "created": raise _not_confirmable(job_id, status) from None
             raise
         if not ledger.confirm_inputs(job_id, kept, self.context.now()):
             status = ledger.job(job_id)["status"]  # another confirmation won the race, or a cancel came first
             if status != "uploaded":
                 for photo in kept.values(): self.context.store.delete(photo)  # copies nobody will read
-                raise InvalidState(f"job {job_id} is {status}; only a created job's uploads can be confirmed")
+                raise _not_confirmable(job_id, status)
             return confirmed
         for it in items: self.context.store.delete(it["input_key"])  # an upload URL still valid now writes where nothing reads
         return confirmed
@@ -946,9 +949,9 @@ class Callbacks:
 
     def _check_result(self, key: str) -> None:
         "A done item's result must be in the store and be an image (its header is read): what reads it later trusts that."
-        store, images = self.context.store, self.context.settings.images
-        if store.head(key) is None: raise _invalid("result_key", f"there is no object at {key}; upload the result before reporting done")
-        data = store.get(key)
+        images = self.context.settings.images
+        try: data = self.context.store.get(key)
+        except NotFound: raise _invalid("result_key", f"there is no object at {key}; upload the result before reporting done") from None
         try: inspect_image(data, max_pixels=images.max_pixels, max_bytes=len(data))
         except ImageError as e: raise _invalid("result_key", f"the object at {key} is not an image s3lib reads: {e.message}") from None
 

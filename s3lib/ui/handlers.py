@@ -70,8 +70,9 @@ def person_refusal(error: BaseException, # what a handler raised
     title = text("refusal_titles", lang).get(error.code) or error_title(error)
     worded = text("refusals", lang)
     template = next((worded[f"{error.code}:{name}"] for name in error.details if f"{error.code}:{name}" in worded), None)
-    try: return title, template.format(**error.details)
-    except (AttributeError, KeyError): pass  # no words for it (or not every detail they need): the service's message
+    if template is not None:
+        try: return title, template.format(**error.details)
+        except KeyError: pass  # the words need a detail this error lacks: the service's message
     def counted(found) -> str:
         edit = text("edit_number", lang, n=int(found[1]) + 1)
         return f"{edit} ({text('params', lang).get(found[2], found[2])})" if found[2] else edit
